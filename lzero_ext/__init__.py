@@ -1,0 +1,21 @@
+"""ScaleZero for LightZero: importing this package registers the project's envs, models and
+policies in DI-engine's registries (``ENV_REGISTRY``, ``MODEL_REGISTRY``, ``POLICY_REGISTRY``).
+"""
+from typing import Dict, List
+
+from ding.utils import ENV_REGISTRY, MODEL_REGISTRY, POLICY_REGISTRY
+
+from lzero_ext import envs  # noqa: F401  (registers envs)
+
+# Names this project adds to each ding registry; tests check they are all present.
+REGISTERED: Dict[str, List[str]] = {
+    "env": envs.REGISTERED_ENVS,
+    "model": [],
+    "policy": [],
+}
+
+
+def registered_names() -> Dict[str, List[str]]:
+    """The project's names found in ding's registries, per registry."""
+    registries = {"env": ENV_REGISTRY, "model": MODEL_REGISTRY, "policy": POLICY_REGISTRY}
+    return {kind: [name for name in names if name in registries[kind]] for kind, names in REGISTERED.items()}
