@@ -1,0 +1,40 @@
+"""Dispatcher: ``python -m lzero_ext.bench <name> [args]`` runs ``main(args)`` of the named benchmark.
+
+Benchmark modules are imported lazily, so one benchmark's dependencies never slow down or break
+another. Each module exposes ``main(argv: Optional[List[str]] = None) -> None``.
+
+Example:
+    >>> sorted(BENCHMARKS)[:1]
+    ['moe']
+"""
+import importlib
+import sys
+from typing import Dict, List, Optional
+
+# name -> module path (one line per benchmark; keep names unique).
+BENCHMARKS: Dict[str, str] = {
+    "moe": "lzero_ext.bench.moe",  # MoE layer vs dense layer of equal active compute, CPU fwd+bwd
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m lzero_ext.bench <name> [args]   (<name> --help for its options)", "", "benchmarks:"]
+    lines += [f"  {name:<12} {path}" for name, path in sorted(BENCHMARKS.items())]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in BENCHMARKS:
+        print(f"unknown benchmark {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    importlib.import_module(BENCHMARKS[name]).main(rest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Check and compile the per-task configs of a multi-task run.
+
+A multi-task run takes one LightZero-style ``(main_config, create_config)`` pair per task. The
+tasks share one model, so the keys that shape it must agree; a mismatch is reported naming the
+task and the key instead of failing later inside the model.
+"""
+import copy
+from typing import Any, List, Sequence, Tuple
+
+import torch
+from ding.config import compile_config
+from easydict import EasyDict
+
+TaskConfig = Tuple[EasyDict, EasyDict]
+
+# Keys (dotted, under main_config.policy) that every task must share because they shape the one model.
+SHARED_POLICY_KEYS = (
+    "model.model_type",
+    "model.world_model_cfg.num_layers",
+    "model.world_model_cfg.num_heads",
+    "model.world_model_cfg.embed_dim",
+    "model.world_model_cfg.moe",
+    "model.world_model_cfg.task_num",
+    "task_num",
+    "num_unroll_steps",
+)
+SHARED_CREATE_KEYS = ("policy.type",)
+DISCRETE_SHARED_KEYS = ("model.action_space_size",)  # discrete tasks share one action embedding
+
+
+class TaskConfigError(ValueError):
+    """A per-task config is inconsistent with the others or with the run."""
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(cfg, dict) or part not in cfg:
+            return None
+        cfg = cfg[part]
+    return cfg
+
+
+def validate_task_configs(task_configs: Sequence[TaskConfig]) -> None:
+    """Raises :class:`TaskConfigError` naming the first inconsistent task and key."""
+    if not task_configs:
+        raise TaskConfigError("no tasks given: a multi-task run needs at least one (main_config, create_config) pair")
+    first_main, first_create = task_configs[0]
+    continuous = bool(_get(first_main.policy, "model.continuous_action_space"))
+    policy_keys = SHARED_POLICY_KEYS + (() if continuous else DISCRETE_SHARED_KEYS)
+    for task_id, (main, create) in enumerate(task_configs):
+        for key in policy_keys:
+            if _get(main.policy, key) != _get(first_main.policy, key):
+                raise TaskConfigError(
+                    f"task {task_id} has policy.{key}={_get(main.policy, key)!r} but task 0 has "
+                    f"{_get(first_main.policy, key)!r}; all tasks share one model, so it must match"
+                )
+        for key in SHARED_CREATE_KEYS:
+            if _get(create, key) != _get(first_create, key):
+                raise TaskConfigError(f"task {task_id} has create_config.{key}={_get(create, key)!r}, task 0 has {_get(first_create, key)!r}")
+        if main.policy.get("task_id", task_id) != task_id:
+            raise TaskConfigError(f"task at position {task_id} has policy.task_id={main.policy.task_id}; ids must be 0..N-1 in order")
+    task_num = first_main.policy.get("task_num")
+    if task_num != len(task_configs):
+        raise TaskConfigError(f"policy.task_num={task_num} but {len(task_configs)} task configs were given")
+
+
+def compile_task_configs(task_configs: Sequence[TaskConfig], *, seed: int, exp_name: str, save_cfg: bool) -> List[EasyDict]:
+    """ding's ``compile_config`` per task (defaults of the registered policy and env merged in),
+    with the task id, shared experiment name and the device set."""
+    compiled = []
+    for task_id, (main, create) in enumerate(task_configs):
+        main, create = copy.deepcopy(main), copy.deepcopy(create)
+        main.exp_name = exp_name
+        main.policy.task_id = task_id
+        want_cuda = main.policy.get("cuda", False) and torch.cuda.is_available()
+        main.policy.device = "cuda" if want_cuda else "cpu"
+        main.policy.cuda = want_cuda
+        main.policy.model.world_model_cfg.device = main.policy.device
+        compiled.append(compile_config(main, seed=seed, env=None, auto=True, create_cfg=create,
+                                       save_cfg=save_cfg and task_id == 0))
+    return compiled

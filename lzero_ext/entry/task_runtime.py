@@ -1,0 +1,146 @@
+"""Everything one task owns in a multi-task run: env managers, collector, evaluator, replay buffer.
+
+All of them are lightzero's classes; the shared policy is bound to the task through
+``policy.task_collect_mode(task_id)`` / ``policy.task_eval_mode(task_id)``. lightzero 0.2.0's
+workers assume rank 0 logs and evaluates for everyone and all-reduce counters across ranks; with
+tasks split over ranks each rank owns its tasks, so they are built and run in a one-rank view
+(:func:`rank_local`).
+"""
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+from ding.envs import create_env_manager, get_vec_env_setting
+from easydict import EasyDict
+from lzero.mcts import SampledUniZeroGameBuffer, UniZeroGameBuffer
+from lzero.policy import visit_count_temperature
+from lzero.worker import MuZeroEvaluator, MuZeroSegmentCollector
+from lzero.worker import muzero_evaluator, muzero_segment_collector
+from torch.utils.tensorboard import SummaryWriter
+
+from lzero_ext.summary import TaskRecord
+
+BUFFER_CLASSES = {"scalezero": UniZeroGameBuffer, "sampled_scalezero": SampledUniZeroGameBuffer}
+
+
+@contextmanager
+def rank_local(*modules: Any) -> Iterator[None]:
+    """Make lightzero worker modules see a one-process world while one rank works on its own tasks."""
+    saved = [(m, m.get_rank, m.get_world_size) for m in modules]
+    for module in modules:
+        module.get_rank, module.get_world_size = (lambda: 0), (lambda: 1)
+    try:
+        yield
+    finally:
+        for module, get_rank, get_world_size in saved:
+            module.get_rank, module.get_world_size = get_rank, get_world_size
+
+
+@dataclass
+class TaskRuntime:
+    """One task's workers. Build with :meth:`build`; the trainer calls collect / sample / evaluate."""
+
+    task_id: int
+    name: str
+    cfg: EasyDict
+    collector: MuZeroSegmentCollector
+    evaluator: MuZeroEvaluator
+    buffer: Any
+    writer: SummaryWriter
+    record: TaskRecord
+    score_kind: str = "raw"
+
+    @classmethod
+    def build(cls, task_id: int, name: str, cfg: EasyDict, policy: Any, log_dir: str, score_kind: str = "raw") -> "TaskRuntime":
+        env_fn, collector_env_cfg, evaluator_env_cfg = get_vec_env_setting(cfg.env)
+        collector_env = create_env_manager(cfg.env.manager, [partial(env_fn, cfg=c) for c in collector_env_cfg])
+        evaluator_env = create_env_manager(cfg.env.manager, [partial(env_fn, cfg=c) for c in evaluator_env_cfg])
+        collector_env.seed(cfg.seed)
+        evaluator_env.seed(cfg.seed, dynamic_seed=False)
+        writer = SummaryWriter(os.path.join(log_dir, "tasks", name))
+        exp_name = os.path.relpath(cfg.exp_name)  # lightzero's workers prefix './' to exp_name
+        with rank_local(muzero_segment_collector, muzero_evaluator):
+            collector = MuZeroSegmentCollector(
+                env=collector_env, policy=policy.task_collect_mode(task_id), tb_logger=writer, exp_name=exp_name,
+                instance_name=f"collector_{name}", policy_config=cfg.policy,
+            )
+            evaluator = MuZeroEvaluator(
+                eval_freq=cfg.policy.eval_freq, n_evaluator_episode=cfg.env.n_evaluator_episode,
+                stop_value=cfg.env.stop_value, env=evaluator_env, policy=policy.task_eval_mode(task_id),
+                tb_logger=writer, exp_name=exp_name, instance_name=f"evaluator_{name}", policy_config=cfg.policy,
+            )
+        buffer = BUFFER_CLASSES[cfg.policy.type](cfg.policy)
+        return cls(task_id, name, cfg, collector, evaluator, buffer, writer, TaskRecord(task_id, name), score_kind)
+
+    # ------------------------------------------------------------------ phases
+    @property
+    def env_steps(self) -> int:
+        return self.collector.envstep
+
+    def collect(self, train_iter: int) -> List[Any]:
+        """Collects ``collector_env_num`` game segments with MCTS and pushes them to the buffer."""
+        policy_cfg = self.cfg.policy
+        temperature = visit_count_temperature(
+            policy_cfg.manual_temperature_decay, policy_cfg.fixed_temperature_value,
+            policy_cfg.threshold_training_steps_for_final_temperature, trained_steps=train_iter,
+        )
+        with rank_local(muzero_segment_collector):
+            new_data = self.collector.collect(train_iter=train_iter, policy_kwargs={"temperature": temperature, "epsilon": 0.0})
+        self.buffer.push_game_segments(new_data)
+        self.buffer.remove_oldest_data_to_fit()
+        return new_data
+
+    def has_enough_data(self) -> bool:
+        return self.buffer.get_num_of_transitions() > self.cfg.policy.batch_size
+
+    def sample(self, policy: Any) -> Tuple[int, Any, Any]:
+        """One batch for the learner, with targets reanalysed by the task-bound target model."""
+        with policy._target_model.bind_task(self.task_id):
+            current_batch, target_batch = self.buffer.sample(self.cfg.policy.batch_size, policy)
+        return self.task_id, current_batch, target_batch
+
+    def evaluate(self, train_iter: int) -> float:
+        """Runs ``n_evaluator_episode`` episodes; returns and records their mean raw return."""
+        with rank_local(muzero_evaluator):
+            _, episode_info = self.evaluator.eval(None, train_iter, self.env_steps)
+        mean_return = float(episode_info["eval_episode_return_mean"])
+        self.record.add_eval(self.env_steps, mean_return, kind=self.score_kind)
+        self.writer.add_scalar("eval/episode_return_mean_vs_env_step", mean_return, self.env_steps)
+        return mean_return
+
+    def log_learn(self, train_iter: int, values: Dict[str, float]) -> None:
+        for key, value in values.items():
+            if np.isscalar(value):
+                self.writer.add_scalar(f"learn/{key}", value, train_iter)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self, include_buffer: bool = False) -> Dict[str, Any]:
+        state = {
+            "name": self.name,
+            "env_steps": self.collector._total_envstep_count,
+            "episodes": self.collector._total_episode_count,
+            "eval_history": list(self.record.history),
+            "max_eval_return": self.evaluator._max_episode_return,
+        }
+        if include_buffer:
+            state["buffer"] = self.buffer
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if state["name"] != self.name:
+            raise ValueError(f"checkpoint task {self.task_id} is {state['name']!r}, this run's is {self.name!r}")
+        self.collector._total_envstep_count = state["env_steps"]
+        self.collector._total_episode_count = state["episodes"]
+        for env_step, mean_return in state["eval_history"]:
+            self.record.add_eval(env_step, mean_return, kind=self.score_kind)
+        self.evaluator._max_episode_return = state["max_eval_return"]
+        if "buffer" in state:
+            self.buffer = state["buffer"]
+
+    def close(self) -> None:
+        self.collector.close()
+        self.evaluator.close()
+        self.writer.close()

@@ -1,0 +1,223 @@
+"""Multi-task training entry: one shared ScaleZero policy, per-task workers, one process or DDP.
+
+The loop reads like the algorithm (REFERENCE §5)::
+
+    evaluate (every eval_freq iterations) -> collect one round per unfinished task -> learn
+    (updates_per_round steps, each on one batch per task) -> checkpoint -> stop?
+
+Under ``torchrun`` each rank owns a contiguous block of tasks; ranks meet only in the learn step's
+gradient averaging and in a few small agreements (number of updates, whether anyone has data, stop),
+so a rank whose tasks have no data yet never leaves the others waiting.
+"""
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+from ding.policy import create_policy
+from ding.utils import set_pkg_seed
+from tqdm import tqdm
+
+from lzero_ext.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from lzero_ext.distributed import all_gather_object, init_distributed, split_tasks
+from lzero_ext.entry.configs import TaskConfig, compile_task_configs, validate_task_configs
+from lzero_ext.entry.task_runtime import TaskRuntime
+from lzero_ext.summary import plot_learning_curves, print_summary_table, summarize, write_summary
+
+logger = logging.getLogger(__name__)
+CHECKPOINT_KEYS = ("policy", "train_iter", "tasks", "rng", "world_size")
+
+
+@dataclass
+class TrainResult:
+    """What a run returns: its summary (also in ``summary.json``) and where things were written."""
+
+    exp_dir: str
+    summary: Dict[str, Any]
+    train_iter: int
+    policy: Any = field(repr=False, default=None)
+
+
+def _all_reduce(value: float, op: str) -> float:
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    tensor = torch.tensor([float(value)], dtype=torch.float64)
+    dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op])
+    return tensor.item()
+
+
+def _task_name(cfg: Any, task_id: int) -> str:
+    env_id = cfg.env.get("env_id") or cfg.env.get("env_name") or f"task{task_id}"
+    return str(env_id).replace("/", "-")
+
+
+def _checkpoint_path(exp_dir: str, rank: int, train_iter: int) -> str:
+    return os.path.join(exp_dir, "ckpt", f"rank{rank}", f"iteration_{train_iter}.pth.tar")
+
+
+class MultiTaskTrainer:
+    """Holds one run's state; :func:`train_scalezero` is the functional front door."""
+
+    def __init__(self, task_configs: Sequence[TaskConfig], *, seed: int, exp_name: str, score_kind: str,
+                 max_env_step: int, max_train_iter: int, checkpoint_freq: int, save_replay_buffer: bool,
+                 progress: bool) -> None:
+        validate_task_configs(task_configs)
+        self.dist = init_distributed()
+        self.local_task_ids = split_tasks(list(range(len(task_configs))), self.dist.rank, self.dist.world_size)
+        self.exp_dir = exp_name
+        self.max_env_step, self.max_train_iter = max_env_step, max_train_iter
+        self.checkpoint_freq, self.save_replay_buffer = checkpoint_freq, save_replay_buffer
+        self.progress = progress and self.dist.rank == 0
+        self.score_kind = score_kind
+        self.train_iter = 0
+
+        cfgs = compile_task_configs(task_configs, seed=seed, exp_name=exp_name, save_cfg=self.dist.rank == 0)
+        set_pkg_seed(seed + self.dist.rank, use_cuda=torch.cuda.is_available())
+        self.policy = create_policy(cfgs[0].policy, enable_field=["learn", "collect", "eval"])
+        self.policy.set_task_configs({t: cfgs[t].policy for t in self.local_task_ids})
+        log_dir = os.path.join(exp_name, "log")
+        self.tasks = [
+            TaskRuntime.build(t, _task_name(cfgs[t], t), cfgs[t], self.policy, log_dir, score_kind)
+            for t in self.local_task_ids
+        ]
+        self.cfg = cfgs[0].policy
+
+    # ------------------------------------------------------------------ phases
+    def evaluate(self, force: bool = False) -> None:
+        for task in self.tasks:
+            if force or task.evaluator.should_eval(self.train_iter):
+                mean_return = task.evaluate(self.train_iter)
+                logger.info(f"[eval] {task.name}: mean return {mean_return:.2f} at {task.env_steps} env steps")
+
+    def collect(self) -> int:
+        """One collection round for every task with budget left; returns the transitions collected here."""
+        collected = 0
+        for task in self.tasks:
+            if task.env_steps < self.max_env_step:
+                before = task.env_steps
+                task.collect(self.train_iter)
+                collected += task.env_steps - before
+        return collected
+
+    def updates_this_round(self, collected_here: int) -> int:
+        """Replay ratio over the mean per-task transitions (same count on every rank)."""
+        if self.cfg.update_per_collect is not None:
+            return int(self.cfg.update_per_collect)
+        total = _all_reduce(collected_here, "sum")
+        return max(1, int(math.ceil(total / self.cfg.task_num * self.cfg.replay_ratio)))
+
+    def learn(self, num_updates: int) -> Optional[Dict[str, float]]:
+        ready = [task for task in self.tasks if task.has_enough_data()]
+        if _all_reduce(len(ready), "max") == 0:
+            return None  # no rank has a batch yet: everyone collects again
+        log = None
+        for _ in range(num_updates):
+            if self.train_iter >= self.max_train_iter:
+                break
+            batches = [task.sample(self.policy) for task in ready]
+            log = self.policy.learn_mode.forward(batches)
+            self.train_iter += 1
+            for task in ready:
+                prefix = f"task{task.task_id}/"
+                task.log_learn(self.train_iter, {k[len(prefix):]: v for k, v in log.items() if k.startswith(prefix)})
+        self.policy.recompute_pos_emb_diff_and_clear_cache()
+        return log
+
+    def finished(self) -> bool:
+        local_done = all(task.env_steps >= self.max_env_step for task in self.tasks)
+        out_of_iters = self.train_iter >= self.max_train_iter
+        return _all_reduce(float(local_done), "min") == 1.0 or out_of_iters
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> str:
+        state = {
+            "policy": self.policy.learn_mode.state_dict(),
+            "train_iter": self.train_iter,
+            "tasks": {t.task_id: t.state_dict(self.save_replay_buffer) for t in self.tasks},
+            "rng": capture_rng_state(),
+            "world_size": self.dist.world_size,
+        }
+        path = _checkpoint_path(self.exp_dir, self.dist.rank, self.train_iter)
+        save_checkpoint(path, state, keep_last=3)
+        return path
+
+    def resume(self) -> None:
+        ckpt_dir = os.path.dirname(_checkpoint_path(self.exp_dir, self.dist.rank, 0))
+        state = load_checkpoint(ckpt_dir, required_keys=CHECKPOINT_KEYS)
+        if state["world_size"] != self.dist.world_size:
+            raise CheckpointError(f"checkpoint in {ckpt_dir} was written by {state['world_size']} ranks; "
+                                  f"this run has {self.dist.world_size}: resume with the same number of ranks")
+        self.policy.learn_mode.load_state_dict(state["policy"])
+        self.train_iter = state["train_iter"]
+        for task in self.tasks:
+            if task.task_id not in state["tasks"]:
+                raise CheckpointError(f"checkpoint in {ckpt_dir} has no state for task {task.task_id} ({task.name})")
+            task.load_state_dict(state["tasks"][task.task_id])
+        restore_rng_state(state["rng"])
+        logger.info(f"resumed from {ckpt_dir} at iteration {self.train_iter}")
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
+        budget = self.max_env_step * len(self.tasks)
+        bar = tqdm(total=budget, desc="env steps", unit="step", disable=not self.progress, dynamic_ncols=True)
+        bar.update(min(budget, sum(t.env_steps for t in self.tasks)))
+        last_checkpoint = self.train_iter
+        try:
+            while not self.finished():
+                self.evaluate()
+                collected = self.collect()
+                bar.update(collected)
+                log = self.learn(self.updates_this_round(collected))
+                if log is not None:
+                    bar.set_postfix(iter=self.train_iter, loss=f"{log['weighted_total_loss']:.3f}")
+                if self.train_iter - last_checkpoint >= self.checkpoint_freq:
+                    self.save()
+                    last_checkpoint = self.train_iter
+            self.evaluate(force=True)
+            self.save()
+        finally:
+            bar.close()
+        return TrainResult(self.exp_dir, self.report(), self.train_iter, self.policy)
+
+    def report(self) -> Dict[str, Any]:
+        """Gathers every rank's task records; rank 0 prints the table and writes summary.json and the plot."""
+        for task in self.tasks:
+            task.record.env_steps = task.env_steps
+        records = sorted(sum(all_gather_object([t.record for t in self.tasks]), []), key=lambda r: r.task_id)
+        summary = summarize(records, kind=self.score_kind)
+        if self.dist.rank == 0:
+            print_summary_table(summary)
+            write_summary(self.exp_dir, summary, extra={"train_iter": self.train_iter, "world_size": self.dist.world_size})
+            plot_learning_curves(self.exp_dir, records)
+        return summary
+
+    def close(self) -> None:
+        for task in self.tasks:
+            task.close()
+
+
+def train_scalezero(task_configs: Sequence[TaskConfig], *, seed: int = 0, max_env_step: int = int(1e10),
+                    max_train_iter: int = int(1e10), exp_name: Optional[str] = None, resume: bool = False,
+                    score_kind: str = "raw", checkpoint_freq: int = 1000, save_replay_buffer: bool = False,
+                    progress: bool = True) -> TrainResult:
+    """Trains one ScaleZero model on every task in ``task_configs`` (one ``(main, create)`` pair each).
+
+    ``max_env_step`` is a per-task budget: a task that spent it stops collecting; the run ends when
+    all have, or after ``max_train_iter`` learner iterations. ``resume`` continues from the latest
+    checkpoint in ``<exp_name>/ckpt``. Returns a :class:`TrainResult`; rank 0 also writes
+    ``summary.json`` and ``learning_curves.png`` into the experiment directory.
+    """
+    exp_name = exp_name or task_configs[0][0].exp_name
+    trainer = MultiTaskTrainer(task_configs, seed=seed, exp_name=exp_name, score_kind=score_kind,
+                               max_env_step=max_env_step, max_train_iter=max_train_iter,
+                               checkpoint_freq=checkpoint_freq, save_replay_buffer=save_replay_buffer, progress=progress)
+    try:
+        if resume:
+            trainer.resume()
+        return trainer.run()
+    finally:
+        trainer.close()

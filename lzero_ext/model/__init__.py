@@ -1,0 +1,1 @@
+"""Model components of the ScaleZero world model (MoE feed-forward layer, ...)."""

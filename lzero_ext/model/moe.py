@@ -1,0 +1,295 @@
+"""Mixture-of-Experts feed-forward layer for the ScaleZero world model.
+
+The FFN sublayer of every transformer block becomes ``num_experts`` routed experts plus
+``num_shared_experts`` always-on experts (REFERENCE.md section 3). Routing is Switch style:
+
+* a bias-free ``gate = nn.Linear(D, E)`` gives router logits (no task id in the gate);
+* softmax over **all** experts in float32, *then* top-k, so the gate value of the chosen expert
+  depends on the logits and the router is trained even at k = 1 (REFERENCE.md section 8,
+  pitfall 1); for k > 1 the k weights are renormalised to sum to 1;
+* tokens are sorted by expert once, each expert runs on one contiguous slice, and results are
+  combined with ``index_add_``.
+
+The layer returns its router logits and holds no loss weights: the world model collects the
+logits of every MoE layer and adds ``load_balancing_loss`` / ``router_z_loss`` itself (pitfall 2:
+without them and without ``moe_statistics`` experts can collapse unseen).
+
+Expert linears are plain ``nn.Linear`` modules named ``w1``/``w2``/``w3`` (SwiGLU) or
+``fc1``/``fc2`` (GELU) so a LoRA pass can wrap them by name; the router is named ``gate`` and the
+always-on experts live in ``shared_experts`` so the same pass can exclude them.
+"""
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+EXPERT_TYPES: FrozenSet[str] = frozenset({"swiglu", "gelu"})
+
+
+class SwiGLUExpert(nn.Module):
+    """SwiGLU feed-forward expert ``w2(silu(w1 x) * w3 x)``, bias-free, hidden ``4 * D`` by default.
+
+    Example:
+        >>> expert = SwiGLUExpert(16)
+        >>> expert(torch.randn(3, 5, 16)).shape
+        torch.Size([3, 5, 16])
+        >>> expert.w1.weight.shape
+        torch.Size([64, 16])
+    """
+
+    def __init__(self, embed_dim: int, *, hidden_dim: Optional[int] = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        hidden_dim = 4 * embed_dim if hidden_dim is None else hidden_dim
+        self.w1 = nn.Linear(embed_dim, hidden_dim, bias=False)  # gate branch
+        self.w3 = nn.Linear(embed_dim, hidden_dim, bias=False)  # value branch
+        self.w2 = nn.Linear(hidden_dim, embed_dim, bias=False)  # output projection
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+class GELUExpert(nn.Module):
+    """Linear-GELU-Linear feed-forward expert (with biases, as the dense UniZero MLP).
+
+    Example:
+        >>> expert = GELUExpert(16, hidden_dim=32)
+        >>> expert(torch.randn(4, 16)).shape
+        torch.Size([4, 16])
+    """
+
+    def __init__(self, embed_dim: int, *, hidden_dim: Optional[int] = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        hidden_dim = 4 * embed_dim if hidden_dim is None else hidden_dim
+        self.fc1 = nn.Linear(embed_dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, embed_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.fc2(F.gelu(self.fc1(x))))
+
+
+_EXPERT_CLASSES = {"swiglu": SwiGLUExpert, "gelu": GELUExpert}
+
+
+def make_expert(expert_type: str, embed_dim: int, *, hidden_dim: Optional[int] = None,
+                dropout: float = 0.0) -> nn.Module:
+    """Build one expert of ``expert_type`` (one of ``EXPERT_TYPES``)."""
+    if expert_type not in EXPERT_TYPES:
+        raise ValueError(f"unknown expert_type {expert_type!r}; expected one of {sorted(EXPERT_TYPES)}")
+    return _EXPERT_CLASSES[expert_type](embed_dim, hidden_dim=hidden_dim, dropout=dropout)
+
+
+class MoEFeedForward(nn.Module):
+    """Routed experts plus always-on shared experts; returns ``(output, router_logits)``.
+
+    Arguments:
+        embed_dim: model width ``D``.
+        num_experts: number of routed experts ``E``.
+        top_k: experts per token, ``1 <= top_k <= num_experts``.
+        num_shared_experts: always-on experts whose output is added to every token (0 allowed).
+        expert_type: ``"swiglu"`` or ``"gelu"`` (see ``EXPERT_TYPES``), used for all experts.
+        hidden_dim: expert hidden width, default ``4 * embed_dim``.
+        dropout: dropout on each expert's output.
+
+    ``forward(x)`` takes ``x`` of shape ``(..., D)`` and returns the output, same shape, and the
+    raw router logits ``(N, E)`` with ``N = x.numel() // D`` (in ``x``'s dtype), for
+    ``load_balancing_loss``, ``router_z_loss`` and ``moe_statistics``.
+
+    Example:
+        >>> moe = MoEFeedForward(32, num_experts=4, top_k=1, num_shared_experts=1)
+        >>> out, logits = moe(torch.randn(2, 10, 32))
+        >>> out.shape, logits.shape
+        (torch.Size([2, 10, 32]), torch.Size([20, 4]))
+        >>> aux = load_balancing_loss(logits, top_k=1) + 1e-3 * router_z_loss(logits)
+        >>> int(expert_token_counts(logits, top_k=1).sum())
+        20
+    """
+
+    def __init__(self, embed_dim: int, *, num_experts: int = 8, top_k: int = 1, num_shared_experts: int = 1,
+                 expert_type: str = "swiglu", hidden_dim: Optional[int] = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        if embed_dim < 1:
+            raise ValueError(f"embed_dim must be >= 1, got {embed_dim}")
+        if num_experts < 1:
+            raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+        if not 1 <= top_k <= num_experts:
+            raise ValueError(f"top_k must satisfy 1 <= top_k <= num_experts={num_experts}, got top_k={top_k}")
+        if num_shared_experts < 0:
+            raise ValueError(f"num_shared_experts must be >= 0, got {num_shared_experts}")
+        if expert_type not in EXPERT_TYPES:
+            raise ValueError(f"unknown expert_type {expert_type!r}; expected one of {sorted(EXPERT_TYPES)}")
+        if hidden_dim is not None and hidden_dim < 1:
+            raise ValueError(f"hidden_dim must be >= 1 or None (4 * embed_dim), got {hidden_dim}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.embed_dim = embed_dim
+        self.num_experts = num_experts
+        self.top_k = top_k
+        self.expert_type = expert_type
+        self.gate = nn.Linear(embed_dim, num_experts, bias=False)
+        self.experts = nn.ModuleList(
+            make_expert(expert_type, embed_dim, hidden_dim=hidden_dim, dropout=dropout) for _ in range(num_experts))
+        self.shared_experts = nn.ModuleList(
+            make_expert(expert_type, embed_dim, hidden_dim=hidden_dim, dropout=dropout)
+            for _ in range(num_shared_experts))
+
+    def route(self, flat: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Router for flattened tokens ``(N, D)``: logits ``(N, E)``, top-k weights and expert ids ``(N, k)``."""
+        router_logits = self.gate(flat)                                  # (N, E)
+        probs = torch.softmax(router_logits.float(), dim=-1)             # (N, E) float32, over all experts
+        weights, expert_ids = probs.topk(self.top_k, dim=-1)             # (N, k), (N, k)
+        if self.top_k > 1:
+            weights = weights / weights.sum(dim=-1, keepdim=True)        # (N, k), rows sum to 1
+        return router_logits, weights.to(flat.dtype), expert_ids
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """``x (..., D)`` -> ``(output (..., D), router_logits (N_tokens, E))``; output includes shared experts."""
+        flat = x.reshape(-1, self.embed_dim)                             # (N, D)
+        router_logits, weights, expert_ids = self.route(flat)            # (N, E), (N, k), (N, k)
+
+        # Sort the N*k (token, expert) assignments by expert once; each expert then reads one
+        # contiguous slice of the gathered tokens.
+        flat_expert_ids = expert_ids.reshape(-1)                         # (N*k,)
+        order = torch.argsort(flat_expert_ids, stable=True)              # (N*k,) assignment ids, grouped by expert
+        token_ids = order // self.top_k                                  # (N*k,) token of each sorted assignment
+        sorted_weights = weights.reshape(-1)[order].unsqueeze(-1)        # (N*k, 1)
+        sorted_tokens = flat.index_select(0, token_ids)                  # (N*k, D)
+        counts = torch.bincount(flat_expert_ids, minlength=self.num_experts).tolist()  # E ints, sum N*k
+
+        # torch.split (not slicing) so that backward concatenates the slice grads once instead of
+        # scattering each into an (N*k, D) zero tensor.
+        expert_outputs = [expert(tokens)                                 # (count_e, D)
+                          for expert, tokens in zip(self.experts, sorted_tokens.split(counts)) if tokens.shape[0]]
+        if expert_outputs:
+            routed = torch.cat(expert_outputs, dim=0) * sorted_weights   # (N*k, D), gate-weighted
+        else:
+            routed = sorted_tokens                                       # (0, D): no tokens at all
+
+        if self.shared_experts:
+            output = self.shared_experts[0](flat)                        # (N, D)
+            for shared in self.shared_experts[1:]:
+                output = output + shared(flat)                           # (N, D)
+        else:
+            output = torch.zeros_like(flat)                              # (N, D)
+        output.index_add_(0, token_ids, routed)                          # (N, D), adds the k experts of each token
+        return output.reshape(x.shape), router_logits                    # (..., D), (N, E)
+
+
+def _assignment_counts(router_logits: Tensor, top_k: int) -> Tensor:
+    """``(E,)`` int64 count of top-k assignments per expert for logits ``(N, E)``."""
+    num_experts = router_logits.shape[-1]
+    if not 1 <= top_k <= num_experts:
+        raise ValueError(f"top_k must satisfy 1 <= top_k <= num_experts={num_experts}, got top_k={top_k}")
+    expert_ids = router_logits.detach().topk(top_k, dim=-1).indices     # (N, k); same order as softmax probs
+    return torch.bincount(expert_ids.reshape(-1), minlength=num_experts)  # (E,)
+
+
+def load_balancing_loss(router_logits: Tensor, top_k: int) -> Tensor:
+    r"""Switch Transformer / GShard auxiliary load-balancing loss for one MoE layer.
+
+    .. math::
+
+        \mathcal{L}_{\text{balance}} = E \sum_{e=1}^{E} f_e \, P_e, \qquad
+        f_e = \frac{1}{N k} \sum_{t=1}^{N} \mathbb{1}[e \in \operatorname{topk}(p_t)], \qquad
+        P_e = \frac{1}{N} \sum_{t=1}^{N} p_{t,e}, \qquad p_t = \operatorname{softmax}(z_t)
+
+    with router logits ``z`` of shape ``(N, E)``. ``f`` (fraction of assignments, not
+    differentiable) sums to 1, so uniform probabilities ``P_e = 1/E`` give exactly 1.0, the value
+    of balanced routing that the loss pushes toward; full collapse onto one expert at ``k = 1``
+    gives ``E``. Gradient flows through ``P`` only. Computed in float32.
+
+    Example:
+        >>> float(load_balancing_loss(torch.zeros(6, 4), top_k=1))
+        1.0
+        >>> float(load_balancing_loss(torch.tensor([[50.0, 0.0, 0.0, 0.0]]).repeat(6, 1), top_k=1))
+        4.0
+    """
+    num_tokens, num_experts = router_logits.shape                       # (N, E)
+    probs = torch.softmax(router_logits.float(), dim=-1)                # (N, E)
+    assignment_fraction = _assignment_counts(router_logits, top_k).float() / (num_tokens * top_k)  # (E,) f
+    mean_prob = probs.mean(dim=0)                                       # (E,) P
+    return num_experts * torch.sum(assignment_fraction * mean_prob)
+
+
+def router_z_loss(router_logits: Tensor) -> Tensor:
+    r"""ST-MoE router z-loss ``mean_t(logsumexp_e z_{t,e})^2``: keeps router logits small. Float32.
+
+    Example:
+        >>> round(float(router_z_loss(torch.zeros(3, 4))), 4)  # log(4)^2
+        1.9218
+    """
+    return torch.logsumexp(router_logits.float(), dim=-1).pow(2).mean()
+
+
+def expert_token_counts(router_logits: Tensor, top_k: int) -> Tensor:
+    """``(E,)`` int64 number of tokens routed to each expert; sums to ``N * top_k``.
+
+    Example:
+        >>> expert_token_counts(torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]]), top_k=1)
+        tensor([2, 1])
+    """
+    return _assignment_counts(router_logits, top_k)
+
+
+def expert_usage_per_task(router_logits: Tensor, top_k: int, task_ids: Tensor, num_tasks: int) -> Tensor:
+    """``(num_tasks, E)`` fraction of each task's token assignments that went to each expert.
+
+    ``task_ids`` holds one task id per token, shape ``(N,)``. Each row sums to 1; a task without
+    tokens gets a row of zeros.
+
+    Example:
+        >>> logits = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+        >>> expert_usage_per_task(logits, 1, torch.tensor([0, 0, 1, 1]), num_tasks=2)
+        tensor([[1.0000, 0.0000],
+                [0.5000, 0.5000]])
+    """
+    num_tokens, num_experts = router_logits.shape                       # (N, E)
+    if task_ids.shape != (num_tokens,):
+        raise ValueError(f"task_ids must have shape ({num_tokens},) (one per token), got {tuple(task_ids.shape)}")
+    expert_ids = router_logits.detach().topk(top_k, dim=-1).indices     # (N, k)
+    task_of_assignment = task_ids.to(expert_ids.device).long().unsqueeze(-1).expand_as(expert_ids)  # (N, k)
+    cell = (task_of_assignment * num_experts + expert_ids).reshape(-1)  # (N*k,) flat (task, expert) index
+    counts = torch.bincount(cell, minlength=num_tasks * num_experts)    # (T*E,)
+    if counts.numel() > num_tasks * num_experts or (num_tokens > 0 and int(task_ids.min()) < 0):
+        raise ValueError(f"task_ids must lie in [0, num_tasks={num_tasks})")
+    counts = counts.view(num_tasks, num_experts).float()               # (T, E)
+    return counts / counts.sum(dim=-1, keepdim=True).clamp_min(1.0)
+
+
+def moe_statistics(router_logits_list: Sequence[Tensor], top_k: int, *, task_ids: Optional[Tensor] = None,
+                   num_tasks: Optional[int] = None) -> Dict[str, Union[Tensor, float]]:
+    """Router statistics of L MoE layers for logging (no gradient).
+
+    Returns:
+        ``tokens_per_expert``: ``(L, E)`` int64 assignment counts per layer;
+        ``expert_fraction``: ``(L, E)`` the same as fractions of ``N * top_k``;
+        ``max_expert_fraction``: float, largest fraction over layers and experts (1.0 = collapse);
+        ``load_balance_loss`` / ``router_z_loss``: floats, mean over layers;
+        ``usage_per_task``: ``(L, num_tasks, E)``, only when ``task_ids`` (one per token) is given.
+
+    Example:
+        >>> stats = moe_statistics([torch.zeros(6, 4), torch.randn(6, 4)], top_k=1,
+        ...                        task_ids=torch.tensor([0, 0, 0, 1, 1, 1]), num_tasks=2)
+        >>> stats["tokens_per_expert"].shape, stats["usage_per_task"].shape, stats["load_balance_loss"] >= 0
+        (torch.Size([2, 4]), torch.Size([2, 2, 4]), True)
+    """
+    if len(router_logits_list) == 0:
+        raise ValueError("router_logits_list is empty")
+    if (task_ids is None) != (num_tasks is None):
+        raise ValueError("give both task_ids and num_tasks, or neither")
+    with torch.no_grad():
+        counts = torch.stack([expert_token_counts(z, top_k) for z in router_logits_list])      # (L, E)
+        fraction = counts.float() / counts.sum(dim=-1, keepdim=True).float()                    # (L, E)
+        stats: Dict[str, Union[Tensor, float]] = {
+            "tokens_per_expert": counts,
+            "expert_fraction": fraction,
+            "max_expert_fraction": float(fraction.max()),
+            "load_balance_loss": float(torch.stack([load_balancing_loss(z, top_k) for z in router_logits_list]).mean()),
+            "router_z_loss": float(torch.stack([router_z_loss(z) for z in router_logits_list]).mean()),
+        }
+        if task_ids is not None:
+            stats["usage_per_task"] = torch.stack(
+                [expert_usage_per_task(z, top_k, task_ids, num_tasks) for z in router_logits_list])  # (L, T, E)
+    return stats

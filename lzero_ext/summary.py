@@ -1,0 +1,223 @@
+"""End-of-run summaries for multi-task runs: normalised scores (Atari HNS, DMC return/1000),
+a console table, ``summary.json`` and a learning-curve PNG.
+
+Example::
+
+    rec = TaskRecord(task_id=0, name="PongNoFrameskip-v4")
+    rec.add_eval(10_000, -12.0, kind="atari")
+    summary = summarize([rec], kind="atari")   # summary["mean"] == rec.normalized
+    print_summary_table(summary)
+    write_summary("exp", summary, extra={"iterations": 500})
+    plot_learning_curves("exp", [rec])
+"""
+import json
+import math
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from tabulate import tabulate
+
+from lzero_ext.checkpoint import atomic_write
+
+KINDS = frozenset({"atari", "dmc", "raw"})
+SCORE_NAMES: Mapping[str, str] = MappingProxyType({"atari": "HNS", "dmc": "return/1000", "raw": "return"})
+
+# Atari100k (random, human) scores, REFERENCE.md §6. HNS = (score - random) / (human - random).
+ATARI_SCORES: Mapping[str, Tuple[float, float]] = MappingProxyType({
+    "Alien": (227.8, 7127.7),
+    "Amidar": (5.8, 1719.5),
+    "Assault": (222.4, 742.0),
+    "Asterix": (210.0, 8503.3),
+    "BankHeist": (14.2, 753.1),
+    "BattleZone": (2360.0, 37187.5),
+    "Boxing": (0.1, 12.1),
+    "Breakout": (1.7, 30.5),
+    "ChopperCommand": (811.0, 7387.8),
+    "CrazyClimber": (10780.5, 35829.4),
+    "DemonAttack": (152.1, 1971.0),
+    "Freeway": (0.0, 29.6),
+    "Frostbite": (65.2, 4334.7),
+    "Gopher": (257.6, 2412.5),
+    "Hero": (1027.0, 30826.4),
+    "Jamesbond": (29.0, 302.8),
+    "Kangaroo": (52.0, 3035.0),
+    "Krull": (1598.0, 2665.5),
+    "KungFuMaster": (258.5, 22736.3),
+    "MsPacman": (307.3, 6951.6),
+    "Pong": (-20.7, 14.6),
+    "PrivateEye": (24.9, 69571.3),
+    "Qbert": (163.9, 13455.0),
+    "RoadRunner": (11.5, 7845.0),
+    "Seaquest": (68.4, 42054.7),
+    "UpNDown": (533.4, 11693.2),
+})
+ATARI_RANDOM_SCORES: Mapping[str, float] = MappingProxyType({g: s[0] for g, s in ATARI_SCORES.items()})
+ATARI_HUMAN_SCORES: Mapping[str, float] = MappingProxyType({g: s[1] for g, s in ATARI_SCORES.items()})
+
+_KEY_TO_GAME = {re.sub(r"[^a-z0-9]", "", game.lower()): game for game in ATARI_SCORES}
+_ENV_SUFFIX = re.compile(r"(NoFrameskip|Deterministic)?(-v\d+)?$")
+
+
+def atari_game_name(env_id: str) -> str:
+    """Canonical game name of an Atari env id: 'PongNoFrameskip-v4', 'ALE/Pong-v5', 'pong',
+    'ms_pacman' -> 'Pong', 'Pong', 'Pong', 'MsPacman'. Unknown games come back stripped of the
+    namespace and version suffixes.
+    """
+    name = _ENV_SUFFIX.sub("", env_id.rsplit("/", 1)[-1])
+    return _KEY_TO_GAME.get(re.sub(r"[^a-z0-9]", "", name.lower()), name)
+
+
+def human_normalized_score(game: str, score: float) -> Optional[float]:
+    """Human-normalised score of ``game`` (name or env id); None for games without a table entry."""
+    scores = ATARI_SCORES.get(atari_game_name(game))
+    if scores is None:
+        return None
+    random_score, human_score = scores
+    return (score - random_score) / (human_score - random_score)
+
+
+def dmc_normalized_score(episode_return: float) -> float:
+    """DMC returns are in [0, 1000]: normalised = return / 1000."""
+    return episode_return / 1000.0
+
+
+def _finite(x: Optional[float]) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def normalized_score(kind: str, name: str, episode_return: Optional[float]) -> Optional[float]:
+    """Normalised score by benchmark ``kind`` ('atari': HNS, 'dmc': return/1000, 'raw': return).
+    None when there is no finite return or no table entry.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(KINDS)}")
+    if not _finite(episode_return):
+        return None
+    if kind == "atari":
+        return human_normalized_score(name, episode_return)
+    if kind == "dmc":
+        return dmc_normalized_score(episode_return)
+    return float(episode_return)
+
+
+@dataclass
+class TaskRecord:
+    """Evaluation record of one task."""
+
+    task_id: int
+    name: str
+    env_steps: int = 0
+    eval_return: Optional[float] = None  # latest evaluation mean return
+    normalized: Optional[float] = None  # normalised score of eval_return
+    history: List[Tuple[int, float]] = field(default_factory=list)  # (env_step, eval_return)
+
+    def add_eval(self, env_step: int, eval_return: float, *, kind: str = "raw") -> None:
+        """Record an evaluation at ``env_step`` and update the latest return and score."""
+        self.history.append((int(env_step), float(eval_return)))
+        self.env_steps = max(self.env_steps, int(env_step))
+        self.eval_return = float(eval_return)
+        self.normalized = normalized_score(kind, self.name, self.eval_return)
+
+
+def summarize(records: Sequence[TaskRecord], kind: str = "atari") -> Dict[str, Any]:
+    """Per-task rows plus mean and median of the normalised scores (tasks without one ignored).
+    Scores are recomputed from each record's latest return for ``kind``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(KINDS)}")
+    rows = [
+        {
+            "task_id": r.task_id,
+            "name": r.name,
+            "env_steps": r.env_steps,
+            "eval_return": r.eval_return,
+            "normalized": normalized_score(kind, r.name, r.eval_return),
+        }
+        for r in records
+    ]
+    scores = [row["normalized"] for row in rows if _finite(row["normalized"])]
+    return {
+        "kind": kind,
+        "score_name": SCORE_NAMES[kind],
+        "tasks": rows,
+        "num_scored": len(scores),
+        "mean": statistics.fmean(scores) if scores else None,
+        "median": statistics.median(scores) if scores else None,
+    }
+
+
+def _num(x: Optional[float]) -> Optional[float]:
+    return x if _finite(x) else None
+
+
+def print_summary_table(summary: Dict[str, Any], *, file: Optional[IO[str]] = None) -> str:
+    """Print (to ``file``, default stdout) and return the summary as a table with a mean/median
+    footer.
+    """
+    score_name = summary["score_name"]
+    rows = [
+        [f"{row['task_id']}: {row['name']}", row["env_steps"], _num(row["eval_return"]), _num(row["normalized"])]
+        for row in summary["tasks"]
+    ]
+    rows.append([f"mean {score_name} ({summary['num_scored']} tasks)", None, None, _num(summary["mean"])])
+    rows.append([f"median {score_name}", None, None, _num(summary["median"])])
+    table = tabulate(rows, headers=["task", "env steps", "latest eval return", score_name], floatfmt=".3f", missingval="-")
+    print(table, file=file or sys.stdout)
+    return table
+
+
+def _json_safe(obj: Any) -> Any:
+    """Plain JSON types; non-finite floats become None."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if callable(getattr(obj, "tolist", None)):  # numpy / torch scalars and arrays
+        return _json_safe(obj.tolist())
+    if isinstance(obj, int):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return str(obj)
+
+
+def write_summary(exp_dir: Any, summary: Dict[str, Any], extra: Optional[Dict[str, Any]] = None) -> Path:
+    """Atomically write ``<exp_dir>/summary.json`` (summary keys, plus ``extra`` under "extra")."""
+    payload = _json_safe({**summary, "extra": extra or {}})
+    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
+    return atomic_write(Path(exp_dir) / "summary.json", lambda f: f.write(text.encode()))
+
+
+def plot_learning_curves(exp_dir: Any, records: Sequence[TaskRecord], *, filename: str = "learning_curves.png") -> Path:
+    """Write a PNG grid with one subplot per task: eval return vs env steps. Returns its path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg without touching pyplot's global backend
+    from matplotlib.figure import Figure
+
+    if not records:
+        raise ValueError("no task records to plot")
+    ncols = math.ceil(math.sqrt(len(records)))
+    nrows = math.ceil(len(records) / ncols)
+    fig = Figure(figsize=(4 * ncols, 3 * nrows), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, rec in enumerate(records):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        points = sorted((s, r) for s, r in rec.history if math.isfinite(r))
+        if points:
+            steps, returns = zip(*points)
+            ax.plot(steps, returns, marker="o", markersize=3)
+        else:
+            ax.text(0.5, 0.5, "no evaluations", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(f"{rec.task_id}: {rec.name}", fontsize=9)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("eval return")
+        ax.grid(alpha=0.3)
+    path = Path(exp_dir) / filename
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    return path

@@ -1,0 +1,205 @@
+"""Multi-task behaviour shared by :class:`ScaleZeroPolicy` and :class:`SampledScaleZeroPolicy`.
+
+One policy object owns the shared model, optimizer and target model. Each task gets
+
+- **collect / eval interfaces bound to it** (:meth:`task_collect_mode`, :meth:`task_eval_mode`):
+  ding ``collect_function`` / ``eval_function`` tuples whose calls run inside
+  :meth:`task_context`, which swaps in the task's config view, its last observations/actions, its
+  MCTS, and binds the model to the task. lightzero's collectors, evaluators and the C++ MCTS then
+  run unchanged;
+- **one batch per learn step**: :meth:`_forward_learn` sums the per-task losses (optional per-task
+  weights), does one backward, averages gradients over the ranks that produced them, clips after
+  averaging, and steps.
+"""
+import copy
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from ding.policy import Policy
+from ding.utils import deep_merge_dicts
+from easydict import EasyDict
+from lzero.entry.utils import initialize_zeros_batch
+
+from lzero_ext.distributed import average_gradients, get_world_size
+from policies.world_model_batch import build_world_model_batch
+
+TaskBatch = Tuple[int, Sequence[Any], Sequence[Any]]  # (task_id, current_batch, target_batch)
+MODES = frozenset({"collect", "eval"})
+_STATE_ATTRS = {  # per-(task, mode) attributes that lightzero's UniZero collect/eval code reads and writes
+    "collect": ("_cfg", "last_batch_obs", "last_batch_action", "collector_env_num", "_mcts_collect"),
+    "eval": ("_cfg", "last_batch_obs", "last_batch_action", "evaluator_env_num", "_mcts_eval"),
+}
+
+
+def build_optimizer(module: torch.nn.Module, *, learning_rate: float, weight_decay: float,
+                    betas: Tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
+    """AdamW over **every** parameter, frozen ones included (lightzero's nanoGPT helper drops
+    ``requires_grad=False`` parameters, so adapters unfrozen later would never train). Matrices
+    decay; biases, norms and gains do not. Parameters without a gradient are skipped by AdamW, so
+    frozen weights do not move, weight decay included."""
+    decay = [p for p in module.parameters() if p.dim() >= 2]
+    no_decay = [p for p in module.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas)
+
+
+class MultiTaskPolicyMixin:
+    """Mixed in before a lightzero UniZero policy class; see the module docstring."""
+
+    _continuous_actions: bool = False
+
+    @classmethod
+    def default_config(cls) -> EasyDict:
+        """ding merges a policy's ``config`` with ``cls.__base__`` only, which here is this mixin:
+        merge with the lightzero parent policy instead."""
+        parent = next(b for b in cls.__mro__[1:] if issubclass(b, Policy) and not issubclass(b, MultiTaskPolicyMixin))
+        cfg = deep_merge_dicts(parent.default_config(), EasyDict(copy.deepcopy(cls.config)))
+        cfg.cfg_type = cls.__name__ + "Dict"
+        return cfg
+
+    # ------------------------------------------------------------------ task configs
+    def set_task_configs(self, task_cfgs: Dict[int, EasyDict]) -> None:
+        """Registers each task's compiled policy config (its observation shape, env numbers, ...)."""
+        unknown = [t for t in task_cfgs if not 0 <= t < self._cfg.task_num]
+        if unknown:
+            raise ValueError(f"task ids {unknown} outside 0..{self._cfg.task_num - 1} (policy.task_num={self._cfg.task_num})")
+        self._task_cfgs = dict(task_cfgs)
+
+    def task_cfg(self, task_id: int) -> EasyDict:
+        return getattr(self, "_task_cfgs", {}).get(task_id, self._cfg)
+
+    # ------------------------------------------------------------------ collect / eval per task
+    def task_collect_mode(self, task_id: int) -> "Policy.collect_function":
+        return self._bind_interface(self.collect_mode, task_id, "collect")
+
+    def task_eval_mode(self, task_id: int) -> "Policy.eval_function":
+        return self._bind_interface(self.eval_mode, task_id, "eval")
+
+    def _bind_interface(self, interface: tuple, task_id: int, mode: str) -> tuple:
+        def bound(fn: Callable) -> Callable:
+            def call(*args, **kwargs):
+                with self.task_context(task_id, mode):
+                    return fn(*args, **kwargs)
+            return call
+        return type(interface)(*[bound(fn) for fn in interface])
+
+    @contextmanager
+    def task_context(self, task_id: int, mode: str) -> Iterator[None]:
+        """Runs lightzero's single-task collect/eval code for ``task_id``: swaps in the task's state
+        and binds the model (collect and eval share one model object) to the task."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+        states = self.__dict__.setdefault("_task_states", {})
+        key = (task_id, mode)
+        if key not in states:
+            states[key] = self._initial_task_state(task_id, mode)
+        saved = {name: getattr(self, name, None) for name in _STATE_ATTRS[mode]}
+        for name, value in states[key].items():
+            setattr(self, name, value)
+        try:
+            with self._model.bind_task(task_id):
+                yield
+        finally:
+            states[key] = {name: getattr(self, name) for name in _STATE_ATTRS[mode]}
+            for name, value in saved.items():
+                setattr(self, name, value)
+
+    def _initial_task_state(self, task_id: int, mode: str) -> Dict[str, Any]:
+        cfg = self.task_cfg(task_id)
+        env_num = cfg.collector_env_num if mode == "collect" else cfg.evaluator_env_num
+        mcts_name = "_mcts_collect" if mode == "collect" else "_mcts_eval"
+        return {
+            "_cfg": cfg,
+            "last_batch_obs": initialize_zeros_batch(cfg.model.observation_shape, env_num, cfg.device),
+            "last_batch_action": [-1] * env_num,
+            "collector_env_num" if mode == "collect" else "evaluator_env_num": env_num,
+            mcts_name: type(getattr(self, mcts_name))(cfg),
+        }
+
+    # ------------------------------------------------------------------ learning
+    def _init_learn(self) -> None:
+        super()._init_learn()
+        # Rebuilt over every parameter: the parent's optimizer drops frozen ones (see build_optimizer).
+        self._optimizer_world_model = build_optimizer(
+            self._model.world_model, learning_rate=self._cfg.learning_rate, weight_decay=self._cfg.weight_decay
+        )
+        self.lr_scheduler = None
+        if self._cfg.cos_lr_scheduler:
+            self.lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self._optimizer_world_model, 1e5, eta_min=0)
+
+    def _split_learn_data(self, data: Any) -> Tuple[List[TaskBatch], Optional[int]]:
+        """Accepts ``[(task_id, current_batch, target_batch), ...]`` (multi-task) or lightzero's
+        single-task ``[current_batch, target_batch, train_iter]`` (task ``policy.task_id``)."""
+        if len(data) == 3 and isinstance(data[2], (int, type(None))) and not isinstance(data[0], tuple):
+            return [(self._cfg.task_id, data[0], data[1])], data[2]
+        return list(data), None
+
+    def _forward_learn(self, data: Any) -> Dict[str, float]:
+        task_batches, _ = self._split_learn_data(data)
+        self._learn_model.train()
+        self._target_model.train()
+        weights = self._cfg.task_loss_weights
+        total_loss: Optional[torch.Tensor] = None
+        log: Dict[str, float] = {}
+        for task_id, current_batch, target_batch in task_batches:
+            losses, task_log = self._task_loss(task_id, current_batch, target_batch)
+            weighted = losses.loss_total * (1.0 if weights is None else weights[task_id])
+            total_loss = weighted if total_loss is None else total_loss + weighted
+            log.update({f"task{task_id}/{name}": value for name, value in task_log.items()})
+
+        self._optimizer_world_model.zero_grad(set_to_none=True)
+        if total_loss is not None:  # a rank whose tasks have no data yet still joins the collectives
+            if not torch.isfinite(total_loss):
+                raise FloatingPointError(f"non-finite total loss {total_loss.item()} (tasks {[t for t, _, _ in task_batches]})")
+            total_loss.backward()
+        world_model_params = list(self._learn_model.world_model.parameters())
+        average_gradients(world_model_params, get_world_size())
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in world_model_params if p.grad is not None], self._cfg.grad_clip_value
+        )
+        self._optimizer_world_model.step()
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+        self._target_model.update(self._learn_model.state_dict())
+
+        log.update({
+            "weighted_total_loss": 0.0 if total_loss is None else total_loss.item(),
+            "total_grad_norm_before_clip_wm": float(grad_norm),
+            "cur_lr_world_model": self._optimizer_world_model.param_groups[0]["lr"],
+            "num_task_batches": float(len(task_batches)),
+        })
+        if len(task_batches) == 1:  # lightzero's single-task log names, for its learner and dashboards
+            log.update({k.split("/", 1)[1]: v for k, v in log.items() if k.startswith(f"task{task_batches[0][0]}/")})
+        return log
+
+    def _task_loss(self, task_id: int, current_batch: Sequence[Any], target_batch: Sequence[Any]):
+        cfg = self.task_cfg(task_id)
+        batch, stats = build_world_model_batch(
+            current_batch, target_batch, observation_shape=cfg.model.observation_shape, policy_cfg=cfg,
+            support=self.value_support, continuous_actions=self._continuous_actions,
+        )
+        losses = self._learn_model.world_model.compute_loss(
+            batch, self._target_model.world_model.tokenizer, self.inverse_scalar_transform_handle, task_id=task_id
+        )
+        task_log = dict(stats, loss_total=losses.loss_total.item())
+        for name, value in losses.intermediate_losses.items():
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                task_log[name] = value.item()
+            elif isinstance(value, (int, float)):
+                task_log[name] = float(value)
+        return losses, task_log
+
+    def _monitor_vars_learn(self) -> List[str]:
+        return super()._monitor_vars_learn() + ["num_task_batches"]
+
+    def _state_dict_learn(self) -> Dict[str, Any]:
+        state = super()._state_dict_learn()
+        if self.lr_scheduler is not None:
+            state["lr_scheduler"] = self.lr_scheduler.state_dict()
+        return state
+
+    def _load_state_dict_learn(self, state_dict: Dict[str, Any]) -> None:
+        super()._load_state_dict_learn(state_dict)
+        if self.lr_scheduler is not None and "lr_scheduler" in state_dict:
+            self.lr_scheduler.load_state_dict(state_dict["lr_scheduler"])

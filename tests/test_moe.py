@@ -1,0 +1,221 @@
+"""Tests of the MoE feed-forward layer (lzero_ext/model/moe.py): identities, routing, losses, statistics."""
+import doctest
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lzero_ext.model import moe as moe_module
+from lzero_ext.model.moe import (
+    GELUExpert,
+    MoEFeedForward,
+    SwiGLUExpert,
+    expert_token_counts,
+    expert_usage_per_task,
+    load_balancing_loss,
+    moe_statistics,
+    router_z_loss,
+)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("expert_type, dense_cls", [("swiglu", SwiGLUExpert), ("gelu", GELUExpert)])
+def test_one_expert_equals_dense_ffn(expert_type, dense_cls):
+    dense = dense_cls(16, hidden_dim=24).eval()
+    moe = MoEFeedForward(16, num_experts=1, top_k=1, num_shared_experts=0, expert_type=expert_type,
+                         hidden_dim=24).eval()
+    moe.experts[0].load_state_dict(dense.state_dict())
+    x = torch.randn(3, 7, 16)
+    out, logits = moe(x)
+    assert out.shape == x.shape and logits.shape == (21, 1)
+    torch.testing.assert_close(out, dense(x), rtol=1e-6, atol=1e-6)
+
+
+def test_expert_linears_are_named_for_lora():
+    names = {name for name, module in MoEFeedForward(8, num_experts=2).named_modules() if isinstance(module, nn.Linear)}
+    assert {"gate", "experts.0.w1", "experts.0.w2", "experts.0.w3", "shared_experts.0.w1"} <= names
+    assert MoEFeedForward(8, num_experts=2).gate.bias is None
+    gelu_names = {n for n, _ in MoEFeedForward(8, num_experts=2, expert_type="gelu").named_modules()}
+    assert {"experts.1.fc1", "experts.1.fc2"} <= gelu_names
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_router_gets_gradient(top_k):
+    moe = MoEFeedForward(16, num_experts=4, top_k=top_k, num_shared_experts=1)
+    out, _ = moe(torch.randn(32, 16))
+    out.pow(2).sum().backward()
+    assert moe.gate.weight.grad is not None
+    assert moe.gate.weight.grad.abs().sum() > 0
+
+
+def test_training_the_gate_changes_routing():
+    """Expert 1 produces the target, expert 0 its negation; every token starts on expert 0.
+
+    Minimising the MSE should move the tokens to expert 1 (only possible if the top-1 gate
+    value depends on the router logits)."""
+    dim = 4
+    moe = MoEFeedForward(dim, num_experts=2, top_k=1, num_shared_experts=0, hidden_dim=8)
+    with torch.no_grad():
+        moe.experts[0].load_state_dict(moe.experts[1].state_dict())
+        moe.experts[0].w2.weight.neg_()
+        moe.gate.weight.zero_()
+        moe.gate.weight[0, 0] = 1.0                     # logit of expert 0 = x[:, 0] = 1 > 0
+    for param in moe.experts.parameters():
+        param.requires_grad_(False)
+    x = torch.randn(64, dim)
+    x[:, 0] = 1.0
+    target = moe.experts[1](x)
+
+    def routing():
+        _, logits = moe(x)
+        return logits.argmax(-1), torch.softmax(logits, -1)[:, 1].mean().item()
+
+    start_assign, start_prob = routing()
+    assert (start_assign == 0).all()
+    optimizer = torch.optim.Adam(moe.gate.parameters(), lr=0.05)
+    for _ in range(60):
+        out, _ = moe(x)
+        loss = (out - target).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    end_assign, end_prob = routing()
+    assert end_prob > start_prob + 0.3
+    assert (end_assign == 1).float().mean() > 0.9
+
+
+def _hand_moe(top_k: int) -> MoEFeedForward:
+    """D = 2, two SwiGLU experts with identity w1/w3 and w2 = c_e * I (c = 1, 2), identity gate."""
+    moe = MoEFeedForward(2, num_experts=2, top_k=top_k, num_shared_experts=0, hidden_dim=2)
+    eye = torch.eye(2)
+    with torch.no_grad():
+        moe.gate.weight.copy_(eye)
+        for scale, expert in zip((1.0, 2.0), moe.experts):
+            expert.w1.weight.copy_(eye)
+            expert.w3.weight.copy_(eye)
+            expert.w2.weight.copy_(scale * eye)
+    return moe.eval()
+
+
+def _silu_times_x(v: float) -> float:
+    return v / (1.0 + math.exp(-v)) * v
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_hand_computed_two_experts(top_k):
+    x = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
+    # Logits are x itself. Token 0: logits (1, -2) -> expert 0 with p = sigmoid(3);
+    # token 1: logits (0.5, 3) -> expert 1 with p = sigmoid(2.5). Expert e gives c_e * silu(v) * v.
+    p_tok0_e0 = 1.0 / (1.0 + math.exp(-3.0))
+    p_tok1_e1 = 1.0 / (1.0 + math.exp(-2.5))
+    f0 = [_silu_times_x(1.0), _silu_times_x(-2.0)]
+    f1 = [_silu_times_x(0.5), _silu_times_x(3.0)]
+    if top_k == 1:
+        expected = [[p_tok0_e0 * 1.0 * f0[0], p_tok0_e0 * 1.0 * f0[1]],
+                    [p_tok1_e1 * 2.0 * f1[0], p_tok1_e1 * 2.0 * f1[1]]]
+    else:  # both experts, weights = the two softmax probs (already summing to 1)
+        scale0 = p_tok0_e0 * 1.0 + (1.0 - p_tok0_e0) * 2.0
+        scale1 = (1.0 - p_tok1_e1) * 1.0 + p_tok1_e1 * 2.0
+        expected = [[scale0 * f0[0], scale0 * f0[1]], [scale1 * f1[0], scale1 * f1[1]]]
+    out, logits = _hand_moe(top_k)(x)
+    torch.testing.assert_close(logits, x)
+    torch.testing.assert_close(out, torch.tensor(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_top_k_weights_renormalised():
+    moe = MoEFeedForward(8, num_experts=4, top_k=2)
+    _, weights, expert_ids = moe.route(torch.randn(10, 8))
+    torch.testing.assert_close(weights.sum(-1), torch.ones(10))
+    assert expert_ids.shape == (10, 2) and (expert_ids[:, 0] != expert_ids[:, 1]).all()
+
+
+def test_load_balancing_loss_uniform_balanced_and_collapsed():
+    num_tokens, num_experts = 64, 4
+    assert load_balancing_loss(torch.zeros(num_tokens, num_experts), top_k=1).item() == pytest.approx(1.0)
+    # Confident but balanced routing: token t -> expert t % E.
+    balanced = 30.0 * nn.functional.one_hot(torch.arange(num_tokens) % num_experts, num_experts).float()
+    assert load_balancing_loss(balanced, top_k=1).item() == pytest.approx(1.0, abs=1e-4)
+    collapsed = torch.zeros(num_tokens, num_experts)
+    collapsed[:, 2] = 50.0
+    assert load_balancing_loss(collapsed, top_k=1).item() == pytest.approx(num_experts, abs=1e-4)
+    partly = torch.randn(num_tokens, num_experts)
+    partly[:, 0] += 2.0
+    assert load_balancing_loss(partly, top_k=1).item() > 1.2
+    for top_k in (1, 2, 3):
+        counts = expert_token_counts(torch.randn(num_tokens, num_experts), top_k)
+        assert counts.shape == (num_experts,) and counts.sum().item() == num_tokens * top_k
+    assert expert_token_counts(collapsed, top_k=1).tolist() == [0, 0, num_tokens, 0]
+
+
+def test_load_balancing_loss_is_differentiable():
+    logits = torch.randn(32, 4, requires_grad=True)
+    load_balancing_loss(logits, top_k=2).backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_router_z_loss_value():
+    logits = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
+    expected = (math.log(2.0) ** 2 + math.log(math.exp(1.0) + math.exp(2.0)) ** 2) / 2
+    assert router_z_loss(logits).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_expert_usage_per_task_reflects_assignment():
+    num_experts = 4
+    # Task 0 (4 tokens): all on expert 0; task 1 (4 tokens): experts 1, 2, 2, 2; task 2 (2 tokens): expert 3.
+    assignment = torch.tensor([0, 0, 0, 0, 1, 2, 2, 2, 3, 3])
+    task_ids = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+    logits = 10.0 * nn.functional.one_hot(assignment, num_experts).float()
+    usage = expert_usage_per_task(logits, 1, task_ids, num_tasks=3)
+    expected = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.25, 0.75, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    torch.testing.assert_close(usage, expected)
+    random_usage = expert_usage_per_task(torch.randn(50, num_experts), 2, torch.randint(0, 3, (50,)), num_tasks=3)
+    torch.testing.assert_close(random_usage.sum(-1), torch.ones(3))
+    with pytest.raises(ValueError, match="num_tasks"):
+        expert_usage_per_task(logits, 1, task_ids, num_tasks=2)
+
+
+def test_moe_statistics():
+    collapsed = torch.zeros(12, 4)
+    collapsed[:, 1] = 20.0
+    logits = [torch.randn(12, 4), collapsed]
+    stats = moe_statistics(logits, top_k=1, task_ids=torch.arange(12) % 3, num_tasks=3)
+    assert stats["tokens_per_expert"].shape == (2, 4)
+    assert stats["tokens_per_expert"][1].tolist() == [0, 12, 0, 0]
+    assert stats["max_expert_fraction"] == pytest.approx(1.0)
+    assert stats["usage_per_task"].shape == (2, 3, 4)
+    expected_lb = (load_balancing_loss(logits[0], 1) + load_balancing_loss(logits[1], 1)).item() / 2
+    assert stats["load_balance_loss"] == pytest.approx(expected_lb)
+    assert "usage_per_task" not in moe_statistics(logits, top_k=1)
+
+
+def test_shared_expert_is_added():
+    with_shared = MoEFeedForward(16, num_experts=4, top_k=2, num_shared_experts=1).eval()
+    without_shared = MoEFeedForward(16, num_experts=4, top_k=2, num_shared_experts=0).eval()
+    missing = without_shared.load_state_dict(with_shared.state_dict(), strict=False)
+    assert all(key.startswith("shared_experts.") for key in missing.unexpected_keys)
+    x = torch.randn(2, 5, 16)
+    difference = with_shared(x)[0] - without_shared(x)[0]
+    torch.testing.assert_close(difference, with_shared.shared_experts[0](x), rtol=1e-5, atol=1e-5)
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match=r"top_k.*num_experts=2.*top_k=3"):
+        MoEFeedForward(8, num_experts=2, top_k=3)
+    with pytest.raises(ValueError, match=r"top_k.*top_k=0"):
+        MoEFeedForward(8, num_experts=2, top_k=0)
+    with pytest.raises(ValueError, match=r"unknown expert_type 'relu'.*gelu.*swiglu"):
+        MoEFeedForward(8, expert_type="relu")
+    with pytest.raises(ValueError, match="num_shared_experts"):
+        MoEFeedForward(8, num_shared_experts=-1)
+    with pytest.raises(ValueError, match="num_experts"):
+        MoEFeedForward(8, num_experts=0)
+
+
+def test_docstring_examples():
+    result = doctest.testmod(moe_module)
+    assert result.attempted > 0 and result.failed == 0
