@@ -5,7 +5,8 @@ from typing import List, Tuple
 
 import numpy as np
 import pytest
-from ding.envs import BaseEnvTimestep, create_env_manager
+from ding.envs import BaseEnvTimestep, SyncSubprocessEnvManager, create_env_manager
+from ding.utils import deep_merge_dicts
 from easydict import EasyDict
 
 from lzero_ext.envs.atari_env import AtariMultiTaskEnv
@@ -234,12 +235,15 @@ def test_training_reward_is_the_sign_of_the_raw_reward_and_life_loss_ends_traini
 
 def test_evaluation_episode_ends_only_at_game_over():
     env = make_env("Breakout", episode_life=False, clip_rewards=False)
-    timesteps = rollout(env, 2000)
-    end = next(i for i, timestep in enumerate(timesteps) if timestep.done)
-    lives = [timestep.info["lives"] for timestep in timesteps[:end + 1]]
+    env.reset()
+    rng = np.random.RandomState(0)
+    timesteps = [env.step(rng.randint(env.action_space.n))]
+    while not timesteps[-1].done and len(timesteps) < 2000:
+        timesteps.append(env.step(rng.randint(env.action_space.n)))
+    lives = [timestep.info["lives"] for timestep in timesteps]
     assert lives[0] == 5 and lives[-1] == 0 and len(set(lives)) == 6  # lost every life in one episode
-    assert timesteps[end].info["game_over"]
-    assert timesteps[end].info["eval_episode_return"] == sum(float(t.reward) for t in timesteps[:end + 1])
+    assert timesteps[-1].done and timesteps[-1].info["game_over"]
+    assert timesteps[-1].info["eval_episode_return"] == sum(float(t.reward) for t in timesteps)
 
 
 # ---------------------------------------------------------------- seeding
@@ -320,14 +324,15 @@ def test_pickles_before_reset_and_after_close():
     env.reset()
     env.close()
     pickle.dumps(env)
+    assert env.random_action() in range(6)
 
 
 def test_runs_in_ding_subprocess_env_manager():
     cfg = AtariMultiTaskEnv.default_config()
     cfg.update(env_id="MsPacmanNoFrameskip-v4", full_action_space=True, collector_env_num=2)
     env_fns = [partial(AtariMultiTaskEnv, cfg=c) for c in AtariMultiTaskEnv.create_collector_env_cfg(cfg)]
-    manager_cfg = EasyDict(type="subprocess", shared_memory=False, context="spawn")
-    manager = create_env_manager(manager_cfg, env_fns)
+    manager_cfg = deep_merge_dicts(SyncSubprocessEnvManager.default_config(), dict(shared_memory=False, context="spawn"))
+    manager = create_env_manager(EasyDict(manager_cfg, type="subprocess"), env_fns)
     manager.seed(0)
     manager.launch()
     try:

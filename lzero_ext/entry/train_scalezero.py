@@ -39,6 +39,7 @@ class TrainResult:
     exp_dir: str
     summary: Dict[str, Any]
     train_iter: int
+    last_learn_log: Dict[str, float] = field(default_factory=dict)  # the last learn step's losses and statistics
     policy: Any = field(repr=False, default=None)
 
 
@@ -74,6 +75,7 @@ class MultiTaskTrainer:
         self.progress = progress and self.dist.rank == 0
         self.score_kind = score_kind
         self.train_iter = 0
+        self.last_learn_log: Dict[str, float] = {}
 
         cfgs = compile_task_configs(task_configs, seed=seed, exp_name=exp_name, save_cfg=self.dist.rank == 0)
         set_pkg_seed(seed + self.dist.rank, use_cuda=torch.cuda.is_available())
@@ -173,6 +175,7 @@ class MultiTaskTrainer:
                 bar.update(collected)
                 log = self.learn(self.updates_this_round(collected))
                 if log is not None:
+                    self.last_learn_log = log
                     bar.set_postfix(iter=self.train_iter, loss=f"{log['weighted_total_loss']:.3f}")
                 if self.train_iter - last_checkpoint >= self.checkpoint_freq:
                     self.save()
@@ -181,7 +184,7 @@ class MultiTaskTrainer:
             self.save()
         finally:
             bar.close()
-        return TrainResult(self.exp_dir, self.report(), self.train_iter, self.policy)
+        return TrainResult(self.exp_dir, self.report(), self.train_iter, self.last_learn_log, self.policy)
 
     def report(self) -> Dict[str, Any]:
         """Gathers every rank's task records; rank 0 prints the table and writes summary.json and the plot."""

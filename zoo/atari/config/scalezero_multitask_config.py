@@ -1,2 +1,182 @@
-"""placeholder"""
-print("config ok")
+"""ScaleZero on several Atari games with one model — the project's main job.
+
+    python -m zoo.atari.config.scalezero_multitask_config                 # `cpu` preset (or `atari8` on a GPU)
+    python -m zoo.atari.config.scalezero_multitask_config --preset smoke  # < 2 minutes
+    torchrun --nproc_per_node 2 -m zoo.atari.config.scalezero_multitask_config --preset atari8
+
+Every run prints a per-task table (env steps, latest eval return, HNS) with HNS mean and median and
+writes ``summary.json`` and ``learning_curves.png`` into the experiment directory. Presets are
+described in docs/presets.md; ``--dense`` gives the multi-task UniZero baseline (same everything,
+dense FFN).
+"""
+import argparse
+import copy
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from easydict import EasyDict
+
+ATARI8 = ["Pong", "MsPacman", "Seaquest", "Boxing", "Alien", "ChopperCommand", "Hero", "RoadRunner"]
+ATARI26 = ATARI8 + ["Amidar", "Assault", "Asterix", "BankHeist", "BattleZone", "CrazyClimber", "DemonAttack",
+                    "Freeway", "Frostbite", "Gopher", "Jamesbond", "Kangaroo", "Krull", "KungFuMaster",
+                    "PrivateEye", "UpNDown", "Qbert", "Breakout"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes that differ between presets; everything else is in :func:`build_task_config`."""
+
+    games: Tuple[str, ...]
+    max_env_step: int  # per task
+    embed_dim: int
+    num_layers: int
+    num_heads: int
+    num_experts: int
+    num_simulations: int
+    batch_size: int
+    collector_env_num: int
+    evaluator_env_num: int
+    n_evaluator_episode: int
+    game_segment_length: int
+    num_unroll_steps: int
+    infer_context: int
+    eval_freq: int  # learner iterations between evaluations
+    max_episode_frames: int  # emulator frames per episode (108k = Atari100k protocol)
+    replay_buffer_size: int
+    checkpoint_freq: int
+
+
+PRESETS: Dict[str, Preset] = {
+    # End-to-end check of the whole pipeline in under two minutes.
+    "smoke": Preset(("Pong", "Breakout"), 64, 32, 1, 2, 2, 2, 4, 1, 1, 1, 8, 4, 2, 20, 200, 2000, 10),
+    # A real (small) multi-task run on a 2-core laptop CPU in about 30 minutes.
+    "cpu": Preset(("Pong", "Breakout", "MsPacman"), 4000, 64, 2, 4, 4, 8, 16, 2, 1, 1, 20, 5, 2, 400, 4000, 100_000, 200),
+    # Paper settings (REFERENCE §3, §5): Atari-8 / Atari-26, 768-wide backbone, 50 simulations.
+    "atari8": Preset(tuple(ATARI8), 400_000, 768, 2, 8, 8, 50, 64, 8, 3, 3, 20, 10, 4, 10_000, 108_000, 500_000, 10_000),
+    "atari26": Preset(tuple(ATARI26), 400_000, 768, 4, 24, 8, 50, 64, 8, 3, 3, 20, 10, 4, 10_000, 108_000, 500_000, 10_000),
+}
+
+
+def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *, dense: bool, exp_name: str,
+                      cuda: bool) -> Tuple[EasyDict, EasyDict]:
+    """One task's LightZero ``(main_config, create_config)`` pair."""
+    main = dict(
+        exp_name=exp_name,
+        env=dict(
+            env_id=game,
+            observation_shape=(3, 64, 64),
+            full_action_space=True,  # all games share the 18-action space and one action embedding
+            max_episode_frames=preset.max_episode_frames,
+            collector_env_num=preset.collector_env_num,
+            evaluator_env_num=preset.evaluator_env_num,
+            n_evaluator_episode=preset.n_evaluator_episode,
+            manager=dict(shared_memory=False),
+        ),
+        policy=dict(
+            task_num=task_num,
+            task_id=task_id,
+            cuda=cuda,
+            model=dict(
+                observation_shape=(3, 64, 64),
+                action_space_size=18,
+                model_type="conv",
+                world_model_cfg=dict(
+                    task_num=task_num,
+                    obs_type="image",
+                    action_space_size=18,
+                    embed_dim=preset.embed_dim,
+                    num_layers=preset.num_layers,
+                    num_heads=preset.num_heads,
+                    max_blocks=preset.num_unroll_steps,
+                    max_tokens=2 * preset.num_unroll_steps,
+                    context_length=2 * preset.infer_context,
+                    env_num=max(preset.collector_env_num, preset.evaluator_env_num),
+                    collector_env_num=preset.collector_env_num,
+                    evaluator_env_num=preset.evaluator_env_num,
+                    device="cuda" if cuda else "cpu",
+                    moe=dict(enabled=not dense, num_experts=preset.num_experts, top_k=1, num_shared_experts=1),
+                ),
+            ),
+            num_unroll_steps=preset.num_unroll_steps,
+            game_segment_length=preset.game_segment_length,
+            num_segments=preset.collector_env_num,
+            collector_env_num=preset.collector_env_num,
+            evaluator_env_num=preset.evaluator_env_num,
+            num_simulations=preset.num_simulations,
+            batch_size=preset.batch_size,
+            replay_ratio=0.25,
+            learning_rate=1e-4,
+            weight_decay=1e-2,
+            grad_clip_value=5,
+            eval_freq=preset.eval_freq,
+            replay_buffer_size=preset.replay_buffer_size,
+            td_steps=5,
+            discount_factor=0.997,
+            use_wandb=False,
+        ),
+    )
+    create = dict(
+        env=dict(type="atari_scalezero", import_names=["lzero_ext.envs.atari_env"]),
+        env_manager=dict(type="subprocess" if preset.collector_env_num > 1 else "base"),
+        policy=dict(type="scalezero", import_names=["policies.scalezero"]),
+    )
+    return EasyDict(main), EasyDict(create)
+
+
+def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None, dense: bool = False,
+                  exp_name: Optional[str] = None, cuda: Optional[bool] = None) -> List[Tuple[EasyDict, EasyDict]]:
+    """All tasks' config pairs for a preset (``games`` overrides the preset's game list)."""
+    if preset_name not in PRESETS:
+        raise ValueError(f"unknown preset {preset_name!r}; choose from {sorted(PRESETS)}")
+    from lzero_ext.envs.atari_games import resolve_game
+
+    preset = PRESETS[preset_name]
+    games = list(games or preset.games)
+    for game in games:
+        resolve_game(game)  # a clear error for an unknown game, before anything starts
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    exp_name = exp_name or f"data_scalezero/atari_{preset_name}_{'dense' if dense else 'moe'}_{len(games)}games"
+    return [build_task_config(g, i, len(games), preset, dense=dense, exp_name=exp_name, cuda=cuda) for i, g in enumerate(games)]
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    default_preset = "atari8" if torch.cuda.is_available() else "cpu"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=default_preset, help=f"(default here: {default_preset})")
+    parser.add_argument("--games", nargs="+", help="override the preset's games, e.g. --games Pong Breakout")
+    parser.add_argument("--max-env-step", type=int, help="per-task env-step budget (default: the preset's)")
+    parser.add_argument("--max-train-iter", type=int, default=int(1e10), help="stop after this many learner iterations")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--exp-name", help="experiment directory (default: data_scalezero/atari_<preset>_...)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    parser.add_argument("--dense", action="store_true", help="dense FFN instead of MoE: the multi-task UniZero baseline")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --exp-name")
+    parser.add_argument("--save-replay-buffer", action="store_true", help="also checkpoint the replay buffers")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda given but no CUDA device is available")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    import lzero_ext  # noqa: F401  (registers envs, models, policies)
+    from lzero_ext.checkpoint import CheckpointError
+    from lzero_ext.entry import TaskConfigError, train_scalezero
+
+    try:
+        configs = build_configs(args.preset, games=args.games, dense=args.dense, exp_name=args.exp_name,
+                                cuda=None if args.device is None else args.device == "cuda")
+        preset = PRESETS[args.preset]
+        train_scalezero(configs, seed=args.seed, max_env_step=args.max_env_step or preset.max_env_step,
+                        max_train_iter=args.max_train_iter, resume=args.resume, score_kind="atari",
+                        checkpoint_freq=preset.checkpoint_freq, save_replay_buffer=args.save_replay_buffer)
+    except (ValueError, CheckpointError) as error:  # bad input: one clear line, not a traceback
+        raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: resume with --resume (the last checkpoint is intact)") from None
+
+
+if __name__ == "__main__":
+    main()

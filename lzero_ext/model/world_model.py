@@ -1,0 +1,373 @@
+"""ScaleZero multi-task world model: lightzero's UniZero ``WorldModel`` acting for one bound task.
+
+What changes against lightzero's ``WorldModel`` (REFERENCE.md section 3):
+
+* every head (value, reward, next latent, policy) is a ``TaskSwitch``: one copy per task, or one
+  shared copy with ``share_heads``; a continuous policy head is a per-task Gaussian head whose
+  width is that task's action dim, as is the per-task action embedding ``Linear(a_t -> D)``;
+* the transformer FFN is dense or MoE per ``moe.enabled`` (``ScaleZeroTransformer``); the MoE
+  auxiliary losses and router statistics are added in ``compute_loss``;
+* latents are normalised by LayerNorm (default, MSE latent loss) or SimNorm;
+* optional task embedding (``'add'`` here, ``'concat'`` in the encoder), off by default;
+* the KV caches of lightzero's inference live in one namespace per task: binding a task swaps the
+  whole cache state in, so interleaving tasks never mixes or evicts another task's caches.
+
+The active task is set by ``bind_task(task_id)``: it binds at once (setter use) and, used as a
+context manager, restores the previous task on exit. All lightzero code paths (``forward``,
+``forward_initial_inference``, ``forward_recurrent_inference``, ``compute_loss``) then act for it.
+"""
+from contextlib import contextmanager
+from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence
+
+import torch
+from ding.model.common import ReparameterizationHead
+from ding.utils import deep_merge_dicts
+from easydict import EasyDict
+from torch import Tensor, nn
+
+from lzero.model.common import SimNorm
+from lzero.model.unizero_world_models.slicer import PolicyHeadCont
+from lzero.model.unizero_world_models.tokenizer import Tokenizer
+from lzero.model.unizero_world_models.utils import LossWithIntermediateLosses, init_weights
+from lzero.model.unizero_world_models.world_model import WorldModel
+
+from lzero_ext.model.moe import load_balancing_loss, moe_statistics, router_z_loss
+from lzero_ext.model.transformer import ScaleZeroTransformer
+
+LATENT_NORMS: FrozenSet[str] = frozenset({'layernorm', 'simnorm'})
+TASK_EMBED_OPTIONS: FrozenSet[Optional[str]] = frozenset({None, 'concat', 'add'})
+# Inference-cache attributes of lightzero's WorldModel; each task keeps its own set of them.
+_CACHE_ATTRS = (
+    'past_kv_cache_recurrent_infer', 'past_kv_cache_init_infer_envs', 'keys_values_wm_list',
+    'keys_values_wm_size_list', 'keys_values_wm_size_list_current', 'keys_values_wm', 'keys_values_wm_single_env',
+    'keys_values_wm_single_env_tmp', 'shared_pool_recur_infer', 'shared_pool_index', 'shared_pool_init_infer',
+    'shared_pool_index_init_envs', 'shared_pool_wm', 'shared_pool_index_wm', 'latent_state',
+)
+
+
+class TaskAware(nn.Module):
+    """Base of modules that act for one task at a time; ``active_task`` is set by ``bind_task_modules``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active_task = 0
+
+
+class TaskSwitch(TaskAware):
+    """One copy of a module per task, or a single shared copy; ``forward`` runs the active task's copy.
+
+    Example:
+        >>> switch = TaskSwitch([nn.Linear(3, 2), nn.Linear(5, 2)])
+        >>> _ = bind_task_modules(switch, 1)
+        >>> switch(torch.randn(4, 5)).shape
+        torch.Size([4, 2])
+    """
+
+    def __init__(self, copies: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.per_task = nn.ModuleList(copies)
+
+    @property
+    def current(self) -> nn.Module:
+        return self.per_task[0 if len(self.per_task) == 1 else self.active_task]
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.current(*args, **kwargs)
+
+
+def bind_task_modules(module: nn.Module, task_id: int) -> Optional[int]:
+    """Set ``active_task`` of every ``TaskAware`` module in ``module``; return the previous task (None if none)."""
+    previous = None
+    for m in module.modules():
+        if isinstance(m, TaskAware):
+            previous, m.active_task = m.active_task, task_id
+    return previous
+
+
+@contextmanager
+def task_bound(module: nn.Module, task_id: int) -> Iterator[nn.Module]:
+    """Bind ``task_id`` on ``module``'s ``TaskAware`` modules (e.g. a target tokenizer) inside the context."""
+    previous = bind_task_modules(module, task_id)
+    try:
+        yield module
+    finally:
+        if previous is not None:
+            bind_task_modules(module, previous)
+
+
+class _TaskBinding:
+    """Returned by ``bind_task``: the task is bound already; ``with`` restores the previous one on exit."""
+
+    def __init__(self, world_model: 'MultiTaskWorldModel', previous: int) -> None:
+        self.world_model, self.previous = world_model, previous
+
+    def __enter__(self) -> 'MultiTaskWorldModel':
+        return self.world_model
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.world_model._activate(self.previous)
+
+
+class MultiTaskWorldModel(WorldModel):
+    """UniZero world model shared by ``num_tasks`` tasks, with per-task heads and optional MoE FFN.
+
+    ``config`` is lightzero's ``world_model_cfg`` plus the keys of ``MultiTaskWorldModel.config``;
+    missing keys take ``default_config()``. ``tokenizer`` wraps the observation encoder (built by
+    ``ScaleZeroModel``; its ``TaskAware`` parts follow the bound task too).
+
+    Example:
+        >>> from lzero_ext.model.scalezero_model import ScaleZeroModel
+        >>> cfg = dict(num_tasks=2, embed_dim=32, num_heads=2, num_layers=1, obs_type='vector', env_num=1,
+        ...            max_blocks=4, max_tokens=8, context_length=4, moe=dict(enabled=True, num_experts=4))
+        >>> wm = ScaleZeroModel(observation_shape=5, action_space_size=3, world_model_cfg=cfg).world_model
+        >>> with wm.bind_task(1):
+        ...     wm.task_id
+        1
+        >>> wm.task_id
+        0
+    """
+
+    config = dict(
+        # (int) Number of tasks sharing the model; every inference and loss call acts for one task.
+        num_tasks=1,
+        # (list|None) Per-task observation shapes (vector tasks of different sizes); None: the model's observation_shape.
+        observation_shape_list=None,
+        # (list|None) Per-task continuous action dims; None: action_space_size for all. Discrete tasks share one action space.
+        action_space_size_list=None,
+        # (bool) One set of value/reward/next-latent/policy heads for all tasks instead of one set per task.
+        share_heads=False,
+        # (str|None) Task embedding: None (off, as the paper's final configs), 'add' (added to every transformer
+        # input token) or 'concat' (the encoder outputs embed_dim - task_embed_dim and appends the task embedding).
+        task_embed_option=None,
+        # (int) Width of the 'concat' task embedding.
+        task_embed_dim=96,
+        # (str) Normalisation of encoder output, next-latent head and continuous action embedding: 'layernorm' or 'simnorm'.
+        latent_norm='layernorm',
+        # (str) Latent prediction loss: 'mse' (required with layernorm) or 'group_kl' (simnorm only).
+        predict_latent_loss_type='mse',
+        moe=dict(
+            # (bool) MoE FFN in every block; False keeps lightzero's dense MLP (the multi-task UniZero baseline).
+            enabled=False,
+            # (int) Routed experts E per block.
+            num_experts=8,
+            # (int) Routed experts per token.
+            top_k=1,
+            # (int) Always-on experts added to every token.
+            num_shared_experts=1,
+            # (str) Expert type: 'swiglu' (paper) or 'gelu'.
+            expert_type='swiglu',
+            # (int|None) Expert hidden width; None: 4 * embed_dim.
+            hidden_dim=None,
+            # (float) Weight of the Switch load-balancing loss (0: off, as in the paper; still logged).
+            load_balance_weight=0.0,
+            # (float) Weight of the router z-loss (0: off; still logged).
+            z_loss_weight=0.0,
+        ),
+        # ---- keys lightzero's WorldModel reads that UniZeroPolicy's world_model_cfg does not define ----
+        # (bool) Continuous actions (sampled MCTS) instead of one discrete action space.
+        continuous_action_space=False,
+        # (str) Gaussian policy sigma: 'conditioned' or 'fixed' (continuous only).
+        sigma_type='conditioned',
+        # (str|None) Bound of the Gaussian mean, ding ReparameterizationHead's bound_type (continuous only).
+        bound_type=None,
+        # (float) Sigma when sigma_type='fixed'.
+        fixed_sigma_value=0.3,
+        # (str) Continuous policy loss: 'kl' or 'simple'.
+        policy_loss_type='kl',
+        # (int) Training sequence length; the continuous policy loss reshapes by it.
+        num_unroll_steps=10,
+        # (int) MCTS simulations; sizes the recurrent-inference KV pool.
+        num_simulations=50,
+        # (str) Norm type of the encoders ('LN' or 'BN'); ScaleZeroModel sets it from its norm_type.
+        norm_type='LN',
+    )
+
+    @classmethod
+    def default_config(cls) -> EasyDict:
+        """lightzero UniZero's documented ``world_model_cfg`` defaults, updated by ``cls.config``."""
+        from lzero.policy.unizero import UniZeroPolicy  # imported here: heavy module, only its config is needed
+        return EasyDict(deep_merge_dicts(UniZeroPolicy.config['model']['world_model_cfg'], cls.config))
+
+    @classmethod
+    def resolve_config(cls, config: Mapping) -> EasyDict:
+        """Merge ``config`` into the defaults and validate it (idempotent)."""
+        cfg = EasyDict(deep_merge_dicts(cls.default_config(), config))
+        unknown_moe = set(cfg.moe) - set(cls.config['moe'])
+        if unknown_moe:
+            raise ValueError(f"unknown moe keys {sorted(unknown_moe)}; expected {sorted(cls.config['moe'])}")
+        if cfg.latent_norm not in LATENT_NORMS:
+            raise ValueError(f"latent_norm must be one of {sorted(LATENT_NORMS)}, got {cfg.latent_norm!r}")
+        if cfg.task_embed_option not in TASK_EMBED_OPTIONS:
+            raise ValueError(f"task_embed_option must be one of {TASK_EMBED_OPTIONS}, got {cfg.task_embed_option!r}")
+        if cfg.latent_norm == 'layernorm' and cfg.predict_latent_loss_type != 'mse':
+            raise ValueError("latent_norm='layernorm' needs predict_latent_loss_type='mse' (group_kl needs simplices)")
+        if cfg.num_tasks < 1:
+            raise ValueError(f"num_tasks must be >= 1, got {cfg.num_tasks}")
+        if cfg.action_space_size_list is not None:
+            if not cfg.continuous_action_space:
+                raise ValueError("discrete tasks share one action space (action_space_size); "
+                                 "action_space_size_list is for continuous actions")
+            if len(cfg.action_space_size_list) != cfg.num_tasks:
+                raise ValueError(f"action_space_size_list needs {cfg.num_tasks} entries")
+            cfg.action_space_size = max(cfg.action_space_size_list)
+            if cfg.share_heads and len(set(cfg.action_space_size_list)) > 1:
+                raise ValueError("share_heads needs equal action dims: a shared Gaussian head has one width")
+        if cfg.task_embed_option == 'concat' and not 0 < cfg.task_embed_dim < cfg.embed_dim:
+            raise ValueError(f"task_embed_dim must lie in (0, embed_dim={cfg.embed_dim})")
+        return cfg
+
+    def __init__(self, config: Mapping, tokenizer: Tokenizer) -> None:
+        config = self.resolve_config(config)
+        # Read by the _create_head overrides that WorldModel.__init__ calls.
+        self.task_id, self.num_tasks = 0, config.num_tasks
+        self._action_dims: List[int] = list(config.action_space_size_list or [config.action_space_size] * self.num_tasks)
+        self._num_head_copies = 1 if config.share_heads else self.num_tasks
+        super().__init__(config, tokenizer)
+        self.task_embed_option = config.task_embed_option
+
+        # WorldModel.__init__ hard-codes lightzero's dense Transformer: rebuild it with dense/MoE blocks,
+        # then redo the three setup steps that depend on the transformer's weights.
+        self.transformer = ScaleZeroTransformer(config, moe=config.moe).to(self.device)
+        self.transformer.apply(lambda m: init_weights(m, norm_type=config.norm_type))
+        if not config.rotary_emb:
+            self.precompute_pos_emb_diff_kv()
+        self._initialize_transformer_keys_values()
+
+        if self.continuous_action_space:  # per-task action dims replace lightzero's single Linear(action_dim, D)
+            self.act_embedding_table = TaskSwitch(
+                [nn.Sequential(nn.Linear(a, self.embed_dim, bias=False), self._latent_norm()) for a in self._action_dims])
+            self.act_embedding_table.apply(init_weights)
+        if self.task_embed_option == 'add':
+            self.task_embedding = nn.Embedding(self.num_tasks, self.embed_dim)
+            init_weights(self.task_embedding)
+        # Per-task views of the config where action dims differ (the continuous policy loss reads config.action_space_size).
+        self._task_configs = [EasyDict(dict(config, action_space_size=a)) for a in self._action_dims] \
+            if len(set(self._action_dims)) > 1 else None
+        self._task_caches: Dict[int, Dict[str, Any]] = {}
+        self.to(self.device)
+        self._activate(0, force=True)
+
+    # ------------------------------------------------------------------ task binding
+    def bind_task(self, task_id: Optional[int]) -> _TaskBinding:
+        """Bind ``task_id`` (None: keep the current one); ``with wm.bind_task(t):`` restores the previous task."""
+        previous = self.task_id
+        if task_id is not None:
+            self._activate(int(task_id))
+        return _TaskBinding(self, previous)
+
+    def _activate(self, task_id: int, force: bool = False) -> None:
+        if not 0 <= task_id < self.num_tasks:
+            raise ValueError(f"task_id must lie in [0, {self.num_tasks}), got {task_id}")
+        if task_id == self.task_id and not force:
+            return
+        if task_id != self.task_id:  # swap the inference caches: stash the current task's, load (or create) the new one's
+            self._task_caches[self.task_id] = {name: getattr(self, name, None) for name in _CACHE_ATTRS}
+            state = self._task_caches.pop(task_id, None)
+            if state is None:
+                self._reset_inference_caches()
+            else:
+                self.__dict__.update(state)
+        self.task_id = task_id
+        bind_task_modules(self, task_id)
+        if self._task_configs is not None:
+            self.config = self._task_configs[task_id]
+        self.action_space_size = self._action_dims[task_id]
+
+    def _reset_inference_caches(self) -> None:
+        """Fresh lightzero cache structures (as WorldModel.__init__ creates them) for a newly bound task."""
+        self._initialize_cache_structures()
+        self._initialize_transformer_keys_values()
+        self.keys_values_wm_size_list_current, self.latent_state = None, None
+        self.shared_pool_recur_infer, self.shared_pool_index = [None] * self.shared_pool_size, 0
+        self.shared_pool_init_infer = [[None] * self.shared_pool_size_init for _ in range(self.env_num)]
+        self.shared_pool_index_init_envs = [0] * self.env_num
+        self.shared_pool_wm, self.shared_pool_index_wm = [None] * self.shared_pool_size_wm, 0
+
+    def clear_caches(self) -> None:
+        """Clear the KV caches of every task (lightzero's version clears the bound task's only)."""
+        self._task_caches.clear()
+        super().clear_caches()
+
+    # ------------------------------------------------------------------ construction hooks
+    def _latent_norm(self) -> nn.Module:
+        return nn.LayerNorm(self.embed_dim) if self.config.latent_norm == 'layernorm' else SimNorm(self.group_size)
+
+    def _create_head(self, block_mask: Tensor, output_dim: int, norm_layer: Optional[nn.Module] = None) -> TaskSwitch:
+        # One head per task (or one shared); the normed head (next latent) gets its own latent norm per copy.
+        copies = []
+        for _ in range(self._num_head_copies):
+            norm = self._latent_norm() if norm_layer is not None else None
+            copies.append(super()._create_head(block_mask, output_dim, norm))
+        return TaskSwitch(copies)
+
+    def _create_head_cont(self, block_mask: Tensor, output_dim: int, norm_layer: Optional[nn.Module] = None) -> TaskSwitch:
+        # Per-task Gaussian heads of width action_dim_t (lightzero builds one, and registers it twice as fc_policy_head).
+        dims = self._action_dims[:self._num_head_copies]
+        return TaskSwitch([PolicyHeadCont(self.config.max_blocks, block_mask, ReparameterizationHead(
+            input_size=self.config.embed_dim, output_size=dim, layer_num=2, sigma_type=self.sigma_type,
+            activation=nn.GELU(approximate='tanh'), fixed_sigma_value=self.config.fixed_sigma_value,
+            norm_type=None, bound_type=self.bound_type)) for dim in dims])
+
+    def _initialize_last_layer(self) -> None:
+        # lightzero's version reads head.head_module of single heads; ours are TaskSwitches of heads. The next-latent
+        # head is not zeroed under LayerNorm: LayerNorm of a zero vector has a 1/sqrt(eps) gradient.
+        heads = [self.head_value, self.head_rewards]
+        if self.config.latent_norm != 'layernorm':
+            heads.append(self.head_observations)
+        if not self.continuous_action_space:
+            heads.append(self.head_policy)
+        for switch in heads:
+            for head in switch.per_task:
+                last = [m for m in head.head_module if isinstance(m, nn.Linear)][-1]
+                nn.init.zeros_(last.weight)
+                if last.bias is not None:
+                    nn.init.zeros_(last.bias)
+
+    def _transformer_pass(self, sequences: Tensor, past_keys_values: Any, kvcache_independent: bool,
+                          valid_context_lengths: Optional[Tensor], start_pos: Any = 0) -> Tensor:
+        # The 'add' task embedding enters every token here, the one place all of lightzero's inputs pass through.
+        if self.task_embed_option == 'add':
+            sequences = sequences + self.task_embedding.weight[self.task_id]  # (B, T, D) + (D,)
+        return super()._transformer_pass(sequences, past_keys_values, kvcache_independent, valid_context_lengths,
+                                         start_pos)
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, batch: Dict[str, Tensor], target_tokenizer: Tokenizer = None,
+                     inverse_scalar_transform_handle: Any = None, task_id: Optional[int] = None,
+                     **kwargs: Any) -> LossWithIntermediateLosses:
+        """lightzero's UniZero loss on one batch of task ``task_id`` (None: the bound task), plus MoE terms.
+
+        Returns lightzero's ``LossWithIntermediateLosses``; with MoE, ``loss_total`` includes the weighted
+        ``loss_moe_balance`` / ``loss_moe_z`` (when their weights are > 0), ``intermediate_losses`` holds them
+        and the unweighted ``moe_load_balance``, ``moe_router_z``, ``moe_max_expert_fraction``; and
+        ``losses.router_stats`` holds ``moe_statistics`` (tokens per expert (L, E), usage per task (L, T, E)).
+        Dense models get ``router_stats = {}``.
+        """
+        task_id = self.task_id if task_id is None else int(task_id)
+        with self.bind_task(task_id), task_bound(target_tokenizer, task_id), \
+                self.transformer.record_router_logits() as record:
+            losses = super().compute_loss(batch, target_tokenizer, inverse_scalar_transform_handle, **kwargs)
+        losses.router_stats = self._add_router_terms(losses, record[0], task_id) if record else {}
+        return losses
+
+    def _add_router_terms(self, losses: LossWithIntermediateLosses, router_logits: List[Tensor],
+                          task_id: int) -> Dict[str, Any]:
+        moe = self.config.moe
+        task_ids = torch.full((router_logits[0].shape[0],), task_id, dtype=torch.long)
+        stats = moe_statistics(router_logits, moe.top_k, task_ids=task_ids, num_tasks=self.num_tasks)
+        terms = {}
+        if moe.load_balance_weight > 0:
+            terms['loss_moe_balance'] = moe.load_balance_weight * torch.stack(
+                [load_balancing_loss(z, moe.top_k) for z in router_logits]).mean()
+        if moe.z_loss_weight > 0:
+            terms['loss_moe_z'] = moe.z_loss_weight * torch.stack([router_z_loss(z) for z in router_logits]).mean()
+        for name, value in terms.items():
+            losses.loss_total = losses.loss_total + value
+            losses.intermediate_losses[name] = value.detach()
+        losses.intermediate_losses.update(moe_load_balance=stats['load_balance_loss'],
+                                          moe_router_z=stats['router_z_loss'],
+                                          moe_max_expert_fraction=stats['max_expert_fraction'])
+        return stats
+
+    def __repr__(self) -> str:
+        return f"ScaleZero multi-task world model ({self.num_tasks} tasks, moe={bool(self.config.moe.enabled)})"

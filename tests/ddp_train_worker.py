@@ -1,0 +1,26 @@
+"""Worker for tests/test_ddp_training.py, started by torchrun: a tiny multi-task run, then each rank
+saves its parameters so the test can compare ranks."""
+import argparse
+import os
+
+import torch
+
+import lzero_ext  # noqa: F401
+from lzero_ext.entry import train_scalezero
+from zoo.atari.config.scalezero_multitask_config import build_configs
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--exp", required=True)
+parser.add_argument("--games", nargs="+", required=True)
+parser.add_argument("--max-train-iter", type=int, default=3)
+args = parser.parse_args()
+
+configs = build_configs("smoke", games=args.games, exp_name=args.exp, cuda=False)
+try:
+    result = train_scalezero(configs, max_env_step=64, max_train_iter=args.max_train_iter, exp_name=args.exp,
+                             score_kind="atari", checkpoint_freq=2, progress=False)
+except ValueError as error:
+    print(f"RANK{os.environ['RANK']} ERROR: {error}", flush=True)
+    raise SystemExit(3)
+params = {k: v.detach().cpu() for k, v in result.policy._learn_model.state_dict().items()}
+torch.save({"params": params, "train_iter": result.train_iter}, os.path.join(args.exp, f"params_rank{os.environ['RANK']}.pt"))
