@@ -331,7 +331,8 @@ def test_runs_in_ding_subprocess_env_manager():
     cfg = AtariMultiTaskEnv.default_config()
     cfg.update(env_id="MsPacmanNoFrameskip-v4", full_action_space=True, collector_env_num=2)
     env_fns = [partial(AtariMultiTaskEnv, cfg=c) for c in AtariMultiTaskEnv.create_collector_env_cfg(cfg)]
-    manager_cfg = deep_merge_dicts(SyncSubprocessEnvManager.default_config(), dict(shared_memory=False, context="spawn"))
+    manager_cfg = dict(shared_memory=False, context="spawn")  # spawn: the env must pickle and import cleanly
+    manager_cfg = deep_merge_dicts(SyncSubprocessEnvManager.default_config(), manager_cfg)
     manager = create_env_manager(EasyDict(manager_cfg, type="subprocess"), env_fns)
     manager.seed(0)
     manager.launch()

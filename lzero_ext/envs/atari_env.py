@@ -229,7 +229,7 @@ class AtariMultiTaskEnv(BaseEnv):
 
     def _start_game(self) -> None:
         """Reloads the ROM with this game's seed, then plays the random no-ops."""
-        game_seed = self._seed + 100 * self._seed_rng.randint(1, 1000) if False else self._seed
+        game_seed = self._seed + 100 * self._seed_rng.randint(1, 1000) if self._dynamic_seed else self._seed
         self._ale.setInt('random_seed', int(game_seed % 2**31))
         self._ale.loadROM(roms.get_rom_path(self._rom_id))  # applies the seed; also resets the game
         height, width = self._ale.getScreenDims()

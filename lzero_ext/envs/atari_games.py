@@ -26,7 +26,9 @@ ATARI_26: Tuple[str, ...] = ATARI_8 + (
     "Breakout"
 )
 
-LIST_HINT = "List valid names with lzero_ext.envs.atari_games.list_games() or `python -m lzero_ext.envs.atari_games --list`"
+LIST_HINT = (
+    "List valid names with lzero_ext.envs.atari_games.list_games() or `python -m lzero_ext.envs.atari_games --list`"
+)
 
 # gym / ALE environment ids: optional 'ALE/' namespace, optional frame-skip flavour, optional '-vN' version.
 _ENV_ID = re.compile(r"^(?:ALE/)?(?P<game>.+?)(?:NoFrameskip|Deterministic)?(?:-v\d+)?$")

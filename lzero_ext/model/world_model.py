@@ -16,6 +16,9 @@ The active task is set by ``bind_task(task_id)``: it binds at once (setter use) 
 context manager, restores the previous task on exit. All lightzero code paths (``forward``,
 ``forward_initial_inference``, ``forward_recurrent_inference``, ``compute_loss``) then act for it.
 """
+import contextlib
+import io
+import logging
 from contextlib import contextmanager
 from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence
 
@@ -34,6 +37,7 @@ from lzero.model.unizero_world_models.world_model import WorldModel
 from lzero_ext.model.moe import load_balancing_loss, moe_statistics, router_z_loss
 from lzero_ext.model.transformer import ScaleZeroTransformer
 
+logger = logging.getLogger(__name__)
 LATENT_NORMS: FrozenSet[str] = frozenset({'layernorm', 'simnorm'})
 TASK_EMBED_OPTIONS: FrozenSet[Optional[str]] = frozenset({None, 'concat', 'add'})
 # Inference-cache attributes of lightzero's WorldModel; each task keeps its own set of them.
@@ -217,7 +221,11 @@ class MultiTaskWorldModel(WorldModel):
         return cfg
 
     def __init__(self, config: Mapping, tokenizer: Tokenizer) -> None:
-        config = self.resolve_config(config)
+        with contextlib.redirect_stdout(io.StringIO()):  # lightzero prints a line per initialised module
+            self._build(self.resolve_config(config), tokenizer)
+        logger.info(f"{self!r}: {sum(p.numel() for p in self.parameters())} parameters")
+
+    def _build(self, config: EasyDict, tokenizer: Tokenizer) -> None:
         # Read by the _create_head overrides that WorldModel.__init__ calls.
         self.task_id, self.num_tasks = 0, config.num_tasks
         self._action_dims: List[int] = list(config.action_space_size_list or [config.action_space_size] * self.num_tasks)
