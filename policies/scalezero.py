@@ -19,6 +19,7 @@ from ding.utils import POLICY_REGISTRY, deep_merge_dicts
 from lzero.policy.sampled_unizero import SampledUniZeroPolicy
 from lzero.policy.unizero import UniZeroPolicy
 
+from lzero_ext.model.world_model import MultiTaskWorldModel
 from policies.multitask import MultiTaskPolicyMixin
 
 MULTITASK_POLICY_KEYS = dict(
@@ -31,10 +32,9 @@ MULTITASK_POLICY_KEYS = dict(
     task_loss_weights=None,
 )
 
-SCALEZERO_WORLD_MODEL_KEYS = dict(
-    # (int) Number of tasks the world model keeps heads / caches for (== policy.task_num).
-    task_num=1,
-)
+# The world model's own keys (num_tasks, moe, share_heads, task_embed_option, latent_norm, ...) are
+# documented once, in MultiTaskWorldModel.config, and merged into ``model.world_model_cfg`` here.
+SCALEZERO_WORLD_MODEL_KEYS = MultiTaskWorldModel.config
 
 
 def _scalezero_config(parent: dict, policy_type: str, model_type_keys: dict) -> dict:

@@ -10,6 +10,7 @@ interleaved so that machine noise hits both alike; the table gives the median ti
 layer and the median of the per-pair ratios (each MoE step over the dense step right after it).
 """
 import argparse
+import os
 import statistics
 import time
 from typing import Callable, List, Optional, Tuple
@@ -94,11 +95,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--tokens", type=int, default=4096, help="tokens per forward")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations per layer")
     parser.add_argument("--repeats", type=int, default=15, help="timed iterations per layer (median reported)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's default); 1 is less sensitive to other load")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     print(f"MoE vs dense-equal-active, forward+backward on CPU: D={args.dim}, tokens={args.tokens}, "
           f"SwiGLU hidden {4 * args.dim}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"median of {args.repeats} (warm-up {args.warmup})")
+          f"median of {args.repeats} (warm-up {args.warmup}); load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs (other processes inflate the MoE side more: it runs more, smaller ops)")
     results = run(dim=args.dim, tokens=args.tokens, warmup=args.warmup, repeats=args.repeats)
     rows = [[r["experts"], r["top_k"], r["shared"], r["tokens_per_expert"], r["moe_ms"], r["dense_ms"],
              r["dense_ffns"], r["ratio"]] for r in results]

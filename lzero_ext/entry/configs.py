@@ -20,7 +20,7 @@ SHARED_POLICY_KEYS = (
     "model.world_model_cfg.num_heads",
     "model.world_model_cfg.embed_dim",
     "model.world_model_cfg.moe",
-    "model.world_model_cfg.task_num",
+    "model.world_model_cfg.num_tasks",
     "task_num",
     "num_unroll_steps",
 )
@@ -57,11 +57,20 @@ def validate_task_configs(task_configs: Sequence[TaskConfig]) -> None:
         for key in SHARED_CREATE_KEYS:
             if _get(create, key) != _get(first_create, key):
                 raise TaskConfigError(f"task {task_id} has create_config.{key}={_get(create, key)!r}, task 0 has {_get(first_create, key)!r}")
+        segment, unroll, td = (main.policy.get(k) for k in ("game_segment_length", "num_unroll_steps", "td_steps"))
+        if None not in (segment, unroll, td) and segment < unroll + td:
+            raise TaskConfigError(
+                f"task {task_id}: policy.game_segment_length={segment} < num_unroll_steps + td_steps = {unroll + td}; "
+                f"lightzero's replay buffer needs whole unroll+TD windows inside one segment"
+            )
         if main.policy.get("task_id", task_id) != task_id:
             raise TaskConfigError(f"task at position {task_id} has policy.task_id={main.policy.task_id}; ids must be 0..N-1 in order")
     task_num = first_main.policy.get("task_num")
     if task_num != len(task_configs):
         raise TaskConfigError(f"policy.task_num={task_num} but {len(task_configs)} task configs were given")
+    num_tasks = _get(first_main.policy, "model.world_model_cfg.num_tasks")
+    if num_tasks != task_num:
+        raise TaskConfigError(f"policy.model.world_model_cfg.num_tasks={num_tasks} but policy.task_num={task_num}; they must agree")
 
 
 def compile_task_configs(task_configs: Sequence[TaskConfig], *, seed: int, exp_name: str, save_cfg: bool) -> List[EasyDict]:

@@ -6,7 +6,7 @@ norms, dense FFN, MoE gates and shared experts), ``experts`` (routed MoE experts
 Active per token: a routed expert counts ``top_k / E`` of its parameters (a token runs top_k of
 E equal experts); a module with one copy per task (``TaskSwitch``) counts ``1 / copies`` (a
 token runs its own task's copy; for copies of different sizes, e.g. vector encoders, this is the
-average over tasks). Everything else counts fully.
+average over tasks). Everything else counts fully, embedding tables included.
 """
 from typing import Dict, Iterator, Optional, Set, Tuple
 

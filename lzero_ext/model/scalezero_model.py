@@ -25,7 +25,7 @@ from lzero.model.common import MZNetworkOutput, RepresentationNetworkMLP, Repres
 from lzero.model.unizero_model import UniZeroModel
 from lzero.model.unizero_world_models.tokenizer import Tokenizer
 
-from lzero_ext.model.world_model import MultiTaskWorldModel, TaskAware, TaskSwitch, _TaskBinding
+from lzero_ext.model.world_model import MultiTaskWorldModel, TaskAware, TaskBinding, TaskSwitch
 
 OBS_TYPES = frozenset({'image', 'vector'})
 
@@ -144,7 +144,7 @@ class ScaleZeroModel(UniZeroModel):
     def task_id(self) -> int:
         return self.world_model.task_id
 
-    def bind_task(self, task_id: Optional[int]) -> _TaskBinding:
+    def bind_task(self, task_id: Optional[int]) -> TaskBinding:
         """Bind ``task_id`` now; ``with model.bind_task(t):`` restores the previous task on exit."""
         return self.world_model.bind_task(task_id)
 

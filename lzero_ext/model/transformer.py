@@ -9,7 +9,7 @@ of the training forward only, not of any later analysis forward.
 from contextlib import contextmanager
 from typing import Iterator, List, Mapping, Optional
 
-import torch
+import torch  # noqa: F401  (used by the docstring examples)
 from torch import Tensor, nn
 
 from lzero.model.unizero_world_models.kv_caching import KeysValues

@@ -99,7 +99,7 @@ def task_bound(module: nn.Module, task_id: int) -> Iterator[nn.Module]:
             bind_task_modules(module, previous)
 
 
-class _TaskBinding:
+class TaskBinding:
     """Returned by ``bind_task``: the task is bound already; ``with`` restores the previous one on exit."""
 
     def __init__(self, world_model: 'MultiTaskWorldModel', previous: int) -> None:
@@ -256,12 +256,12 @@ class MultiTaskWorldModel(WorldModel):
         self._activate(0, force=True)
 
     # ------------------------------------------------------------------ task binding
-    def bind_task(self, task_id: Optional[int]) -> _TaskBinding:
+    def bind_task(self, task_id: Optional[int]) -> TaskBinding:
         """Bind ``task_id`` (None: keep the current one); ``with wm.bind_task(t):`` restores the previous task."""
         previous = self.task_id
         if task_id is not None:
             self._activate(int(task_id))
-        return _TaskBinding(self, previous)
+        return TaskBinding(self, previous)
 
     def _activate(self, task_id: int, force: bool = False) -> None:
         if not 0 <= task_id < self.num_tasks:

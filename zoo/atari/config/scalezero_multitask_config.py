@@ -49,7 +49,7 @@ class Preset:
 
 PRESETS: Dict[str, Preset] = {
     # End-to-end check of the whole pipeline in under two minutes.
-    "smoke": Preset(("Pong", "Breakout"), 64, 32, 1, 2, 2, 2, 4, 1, 1, 1, 8, 4, 2, 20, 200, 2000, 10),
+    "smoke": Preset(("Pong", "Breakout"), 64, 32, 1, 2, 2, 2, 4, 1, 1, 1, 12, 4, 2, 20, 200, 2000, 10),
     # A real (small) multi-task run on a 2-core laptop CPU in about 30 minutes.
     "cpu": Preset(("Pong", "Breakout", "MsPacman"), 4000, 64, 2, 4, 4, 8, 16, 2, 1, 1, 20, 5, 2, 400, 4000, 100_000, 200),
     # Paper settings (REFERENCE §3, §5): Atari-8 / Atari-26, 768-wide backbone, 50 simulations.
@@ -82,7 +82,7 @@ def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *,
                 action_space_size=18,
                 model_type="conv",
                 world_model_cfg=dict(
-                    task_num=task_num,
+                    num_tasks=task_num,
                     obs_type="image",
                     action_space_size=18,
                     embed_dim=preset.embed_dim,
@@ -95,6 +95,7 @@ def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *,
                     collector_env_num=preset.collector_env_num,
                     evaluator_env_num=preset.evaluator_env_num,
                     device="cuda" if cuda else "cpu",
+                    predict_latent_loss_type="mse",  # with LayerNorm latents (REFERENCE §3)
                     moe=dict(enabled=not dense, num_experts=preset.num_experts, top_k=1, num_shared_experts=1),
                 ),
             ),
