@@ -5,13 +5,14 @@ from typing import Dict, List
 
 from ding.utils import ENV_REGISTRY, MODEL_REGISTRY, POLICY_REGISTRY
 
-from lzero_ext import envs  # noqa: F401  (registers envs)
+from lzero_ext import envs, model  # noqa: F401  (registers envs and models)
+import policies  # noqa: E402  (registers policies; imports lzero_ext.model, so it comes last)
 
 # Names this project adds to each ding registry; tests check they are all present.
 REGISTERED: Dict[str, List[str]] = {
     "env": envs.REGISTERED_ENVS,
-    "model": [],
-    "policy": [],
+    "model": model.REGISTERED_MODELS,
+    "policy": policies.REGISTERED_POLICIES,
 }
 
 

@@ -40,6 +40,8 @@ SCALEZERO_WORLD_MODEL_KEYS = MultiTaskWorldModel.config
 def _scalezero_config(parent: dict, policy_type: str, model_type_keys: dict) -> dict:
     config = deep_merge_dicts(copy.deepcopy(parent), dict(type=policy_type, **MULTITASK_POLICY_KEYS))
     config["model"]["world_model_cfg"] = deep_merge_dicts(config["model"]["world_model_cfg"], model_type_keys)
+    # (str) Encoder normalisation: LayerNorm, since BatchNorm statistics would mix tasks (and differ across ranks).
+    config["model"]["norm_type"] = "LN"
     return config
 
 

@@ -219,3 +219,15 @@ def test_invalid_arguments():
 def test_docstring_examples():
     result = doctest.testmod(moe_module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_benchmark_entry_point_smoke(capsys):
+    from lzero_ext.bench.__main__ import BENCHMARKS, main
+
+    assert BENCHMARKS["moe"] == "lzero_ext.bench.moe"
+    assert main(["--help"]) == 0
+    assert "moe" in capsys.readouterr().out
+    assert main(["no-such-bench"]) == 2
+    assert main(["moe", "--dim", "8", "--tokens", "32", "--warmup", "0", "--repeats", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "MoE/dense" in out and "target" in out

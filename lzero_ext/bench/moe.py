@@ -98,9 +98,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's default); 1 is less sensitive to other load")
     args = parser.parse_args(argv)
+    default_threads = torch.get_num_threads()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    try:
+        report(args)
+    finally:
+        torch.set_num_threads(default_threads)
 
+
+def report(args: argparse.Namespace) -> None:
+    """Run the configs and print the table and the verdict on TARGET_RATIO."""
     print(f"MoE vs dense-equal-active, forward+backward on CPU: D={args.dim}, tokens={args.tokens}, "
           f"SwiGLU hidden {4 * args.dim}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"median of {args.repeats} (warm-up {args.warmup}); load average {os.getloadavg()[0]:.1f} "

@@ -51,6 +51,13 @@ def _all_reduce(value: float, op: str) -> float:
     return tensor.item()
 
 
+def _broadcast_model(model: torch.nn.Module) -> None:
+    """Rank 0's parameters and buffers to every rank (a no-op in one process)."""
+    if dist.is_available() and dist.is_initialized():
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
 def _task_name(cfg: Any, task_id: int) -> str:
     env_id = cfg.env.get("env_id") or cfg.env.get("env_name") or f"task{task_id}"
     return str(env_id).replace("/", "-")
@@ -78,8 +85,11 @@ class MultiTaskTrainer:
         self.last_learn_log: Dict[str, float] = {}
 
         cfgs = compile_task_configs(task_configs, seed=seed, exp_name=exp_name, save_cfg=self.dist.rank == 0)
-        set_pkg_seed(seed + self.dist.rank, use_cuda=torch.cuda.is_available())
+        set_pkg_seed(seed, use_cuda=torch.cuda.is_available())  # the same initial weights on every rank
         self.policy = create_policy(cfgs[0].policy, enable_field=["learn", "collect", "eval"])
+        _broadcast_model(self.policy._learn_model)
+        _broadcast_model(self.policy._target_model)
+        set_pkg_seed(seed + self.dist.rank, use_cuda=torch.cuda.is_available())  # each rank explores differently
         self.policy.set_task_configs({t: cfgs[t].policy for t in self.local_task_ids})
         log_dir = os.path.join(exp_name, "log")
         self.tasks = [

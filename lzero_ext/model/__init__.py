@@ -2,3 +2,5 @@
 # Importing these modules registers 'ScaleZeroModel' and 'SampledScaleZeroModel' in ding's MODEL_REGISTRY.
 from lzero_ext.model.scalezero_model import SampledScaleZeroModel, ScaleZeroModel  # noqa: F401
 from lzero_ext.model.world_model import MultiTaskWorldModel  # noqa: F401
+
+REGISTERED_MODELS = ["ScaleZeroModel", "SampledScaleZeroModel"]

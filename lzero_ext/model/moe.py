@@ -136,13 +136,13 @@ class MoEFeedForward(nn.Module):
             for _ in range(num_shared_experts))
 
     def route(self, flat: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """Router for flattened tokens ``(N, D)``: logits ``(N, E)``, top-k weights and expert ids ``(N, k)``."""
+        """Router for flat tokens ``(N, D)``: logits ``(N, E)``, float32 top-k weights and expert ids ``(N, k)``."""
         router_logits = self.gate(flat)                                  # (N, E)
         probs = torch.softmax(router_logits.float(), dim=-1)             # (N, E) float32, over all experts
         weights, expert_ids = probs.topk(self.top_k, dim=-1)             # (N, k), (N, k)
         if self.top_k > 1:
             weights = weights / weights.sum(dim=-1, keepdim=True)        # (N, k), rows sum to 1
-        return router_logits, weights.to(flat.dtype), expert_ids
+        return router_logits, weights, expert_ids
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """``x (..., D)`` -> ``(output (..., D), router_logits (N_tokens, E))``; output includes shared experts."""
@@ -163,7 +163,8 @@ class MoEFeedForward(nn.Module):
         expert_outputs = [expert(tokens)                                 # (count_e, D)
                           for expert, tokens in zip(self.experts, sorted_tokens.split(counts)) if tokens.shape[0]]
         if expert_outputs:
-            routed = torch.cat(expert_outputs, dim=0) * sorted_weights   # (N*k, D), gate-weighted
+            routed = torch.cat(expert_outputs, dim=0)                    # (N*k, D), still sorted by expert
+            routed = routed * sorted_weights.to(routed.dtype)            # (N*k, D), gate-weighted
         else:
             routed = sorted_tokens                                       # (0, D): no tokens at all
 
@@ -173,7 +174,7 @@ class MoEFeedForward(nn.Module):
                 output = output + shared(flat)                           # (N, D)
         else:
             output = torch.zeros_like(flat)                              # (N, D)
-        output.index_add_(0, token_ids, routed)                          # (N, D), adds the k experts of each token
+        output.index_add_(0, token_ids, routed.to(output.dtype))         # (N, D), adds the k experts of each token
         return output.reshape(x.shape), router_logits                    # (..., D), (N, E)
 
 
