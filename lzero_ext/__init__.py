@@ -1,12 +1,16 @@
 """ScaleZero for LightZero: importing this package registers the project's envs, models and
 policies in DI-engine's registries (``ENV_REGISTRY``, ``MODEL_REGISTRY``, ``POLICY_REGISTRY``).
 """
+import logging
 from typing import Dict, List
 
 from ding.utils import ENV_REGISTRY, MODEL_REGISTRY, POLICY_REGISTRY
 
 from lzero_ext import envs, model  # noqa: F401  (registers envs and models)
 import policies  # noqa: E402  (registers policies; imports lzero_ext.model, so it comes last)
+
+# lightzero's unizero world_model module sets the root logger to DEBUG when imported; undo that noise.
+logging.getLogger().setLevel(logging.INFO)
 
 # Names this project adds to each ding registry; tests check they are all present.
 REGISTERED: Dict[str, List[str]] = {

@@ -65,10 +65,10 @@ def validate_task_configs(task_configs: Sequence[TaskConfig]) -> None:
             )
         if main.policy.get("task_id", task_id) != task_id:
             raise TaskConfigError(f"task at position {task_id} has policy.task_id={main.policy.task_id}; ids must be 0..N-1 in order")
-    task_num = first_main.policy.get("task_num")
+    task_num = first_main.policy.get("task_num", 1)  # missing keys take the policy defaults (1 task)
     if task_num != len(task_configs):
         raise TaskConfigError(f"policy.task_num={task_num} but {len(task_configs)} task configs were given")
-    num_tasks = _get(first_main.policy, "model.world_model_cfg.num_tasks")
+    num_tasks = _get(first_main.policy, "model.world_model_cfg.num_tasks") or 1
     if num_tasks != task_num:
         raise TaskConfigError(f"policy.model.world_model_cfg.num_tasks={num_tasks} but policy.task_num={task_num}; they must agree")
 
