@@ -101,7 +101,8 @@ class MultiTaskTrainer:
     # ------------------------------------------------------------------ phases
     def evaluate(self, force: bool = False) -> None:
         for task in self.tasks:
-            if force or task.evaluator.should_eval(self.train_iter):
+            first = not task.record.history  # lightzero's should_eval(0) is False; we want the baseline point
+            if force or first or task.evaluator.should_eval(self.train_iter):
                 mean_return = task.evaluate(self.train_iter)
                 logger.info(f"[eval] {task.name}: mean return {mean_return:.2f} at {task.env_steps} env steps")
 
