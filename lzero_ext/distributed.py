@@ -119,6 +119,27 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return holder[0]
 
 
+_REDUCE_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN"}
+
+
+def all_reduce_scalar(value: float, op: str = "sum") -> float:
+    """``value`` reduced over all ranks with ``op`` in {'sum', 'max', 'min'} (itself in a single process)."""
+    if op not in _REDUCE_OPS:
+        raise ValueError(f"op must be one of {sorted(_REDUCE_OPS)}, got {op!r}")
+    if not _initialized():
+        return value
+    tensor = torch.tensor([float(value)], dtype=torch.float64)
+    dist.all_reduce(tensor, op=getattr(dist.ReduceOp, _REDUCE_OPS[op]))
+    return tensor.item()
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy ``src``'s parameters and buffers into ``module`` on every rank (no-op in a single process)."""
+    if _initialized():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=src)
+
+
 def all_gather_object(obj: Any) -> List[Any]:
     """Return ``[obj of rank 0, obj of rank 1, ...]`` on every rank."""
     if not _initialized():

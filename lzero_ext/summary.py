@@ -12,7 +12,6 @@ Example::
 """
 import json
 import math
-import re
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from tabulate import tabulate
 
 from lzero_ext.checkpoint import atomic_write
+from lzero_ext.envs.atari_games import game_name, resolve_game
 
 KINDS = frozenset({"atari", "dmc", "raw"})
 SCORE_NAMES: Mapping[str, str] = MappingProxyType({"atari": "HNS", "dmc": "return/1000", "raw": "return"})
@@ -56,20 +56,15 @@ ATARI_SCORES: Mapping[str, Tuple[float, float]] = MappingProxyType({
     "Seaquest": (68.4, 42054.7),
     "UpNDown": (533.4, 11693.2),
 })
-ATARI_RANDOM_SCORES: Mapping[str, float] = MappingProxyType({g: s[0] for g, s in ATARI_SCORES.items()})
-ATARI_HUMAN_SCORES: Mapping[str, float] = MappingProxyType({g: s[1] for g, s in ATARI_SCORES.items()})
-
-_KEY_TO_GAME = {re.sub(r"[^a-z0-9]", "", game.lower()): game for game in ATARI_SCORES}
-_ENV_SUFFIX = re.compile(r"(NoFrameskip|Deterministic)?(-v\d+)?$")
 
 
 def atari_game_name(env_id: str) -> str:
-    """Canonical game name of an Atari env id: 'PongNoFrameskip-v4', 'ALE/Pong-v5', 'pong',
-    'ms_pacman' -> 'Pong', 'Pong', 'Pong', 'MsPacman'. Unknown games come back stripped of the
-    namespace and version suffixes.
-    """
-    name = _ENV_SUFFIX.sub("", env_id.rsplit("/", 1)[-1])
-    return _KEY_TO_GAME.get(re.sub(r"[^a-z0-9]", "", name.lower()), name)
+    """Canonical game name of an Atari env id ('PongNoFrameskip-v4', 'ALE/Pong-v5', 'ms_pacman' ->
+    'Pong', 'Pong', 'MsPacman'), parsed by the env's own game table; unknown names come back as given."""
+    try:
+        return game_name(resolve_game(env_id))
+    except ValueError:
+        return env_id
 
 
 def human_normalized_score(game: str, score: float) -> Optional[float]:

@@ -128,15 +128,15 @@ class MultiTaskPolicyMixin:
         if self._cfg.cos_lr_scheduler:
             self.lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self._optimizer_world_model, 1e5, eta_min=0)
 
-    def _split_learn_data(self, data: Any) -> Tuple[List[TaskBatch], Optional[int]]:
+    def _task_batches(self, data: Any) -> List[TaskBatch]:
         """Accepts ``[(task_id, current_batch, target_batch), ...]`` (multi-task) or lightzero's
         single-task ``[current_batch, target_batch, train_iter]`` (task ``policy.task_id``)."""
         if len(data) == 3 and isinstance(data[2], (int, type(None))) and not isinstance(data[0], tuple):
-            return [(self._cfg.task_id, data[0], data[1])], data[2]
-        return list(data), None
+            return [(self._cfg.task_id, data[0], data[1])]
+        return list(data)
 
     def _forward_learn(self, data: Any) -> Dict[str, float]:
-        task_batches, _ = self._split_learn_data(data)
+        task_batches = self._task_batches(data)
         self._learn_model.train()
         self._target_model.train()
         weights = self._cfg.task_loss_weights

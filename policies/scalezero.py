@@ -37,9 +37,9 @@ MULTITASK_POLICY_KEYS = dict(
 SCALEZERO_WORLD_MODEL_KEYS = MultiTaskWorldModel.config
 
 
-def _scalezero_config(parent: dict, policy_type: str, model_type_keys: dict) -> dict:
+def _scalezero_config(parent: dict, policy_type: str) -> dict:
     config = deep_merge_dicts(copy.deepcopy(parent), dict(type=policy_type, **MULTITASK_POLICY_KEYS))
-    config["model"]["world_model_cfg"] = deep_merge_dicts(config["model"]["world_model_cfg"], model_type_keys)
+    config["model"]["world_model_cfg"] = deep_merge_dicts(config["model"]["world_model_cfg"], SCALEZERO_WORLD_MODEL_KEYS)
     # (str) Encoder normalisation: LayerNorm, since BatchNorm statistics would mix tasks (and differ across ranks).
     config["model"]["norm_type"] = "LN"
     return config
@@ -49,7 +49,7 @@ def _scalezero_config(parent: dict, policy_type: str, model_type_keys: dict) -> 
 class ScaleZeroPolicy(MultiTaskPolicyMixin, UniZeroPolicy):
     """UniZero with the ScaleZero world model (MoE transformer, per-task heads), trained on many tasks."""
 
-    config = _scalezero_config(UniZeroPolicy.config, "scalezero", SCALEZERO_WORLD_MODEL_KEYS)
+    config = _scalezero_config(UniZeroPolicy.config, "scalezero")
 
     def default_model(self) -> Tuple[str, List[str]]:
         return "ScaleZeroModel", ["lzero_ext.model.scalezero_model"]
@@ -60,7 +60,7 @@ class SampledScaleZeroPolicy(MultiTaskPolicyMixin, SampledUniZeroPolicy):
     """Sampled UniZero (continuous actions, K sampled actions per node) with the ScaleZero world model."""
 
     _continuous_actions = True
-    config = _scalezero_config(SampledUniZeroPolicy.config, "sampled_scalezero", SCALEZERO_WORLD_MODEL_KEYS)
+    config = _scalezero_config(SampledUniZeroPolicy.config, "sampled_scalezero")
 
     def default_model(self) -> Tuple[str, List[str]]:
         return "SampledScaleZeroModel", ["lzero_ext.model.scalezero_model"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lzero_ext.summary import (
-    ATARI_HUMAN_SCORES, ATARI_RANDOM_SCORES, TaskRecord, atari_game_name, dmc_normalized_score,
+    ATARI_SCORES, TaskRecord, atari_game_name, dmc_normalized_score,
     human_normalized_score, normalized_score, plot_learning_curves, print_summary_table, summarize, write_summary,
 )
 
@@ -19,9 +19,9 @@ ATARI_26 = (
 
 
 def test_tables_cover_atari26():
-    assert sorted(ATARI_RANDOM_SCORES) == sorted(ATARI_HUMAN_SCORES) == sorted(ATARI_26)
-    assert (ATARI_RANDOM_SCORES["Pong"], ATARI_HUMAN_SCORES["Pong"]) == (-20.7, 14.6)
-    assert (ATARI_RANDOM_SCORES["UpNDown"], ATARI_HUMAN_SCORES["PrivateEye"]) == (533.4, 69571.3)
+    assert sorted(ATARI_SCORES) == sorted(ATARI_26)
+    assert ATARI_SCORES["Pong"] == (-20.7, 14.6)
+    assert (ATARI_SCORES["UpNDown"][0], ATARI_SCORES["PrivateEye"][1]) == (533.4, 69571.3)
 
 
 def test_hns_known_values():
@@ -29,8 +29,9 @@ def test_hns_known_values():
     assert human_normalized_score("Pong", 14.6) == pytest.approx(1.0)
     assert human_normalized_score("MsPacman", (307.3 + 6951.6) / 2) == pytest.approx(0.5)
     for game in ATARI_26:
-        assert human_normalized_score(game, ATARI_RANDOM_SCORES[game]) == pytest.approx(0.0)
-        assert human_normalized_score(game, ATARI_HUMAN_SCORES[game]) == pytest.approx(1.0)
+        random_score, human_score = ATARI_SCORES[game]
+        assert human_normalized_score(game, random_score) == pytest.approx(0.0)
+        assert human_normalized_score(game, human_score) == pytest.approx(1.0)
     assert human_normalized_score("Pitfall", 0.0) is None
     assert dmc_normalized_score(875.0) == 0.875
 

@@ -4,13 +4,13 @@ All of them are lightzero's classes; the shared policy is bound to the task thro
 ``policy.task_collect_mode(task_id)`` / ``policy.task_eval_mode(task_id)``. lightzero 0.2.0's
 workers assume rank 0 logs and evaluates for everyone and all-reduce counters across ranks; with
 tasks split over ranks each rank owns its tasks, so they are built and run in a one-rank view
-(:func:`rank_local`).
+(:func:`rank_local`; the collector reads the rank only when built, the evaluator on every ``eval``).
 """
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy as np
 from ding.envs import create_env_manager, get_vec_env_setting
@@ -87,8 +87,7 @@ class TaskRuntime:
             policy_cfg.manual_temperature_decay, policy_cfg.fixed_temperature_value,
             policy_cfg.threshold_training_steps_for_final_temperature, trained_steps=train_iter,
         )
-        with rank_local(muzero_segment_collector):
-            new_data = self.collector.collect(train_iter=train_iter, policy_kwargs={"temperature": temperature, "epsilon": 0.0})
+        new_data = self.collector.collect(train_iter=train_iter, policy_kwargs={"temperature": temperature, "epsilon": 0.0})
         self.buffer.push_game_segments(new_data)
         self.buffer.remove_oldest_data_to_fit()
         return new_data

@@ -12,18 +12,16 @@ so a rank whose tasks have no data yet never leaves the others waiting.
 import logging
 import math
 import os
-import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
-import torch.distributed as dist
 from ding.policy import create_policy
 from ding.utils import set_pkg_seed
 from tqdm import tqdm
 
 from lzero_ext.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from lzero_ext.distributed import all_gather_object, init_distributed, split_tasks
+from lzero_ext.distributed import all_gather_object, all_reduce_scalar, broadcast_module, init_distributed, split_tasks
 from lzero_ext.entry.configs import TaskConfig, compile_task_configs, validate_task_configs
 from lzero_ext.entry.task_runtime import TaskRuntime
 from lzero_ext.summary import plot_learning_curves, print_summary_table, summarize, write_summary
@@ -43,28 +41,13 @@ class TrainResult:
     policy: Any = field(repr=False, default=None)
 
 
-def _all_reduce(value: float, op: str) -> float:
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    tensor = torch.tensor([float(value)], dtype=torch.float64)
-    dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op])
-    return tensor.item()
-
-
-def _broadcast_model(model: torch.nn.Module) -> None:
-    """Rank 0's parameters and buffers to every rank (a no-op in one process)."""
-    if dist.is_available() and dist.is_initialized():
-        for tensor in model.state_dict().values():
-            dist.broadcast(tensor, src=0)
-
-
 def _task_name(cfg: Any, task_id: int) -> str:
     env_id = cfg.env.get("env_id") or cfg.env.get("env_name") or f"task{task_id}"
     return str(env_id).replace("/", "-")
 
 
-def _checkpoint_path(exp_dir: str, rank: int, train_iter: int) -> str:
-    return os.path.join(exp_dir, "ckpt", f"rank{rank}", f"iteration_{train_iter}.pth.tar")
+def _checkpoint_dir(exp_dir: str, rank: int) -> str:
+    return os.path.join(exp_dir, "ckpt", f"rank{rank}")
 
 
 class MultiTaskTrainer:
@@ -87,8 +70,8 @@ class MultiTaskTrainer:
         cfgs = compile_task_configs(task_configs, seed=seed, exp_name=exp_name, save_cfg=self.dist.rank == 0)
         set_pkg_seed(seed, use_cuda=torch.cuda.is_available())  # the same initial weights on every rank
         self.policy = create_policy(cfgs[0].policy, enable_field=["learn", "collect", "eval"])
-        _broadcast_model(self.policy._learn_model)
-        _broadcast_model(self.policy._target_model)
+        broadcast_module(self.policy._learn_model)
+        broadcast_module(self.policy._target_model)
         set_pkg_seed(seed + self.dist.rank, use_cuda=torch.cuda.is_available())  # each rank explores differently
         self.policy.set_task_configs({t: cfgs[t].policy for t in self.local_task_ids})
         log_dir = os.path.join(exp_name, "log")
@@ -120,12 +103,12 @@ class MultiTaskTrainer:
         """Replay ratio over the mean per-task transitions (same count on every rank)."""
         if self.cfg.update_per_collect is not None:
             return int(self.cfg.update_per_collect)
-        total = _all_reduce(collected_here, "sum")
+        total = all_reduce_scalar(collected_here, "sum")
         return max(1, int(math.ceil(total / self.cfg.task_num * self.cfg.replay_ratio)))
 
     def learn(self, num_updates: int) -> Optional[Dict[str, float]]:
         ready = [task for task in self.tasks if task.has_enough_data()]
-        if _all_reduce(len(ready), "max") == 0:
+        if all_reduce_scalar(len(ready), "max") == 0:
             return None  # no rank has a batch yet: everyone collects again
         log = None
         for _ in range(num_updates):
@@ -143,7 +126,7 @@ class MultiTaskTrainer:
     def finished(self) -> bool:
         local_done = all(task.env_steps >= self.max_env_step for task in self.tasks)
         out_of_iters = self.train_iter >= self.max_train_iter
-        return _all_reduce(float(local_done), "min") == 1.0 or out_of_iters
+        return all_reduce_scalar(float(local_done), "min") == 1.0 or out_of_iters
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> str:
@@ -154,12 +137,12 @@ class MultiTaskTrainer:
             "rng": capture_rng_state(),
             "world_size": self.dist.world_size,
         }
-        path = _checkpoint_path(self.exp_dir, self.dist.rank, self.train_iter)
+        path = os.path.join(_checkpoint_dir(self.exp_dir, self.dist.rank), f"iteration_{self.train_iter}.pth.tar")
         save_checkpoint(path, state, keep_last=3)
         return path
 
     def resume(self) -> None:
-        ckpt_dir = os.path.dirname(_checkpoint_path(self.exp_dir, self.dist.rank, 0))
+        ckpt_dir = _checkpoint_dir(self.exp_dir, self.dist.rank)
         state = load_checkpoint(ckpt_dir, required_keys=CHECKPOINT_KEYS)
         if state["world_size"] != self.dist.world_size:
             raise CheckpointError(f"checkpoint in {ckpt_dir} was written by {state['world_size']} ranks; "
