@@ -9,7 +9,6 @@ writes ``summary.json`` and ``learning_curves.png`` into the experiment director
 described in docs/presets.md; ``--dense`` gives the multi-task UniZero baseline (same everything,
 dense FFN).
 """
-import argparse
 import copy
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -141,42 +140,15 @@ def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None, de
     return [build_task_config(g, i, len(games), preset, dense=dense, exp_name=exp_name, cuda=cuda) for i, g in enumerate(games)]
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    default_preset = "atari8" if torch.cuda.is_available() else "cpu"
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=default_preset, help=f"(default here: {default_preset})")
-    parser.add_argument("--games", nargs="+", help="override the preset's games, e.g. --games Pong Breakout")
-    parser.add_argument("--max-env-step", type=int, help="per-task env-step budget (default: the preset's)")
-    parser.add_argument("--max-train-iter", type=int, default=int(1e10), help="stop after this many learner iterations")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--exp-name", help="experiment directory (default: data_scalezero/atari_<preset>_...)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    parser.add_argument("--dense", action="store_true", help="dense FFN instead of MoE: the multi-task UniZero baseline")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --exp-name")
-    parser.add_argument("--save-replay-buffer", action="store_true", help="also checkpoint the replay buffers")
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda given but no CUDA device is available")
-    return args
-
-
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = parse_args(argv)
-    import lzero_ext  # noqa: F401  (registers envs, models, policies)
-    from lzero_ext.checkpoint import CheckpointError
-    from lzero_ext.entry import TaskConfigError, train_scalezero
+    from lzero_ext.entry.cli import parse_scalezero_args, run_cli, scalezero_arg_parser
 
-    try:
-        configs = build_configs(args.preset, games=args.games, dense=args.dense, exp_name=args.exp_name,
-                                cuda=None if args.device is None else args.device == "cuda")
-        preset = PRESETS[args.preset]
-        train_scalezero(configs, seed=args.seed, max_env_step=args.max_env_step or preset.max_env_step,
-                        max_train_iter=args.max_train_iter, resume=args.resume, score_kind="atari",
-                        checkpoint_freq=preset.checkpoint_freq, save_replay_buffer=args.save_replay_buffer)
-    except (ValueError, CheckpointError) as error:  # bad input: one clear line, not a traceback
-        raise SystemExit(f"error: {error}") from None
-    except KeyboardInterrupt:
-        raise SystemExit("interrupted: resume with --resume (the last checkpoint is intact)") from None
+    parser = scalezero_arg_parser(__doc__, presets=PRESETS, default_preset="atari8" if torch.cuda.is_available() else "cpu",
+                                  task_flag="--games", task_help="override the preset's games, e.g. --games Pong Breakout")
+    args = parse_scalezero_args(parser, argv)
+    preset = PRESETS[args.preset]
+    run_cli(args, lambda: build_configs(args.preset, games=args.tasks, dense=args.dense, exp_name=args.exp_name, cuda=args.cuda),
+            max_env_step=args.max_env_step or preset.max_env_step, score_kind="atari", checkpoint_freq=preset.checkpoint_freq)
 
 
 if __name__ == "__main__":

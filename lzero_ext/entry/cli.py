@@ -1,0 +1,61 @@
+"""The command line shared by every zoo multi-task config (Atari, DMC, Jericho).
+
+A zoo config supplies its presets and a ``build_configs`` function; this module adds the common
+flags, runs :func:`train_scalezero` and turns bad input into one clear line instead of a traceback.
+
+Example (a zoo config's ``main``)::
+
+    def main(argv=None):
+        parser = scalezero_arg_parser(__doc__, presets=PRESETS, default_preset="cpu", task_flag="--games")
+        args = parse_scalezero_args(parser, argv)
+        run_cli(args, lambda: build_configs(args.preset, games=args.tasks, dense=args.dense, ...),
+                max_env_step=args.max_env_step or PRESETS[args.preset].max_env_step, score_kind="atari",
+                checkpoint_freq=PRESETS[args.preset].checkpoint_freq)
+"""
+import argparse
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import torch
+
+
+def scalezero_arg_parser(doc: str, *, presets: Mapping[str, Any], default_preset: str,
+                         task_flag: str = "--games", task_help: str = "override the preset's tasks") -> argparse.ArgumentParser:
+    """An ``ArgumentParser`` with the flags every ScaleZero zoo config has; task names land in ``args.tasks``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0], epilog=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(presets), default=default_preset, help=f"(default here: {default_preset})")
+    parser.add_argument(task_flag, dest="tasks", nargs="+", help=task_help)
+    parser.add_argument("--max-env-step", type=int, help="per-task env-step budget (default: the preset's)")
+    parser.add_argument("--max-train-iter", type=int, default=int(1e10), help="stop after this many learner iterations")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--exp-name", help="experiment directory (default: data_scalezero/<benchmark>_<preset>_...)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    parser.add_argument("--dense", action="store_true", help="dense FFN instead of MoE: the multi-task UniZero baseline")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --exp-name")
+    parser.add_argument("--save-replay-buffer", action="store_true", help="also checkpoint the replay buffers")
+    return parser
+
+
+def parse_scalezero_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parses ``argv``; ``args.cuda`` is True/False from ``--device``, or None (auto)."""
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda given but no CUDA device is available")
+    args.cuda = None if args.device is None else args.device == "cuda"
+    return args
+
+
+def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]], **train_kwargs: Any) -> None:
+    """Builds the task configs and trains; bad input and Ctrl-C end with one line (exit status 1)."""
+    import lzero_ext  # noqa: F401  (registers envs, models, policies)
+    from lzero_ext.checkpoint import CheckpointError
+    from lzero_ext.entry.train_scalezero import train_scalezero
+
+    try:
+        configs = build_configs()
+        train_scalezero(configs, seed=args.seed, max_train_iter=args.max_train_iter, resume=args.resume,
+                        save_replay_buffer=args.save_replay_buffer, **train_kwargs)
+    except (ValueError, CheckpointError, FileNotFoundError) as error:  # bad input: one clear line
+        raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: resume with --resume (the last checkpoint is intact)") from None
