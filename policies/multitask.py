@@ -11,6 +11,7 @@ One policy object owns the shared model, optimizer and target model. Each task g
   weights), does one backward, averages gradients over the ranks that produced them, clips after
   averaging, and steps.
 """
+import contextlib
 import copy
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -21,6 +22,8 @@ from ding.utils import deep_merge_dicts
 from easydict import EasyDict
 from lzero.entry.utils import initialize_zeros_batch
 
+from lzero_ext.diagnostics import (DormantNeuronProbe, expert_usage_log, expert_usage_metrics, gradient_conflict,
+                                   shared_backbone_parameters)
 from lzero_ext.distributed import average_gradients, get_world_size
 from policies.world_model_batch import build_world_model_batch
 
@@ -77,12 +80,25 @@ class MultiTaskPolicyMixin:
         return self._bind_interface(self.eval_mode, task_id, "eval")
 
     def _bind_interface(self, interface: tuple, task_id: int, mode: str) -> tuple:
-        def bound(fn: Callable) -> Callable:
+        def bound(name: str, fn: Callable) -> Callable:
             def call(*args, **kwargs):
                 with self.task_context(task_id, mode):
-                    return fn(*args, **kwargs)
+                    out = fn(*args, **kwargs)
+                    if name == "forward":
+                        self._after_inference_step(task_id, mode)
+                    return out
             return call
-        return type(interface)(*[bound(fn) for fn in interface])
+        return type(interface)(*[bound(name, fn) for name, fn in zip(interface._fields, interface)])
+
+    def _after_inference_step(self, task_id: int, mode: str) -> None:
+        """Clears the bound task's KV caches every ``cache_clear_interval`` collect/eval steps:
+        lightzero's collector does so only for policy type 'unizero', and its evaluator never does,
+        so caches (keyed by latent hashes) would otherwise grow for a whole long episode."""
+        counts = self.__dict__.setdefault("_inference_steps", {})
+        counts[(task_id, mode)] = counts.get((task_id, mode), 0) + 1
+        interval = self._cfg.cache_clear_interval
+        if interval and counts[(task_id, mode)] % interval == 0:
+            self._model.world_model.clear_task_caches()
 
     @contextmanager
     def task_context(self, task_id: int, mode: str) -> Iterator[None]:
@@ -140,13 +156,21 @@ class MultiTaskPolicyMixin:
         self._learn_model.train()
         self._target_model.train()
         weights = self._cfg.task_loss_weights
-        total_loss: Optional[torch.Tensor] = None
+        task_losses: Dict[int, torch.Tensor] = {}
         log: Dict[str, float] = {}
-        for task_id, current_batch, target_batch in task_batches:
-            losses, task_log = self._task_loss(task_id, current_batch, target_batch)
-            weighted = losses.loss_total * (1.0 if weights is None else weights[task_id])
-            total_loss = weighted if total_loss is None else total_loss + weighted
-            log.update({f"task{task_id}/{name}": value for name, value in task_log.items()})
+        diagnose = self._diagnostics_due()
+        probe = DormantNeuronProbe.for_transformer(self._learn_model) if diagnose else contextlib.nullcontext()
+        with probe:
+            for task_id, current_batch, target_batch in task_batches:
+                losses, task_log = self._task_loss(task_id, current_batch, target_batch)
+                task_losses[task_id] = losses.loss_total * (1.0 if weights is None else weights[task_id])
+                log.update({f"task{task_id}/{name}": value for name, value in task_log.items()})
+                if diagnose and losses.router_stats:
+                    log.update(expert_usage_log(expert_usage_metrics(losses.router_stats["usage_per_task"])))
+        total_loss: Optional[torch.Tensor] = sum(task_losses.values()) if task_losses else None
+        if diagnose and task_losses:  # before backward: autograd.grad leaves .grad untouched
+            log.update(gradient_conflict(task_losses, shared_backbone_parameters(self._learn_model)).as_log())
+            log.update(probe.result().as_log())
 
         self._optimizer_world_model.zero_grad(set_to_none=True)
         if total_loss is not None:  # a rank whose tasks have no data yet still joins the collectives
@@ -172,6 +196,13 @@ class MultiTaskPolicyMixin:
         if len(task_batches) == 1:  # lightzero's single-task log names, for its learner and dashboards
             log.update({k.split("/", 1)[1]: v for k, v in log.items() if k.startswith(f"task{task_batches[0][0]}/")})
         return log
+
+    def _diagnostics_due(self) -> bool:
+        """True every ``diagnostics_freq`` learn steps (the first included); counts the calls."""
+        step = self.__dict__.get("_learn_calls", 0)
+        self._learn_calls = step + 1
+        freq = self._cfg.diagnostics_freq
+        return bool(freq) and step % freq == 0
 
     def _task_loss(self, task_id: int, current_batch: Sequence[Any], target_batch: Sequence[Any]):
         cfg = self.task_cfg(task_id)

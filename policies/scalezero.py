@@ -13,9 +13,12 @@ Example::
     ('scalezero', 1)
 """
 import copy
-from typing import List, Tuple
+from contextlib import contextmanager
+from typing import Iterator, List, Tuple
 
+import torch
 from ding.utils import POLICY_REGISTRY, deep_merge_dicts
+from easydict import EasyDict
 from lzero.policy.sampled_unizero import SampledUniZeroPolicy
 from lzero.policy.unizero import UniZeroPolicy
 
@@ -30,6 +33,13 @@ MULTITASK_POLICY_KEYS = dict(
     task_id=0,
     # (list[float] | None) Per-task weights of the summed loss; None weighs every task 1.
     task_loss_weights=None,
+    # (int) Learn steps between training diagnostics (per-task gradient cosine on the transformer, dormant-neuron
+    # ratio of its FFNs, per-task expert usage), logged under ``diag/``; 0 turns them off. Each costs one extra
+    # partial backward per task on that step.
+    diagnostics_freq=100,
+    # (int) Collect/eval steps of one task between clearing that task's inference KV caches (lightzero clears every
+    # 200 steps in its collector for policy type 'unizero' only, never in its evaluator); 0 never clears mid-round.
+    cache_clear_interval=200,
 )
 
 # The world model's own keys (num_tasks, moe, share_heads, task_embed_option, latent_norm, ...) are
@@ -64,3 +74,31 @@ class SampledScaleZeroPolicy(MultiTaskPolicyMixin, SampledUniZeroPolicy):
 
     def default_model(self) -> Tuple[str, List[str]]:
         return "SampledScaleZeroModel", ["lzero_ext.model.scalezero_model"]
+
+    def _init_learn(self) -> None:
+        # lightzero's _init_learn inits `world_model.fc_policy_head` (one head); ours are per task: init each here,
+        # before the parent deep-copies the target model, and hide the continuous flag from that one parent step.
+        init_gaussian_policy_heads(self._model.world_model, self._cfg.init_w)
+        with _continuous_flag_hidden(self._cfg.model):
+            super()._init_learn()
+
+
+def init_gaussian_policy_heads(world_model: MultiTaskWorldModel, init_w: float) -> None:
+    """Uniform(-init_w, init_w) init of the mean and log-sigma output layers of every task's Gaussian
+    policy head, as lightzero's SampledUniZeroPolicy does for its single head."""
+    for head in world_model.head_policy.per_task:
+        gaussian = head.head_module  # ding ReparameterizationHead
+        for layer in (gaussian.mu, getattr(gaussian, "log_sigma_layer", None)):  # no log_sigma_layer if sigma is fixed
+            if layer is not None:
+                torch.nn.init.uniform_(layer.weight, -init_w, init_w)
+                torch.nn.init.uniform_(layer.bias, -init_w, init_w)
+
+
+@contextmanager
+def _continuous_flag_hidden(model_cfg: EasyDict) -> Iterator[None]:
+    """``model_cfg.continuous_action_space`` reads False inside the context (then restored)."""
+    saved, model_cfg.continuous_action_space = model_cfg.continuous_action_space, False
+    try:
+        yield
+    finally:
+        model_cfg.continuous_action_space = saved

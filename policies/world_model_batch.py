@@ -61,6 +61,7 @@ def build_world_model_batch(
         "target_policy": target_policy[:, :-1],
     }
     if child_sampled_actions is not None:
-        batch["child_sampled_actions"] = torch.from_numpy(child_sampled_actions).to(device)
+        # (B, T+1, K, a) -> (B, T, K, a): aligned with target_policy, like every other per-step target
+        batch["child_sampled_actions"] = torch.from_numpy(child_sampled_actions).to(device)[:, :-1]
     stats = {"target_reward": target_reward.mean().item(), "target_value": target_value.mean().item()}
     return batch, stats

@@ -113,3 +113,23 @@ def test_mismatched_task_config_is_a_clear_error(tmp_path):
         main.policy.task_num = 3
     with pytest.raises(TaskConfigError, match="task_num=3 but 2"):
         train_scalezero(configs, max_env_step=8, max_train_iter=1, progress=False)
+
+
+def test_diagnostics_reach_summary_and_tensorboard(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    configs = _smoke_configs(tmp_path)
+    for main, _ in configs:
+        main.policy.diagnostics_freq = 2  # steps 1, 3 (of 4) run the diagnostics
+    train_scalezero(configs, max_env_step=SMOKE.max_env_step, max_train_iter=4, exp_name=str(tmp_path / "exp"),
+                    progress=False)
+    diag = json.loads((tmp_path / "exp" / "summary.json").read_text())["diagnostics"]
+    assert diag["records"] == 2 and diag["train_iter"] == {"first": 1, "last": 3}
+    assert diag["grad_cos_mean"]["n"] == 2 and -1.0 <= diag["grad_cos_mean"]["last"] <= 1.0
+    assert 0.0 <= diag["grad_neg_frac"]["last"] <= 1.0
+    assert 0.0 <= diag["dormant_ratio"]["last"] <= 1.0
+    # per-task entries land in that task's TensorBoard directory, the rest in the run's
+    assert list((tmp_path / "exp" / "log" / "diagnostics" / "rank0").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    task_events = EventAccumulator(str(tmp_path / "exp" / "log" / "tasks" / "Breakout")).Reload()
+    assert {"diag/grad_norm", "diag/expert_entropy", "diag/expert_max_share"} <= set(task_events.Tags()["scalars"])

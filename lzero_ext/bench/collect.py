@@ -1,0 +1,114 @@
+"""Collection speed: env steps per second with MCTS, ScaleZero against lightzero's UniZero collector.
+
+``python -m lzero_ext.bench collect [--game Pong --simulations 8 --envs 2 --rounds 4 --threads 2]``
+
+Both sides run lightzero 0.2.0's ``MuZeroSegmentCollector`` with the C++ ``UniZeroMCTSCtree`` on the
+same real Atari environment (this project's ``atari_scalezero``, base env manager) at the same
+width, depth, simulations and env count:
+
+* ``scalezero``: the ScaleZero policy bound to one task of a multi-task model (MoE FFN, or dense
+  with ``--dense``), exactly as :func:`train_scalezero` collects (``TaskRuntime``);
+* ``unizero``:   lightzero's own single-task ``UniZeroPolicy``.
+
+Each round collects ``--envs`` game segments; rounds of the two sides alternate, after one warm-up
+round each. Target (issue 4): ScaleZero / UniZero env steps per second >= 0.9.
+"""
+import argparse
+import logging
+import os
+import tempfile
+import time
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from tabulate import tabulate
+
+from lzero_ext.bench.common import (atari_task_configs, create_policy_for, lightzero_unizero_config, machine_load,
+                                    set_threads)
+
+TARGET_RATIO = 0.9
+
+
+def lightzero_collector(task_config: Any, seed: int) -> Tuple[Any, Callable[[], None]]:
+    """lightzero's UniZero policy with its own segment collector on ``task_config``'s env."""
+    from ding.envs import create_env_manager, get_vec_env_setting
+    from lzero.worker import MuZeroSegmentCollector
+
+    policy, cfg = create_policy_for(lightzero_unizero_config(task_config), seed=seed,
+                                    enable_field=("learn", "collect", "eval"))
+    env_fn, collector_env_cfg, _ = get_vec_env_setting(cfg.env)
+    env = create_env_manager(cfg.env.manager, [partial(env_fn, cfg=c) for c in collector_env_cfg])
+    env.seed(cfg.seed)
+    collector = MuZeroSegmentCollector(env=env, policy=policy.collect_mode, tb_logger=None,
+                                       exp_name=os.path.relpath(cfg.exp_name), instance_name="collector_unizero",
+                                       policy_config=cfg.policy)
+    return collector, collector.close
+
+
+def scalezero_collector(task_config: Any, seed: int) -> Tuple[Any, Callable[[], None]]:
+    """A one-task ScaleZero trainer's collector (the code path :func:`train_scalezero` runs)."""
+    from lzero_ext.entry.train_scalezero import MultiTaskTrainer
+
+    trainer = MultiTaskTrainer([task_config], seed=seed, exp_name=task_config[0].exp_name, score_kind="atari",
+                               max_env_step=10 ** 9, max_train_iter=10 ** 9, checkpoint_freq=10 ** 9,
+                               save_replay_buffer=False, progress=False)
+    return trainer.tasks[0].collector, trainer.close
+
+
+def collect_round(collector: Any) -> Tuple[int, float]:
+    """(env steps, seconds) of one collection round at temperature 1."""
+    before, start = collector.envstep, time.perf_counter()
+    collector.collect(train_iter=0, policy_kwargs={"temperature": 1.0, "epsilon": 0.0})
+    return collector.envstep - before, time.perf_counter() - start
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--game", default="Pong")
+    parser.add_argument("--simulations", type=int, default=8)
+    parser.add_argument("--envs", type=int, default=2, help="collector envs (game segments per round)")
+    parser.add_argument("--embed-dim", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--dense", action="store_true", help="ScaleZero side with a dense FFN instead of MoE")
+    parser.add_argument("--rounds", type=int, default=4, help="timed rounds per side")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    threads = set_threads(args.threads)
+
+    import lzero_ext  # noqa: F401  (registers envs, models, policies)
+    logging.getLogger().setLevel(logging.WARNING)  # lightzero's collectors log every round at INFO
+    with tempfile.TemporaryDirectory(prefix="scalezero_bench_") as exp:
+        (task_config,) = atari_task_configs(
+            [args.game], dense=args.dense, exp_name=exp, embed_dim=args.embed_dim, num_layers=args.layers,
+            num_heads=args.heads, batch_size=16, num_simulations=args.simulations, collector_env_num=args.envs)
+        sides: Dict[str, Tuple[Any, Callable[[], None]]] = {
+            "scalezero" + (" (dense)" if args.dense else " (MoE)"): scalezero_collector(task_config, args.seed),
+            "unizero": lightzero_collector(task_config, args.seed),
+        }
+        try:
+            for collector, _ in sides.values():
+                collect_round(collector)  # warm-up
+            totals = {name: [0, 0.0] for name in sides}
+            for _ in range(args.rounds):
+                for name, (collector, _) in sides.items():
+                    steps, seconds = collect_round(collector)
+                    totals[name][0] += steps
+                    totals[name][1] += seconds
+        finally:
+            for _, close in sides.values():
+                close()
+
+    rates = {name: steps / seconds for name, (steps, seconds) in totals.items()}
+    ours, theirs = rates[next(iter(rates))], rates["unizero"]
+    print(f"\ncollection on {args.game}: {args.envs} envs, {args.simulations} simulations, embed {args.embed_dim}, "
+          f"{args.layers} layers; threads {threads}, load {machine_load()}, {args.rounds} rounds per side")
+    print(tabulate([[name, totals[name][0], f"{totals[name][1]:.1f}", f"{rate:.1f}"] for name, rate in rates.items()],
+                   headers=["collector", "env steps", "seconds", "env steps / s"]))
+    print(f"\nScaleZero / UniZero: {ours / theirs:.2f}  (target >= {TARGET_RATIO})")
+
+
+if __name__ == "__main__":
+    main()
