@@ -25,6 +25,7 @@ from lzero.entry.utils import initialize_zeros_batch
 from lzero_ext.diagnostics import (DormantNeuronProbe, expert_usage_log, expert_usage_metrics, gradient_conflict,
                                    shared_backbone_parameters)
 from lzero_ext.distributed import average_gradients, get_world_size
+from lzero_ext.dps import LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage
 from policies.world_model_batch import build_world_model_batch
 
 TaskBatch = Tuple[int, Sequence[Any], Sequence[Any]]  # (task_id, current_batch, target_batch)
@@ -60,6 +61,20 @@ class MultiTaskPolicyMixin:
         cfg = deep_merge_dicts(parent.default_config(), EasyDict(copy.deepcopy(cls.config)))
         cfg.cfg_type = cls.__name__ + "Dict"
         return cfg
+
+    # ------------------------------------------------------------------ model (DPS adapters)
+    def _create_model(self, cfg: EasyDict, model: Optional[torch.nn.Module] = None) -> torch.nn.Module:
+        # With dps.enabled the staged LoRA layers go in before the optimizer and the target model are built.
+        model = super()._create_model(cfg, model)
+        if cfg.dps.enabled:
+            dps = resolve_dps_config(cfg.dps)
+            apply_staged_lora(model, **{key: dps[key] for key in LORA_KEYS})
+        return model
+
+    def set_dps_stage(self, stage: int) -> int:
+        """Enters DPS stage ``stage`` (what trains: see ``lzero_ext.dps.set_dps_stage``); returns the
+        number of trainable parameters. Every parameter is already in the optimizer (``build_optimizer``)."""
+        return set_dps_stage(self._model, stage)
 
     # ------------------------------------------------------------------ task configs
     def set_task_configs(self, task_cfgs: Dict[int, EasyDict]) -> None:
@@ -183,6 +198,8 @@ class MultiTaskPolicyMixin:
             [p for p in world_model_params if p.grad is not None], self._cfg.grad_clip_value
         )
         self._optimizer_world_model.step()
+        if self._cfg.dps.enabled:
+            clamp_adapter_scales_(self._learn_model)  # keep the adapter scales within their range
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
         self._target_model.update(self._learn_model.state_dict())

@@ -40,6 +40,29 @@ MULTITASK_POLICY_KEYS = dict(
     # (int) Collect/eval steps of one task between clearing that task's inference KV caches (lightzero clears every
     # 200 steps in its collector for policy type 'unizero' only, never in its evaluator); 0 never clears mid-round.
     cache_clear_interval=200,
+    # Dynamic Parameter Scaling (REFERENCE.md section 4): staged LoRA adapters on the transformer's attention and
+    # expert linears, a new one trained (backbone frozen) each time enough tasks are solved; solved tasks stop.
+    dps=dict(
+        # (bool) Wrap the transformer in staged LoRA layers and let the training entry run the DPS curriculum.
+        enabled=False,
+        # (str|None) 'atari' or 'dmc': the target-return table and the defaults of every None below; None
+        # (e.g. Jericho) requires all of them and ``targets``.
+        suite='atari',
+        # (int|None) Stages S: stage 0 trains everything, stages 1..S-1 one new adapter each (paper: 5).
+        num_stages=None,
+        # (int|None) Train iterations before the first switch (Atari 50k, DMC 10k).
+        min_stage0_iters=None,
+        # (int|None) A stage ends after this many train iterations even without enough newly solved tasks (20k / 5k).
+        max_stage_iters=None,
+        # (int|None) LoRA rank r (64).
+        rank=None,
+        # (float|None) lora_alpha; adapters are scaled by lora_alpha / r (Atari 32, DMC 1).
+        alpha=None,
+        # (float|None) Dropout on the adapter input (Atari 0.1, DMC 0).
+        dropout=None,
+        # (dict|None) Target return per task name, overriding the suite's table (a task is solved at >= target).
+        targets=None,
+    ),
 )
 
 # The world model's own keys (num_tasks, moe, share_heads, task_embed_option, latent_norm, ...) are

@@ -31,6 +31,8 @@ def scalezero_arg_parser(doc: str, *, presets: Mapping[str, Any], default_preset
     parser.add_argument("--exp-name", help="experiment directory (default: data_scalezero/<benchmark>_<preset>_...)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     parser.add_argument("--dense", action="store_true", help="dense FFN instead of MoE: the multi-task UniZero baseline")
+    parser.add_argument("--dps", action="store_true",
+                        help="Dynamic Parameter Scaling: staged LoRA adapters added as tasks get solved; solved tasks stop")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --exp-name")
     parser.add_argument("--save-replay-buffer", action="store_true", help="also checkpoint the replay buffers")
     return parser

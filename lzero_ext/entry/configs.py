@@ -23,6 +23,7 @@ SHARED_POLICY_KEYS = (
     "model.world_model_cfg.num_tasks",
     "task_num",
     "num_unroll_steps",
+    "dps",  # one curriculum and one set of adapters for the shared model
 )
 SHARED_CREATE_KEYS = ("policy.type",)
 DISCRETE_SHARED_KEYS = ("model.action_space_size",)  # discrete tasks share one action embedding

@@ -50,6 +50,11 @@ class DiagnosticsRecorder:
             else:
                 self.writer.add_scalar(key, value, train_iter)
 
+    def add_scalars(self, values: Mapping[str, float], step: int) -> None:
+        """Run-level scalars (e.g. the DPS stage) into this rank's run writer."""
+        for key, value in values.items():
+            self.writer.add_scalar(key, value, step)
+
     def summary(self, histories: Sequence[List[Dict[str, float]]]) -> Dict[str, Any]:
         """``summary.json``'s block: one summary per rank (gradient conflict is over each rank's tasks)."""
         if len(histories) == 1:

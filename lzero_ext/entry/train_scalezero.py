@@ -23,12 +23,13 @@ from tqdm import tqdm
 from lzero_ext.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from lzero_ext.distributed import all_gather_object, all_reduce_scalar, broadcast_module, init_distributed, split_tasks
 from lzero_ext.entry.configs import TaskConfig, compile_task_configs, validate_task_configs
+from lzero_ext.entry.dps_curriculum import DPSCurriculum, active_tasks
 from lzero_ext.entry.run_logging import DiagnosticsRecorder, quiet_worker_chatter
 from lzero_ext.entry.task_runtime import TaskRuntime
 from lzero_ext.summary import plot_learning_curves, print_summary_table, summarize, write_summary
 
 logger = logging.getLogger(__name__)
-CHECKPOINT_KEYS = ("policy", "train_iter", "tasks", "rng", "world_size")
+CHECKPOINT_KEYS = ("policy", "train_iter", "tasks", "rng", "world_size", "dps")
 
 
 @dataclass
@@ -82,11 +83,18 @@ class MultiTaskTrainer:
             for t in self.local_task_ids
         ]
         self.cfg = cfgs[0].policy
+        task_names = [_task_name(cfg, t) for t, cfg in enumerate(cfgs)]
+        self.dps = DPSCurriculum(self.policy, task_names) if self.cfg.dps.enabled else None
         self.diagnostics = DiagnosticsRecorder(log_dir, self.dist.rank, {t.task_id: t.writer for t in self.tasks})
 
     # ------------------------------------------------------------------ phases
+    @property
+    def active(self):
+        """This rank's tasks that still collect, evaluate and train (DPS drops solved ones)."""
+        return active_tasks(self.tasks, self.dps)
+
     def evaluate(self, force: bool = False) -> None:
-        for task in self.tasks:
+        for task in self.active:
             first = not task.record.history  # lightzero's should_eval(0) is False; we want the baseline point
             if force or first or task.evaluator.should_eval(self.train_iter):
                 mean_return = task.evaluate(self.train_iter)
@@ -95,7 +103,7 @@ class MultiTaskTrainer:
     def collect(self) -> int:
         """One collection round for every task with budget left; returns the transitions collected here."""
         collected = 0
-        for task in self.tasks:
+        for task in self.active:
             if task.env_steps < self.max_env_step:
                 before = task.env_steps
                 task.collect(self.train_iter)
@@ -110,7 +118,7 @@ class MultiTaskTrainer:
         return max(1, int(math.ceil(total / self.cfg.task_num * self.cfg.replay_ratio)))
 
     def learn(self, num_updates: int) -> Optional[Dict[str, float]]:
-        ready = [task for task in self.tasks if task.has_enough_data()]
+        ready = [task for task in self.active if task.has_enough_data()]
         if all_reduce_scalar(len(ready), "max") == 0:
             return None  # no rank has a batch yet: everyone collects again
         log = None
@@ -128,7 +136,8 @@ class MultiTaskTrainer:
         return log
 
     def finished(self) -> bool:
-        local_done = all(task.env_steps >= self.max_env_step for task in self.tasks)
+        # Only unsolved tasks count: a task that DPS solved stops collecting and must not keep the run alive.
+        local_done = all(task.env_steps >= self.max_env_step for task in self.active)
         out_of_iters = self.train_iter >= self.max_train_iter
         return all_reduce_scalar(float(local_done), "min") == 1.0 or out_of_iters
 
@@ -141,6 +150,7 @@ class MultiTaskTrainer:
             "rng": capture_rng_state(),
             "world_size": self.dist.world_size,
             "diagnostics": self.diagnostics.state_dict(),
+            "dps": None if self.dps is None else self.dps.state_dict(),
         }
         path = os.path.join(_checkpoint_dir(self.exp_dir, self.dist.rank), f"iteration_{self.train_iter}.pth.tar")
         save_checkpoint(path, state, keep_last=3)
@@ -159,6 +169,11 @@ class MultiTaskTrainer:
                 raise CheckpointError(f"checkpoint in {ckpt_dir} has no state for task {task.task_id} ({task.name})")
             task.load_state_dict(state["tasks"][task.task_id])
         self.diagnostics.load_state_dict(state.get("diagnostics", {}))
+        if (state["dps"] is None) != (self.dps is None):
+            raise CheckpointError(f"checkpoint in {ckpt_dir} was written with dps.enabled={state['dps'] is not None}; "
+                                  f"this run has dps.enabled={self.dps is not None}")
+        if self.dps is not None:
+            self.dps.load_state_dict(state["dps"])
         restore_rng_state(state["rng"])
         logger.info(f"resumed from {ckpt_dir} at iteration {self.train_iter}")
 
@@ -174,6 +189,9 @@ class MultiTaskTrainer:
                 collected = self.collect()
                 bar.update(collected)
                 log = self.learn(self.updates_this_round(collected))
+                if self.dps is not None:
+                    self.dps.step(self.train_iter, [t.record for t in self.tasks])
+                    self.diagnostics.add_scalars(self.dps.log_vars(), self.train_iter)
                 if log is not None:
                     self.last_learn_log = log
                     bar.set_postfix(iter=self.train_iter, loss=f"{log['weighted_total_loss']:.3f}")
@@ -193,6 +211,9 @@ class MultiTaskTrainer:
         records = sorted(sum(all_gather_object([t.record for t in self.tasks]), []), key=lambda r: r.task_id)
         summary = summarize(records, kind=self.score_kind)
         summary["diagnostics"] = self.diagnostics.summary(all_gather_object(self.diagnostics.history))
+        summary["total_env_steps"] = int(sum(r.env_steps for r in records))
+        if self.dps is not None:
+            summary["dps"] = self.dps.report({r.name: r.env_steps for r in records})
         if self.dist.rank == 0:
             print_summary_table(summary)
             write_summary(self.exp_dir, summary, extra={"train_iter": self.train_iter, "world_size": self.dist.world_size})

@@ -44,13 +44,16 @@ class Preset:
     max_episode_frames: int  # emulator frames per episode (108k = Atari100k protocol)
     replay_buffer_size: int
     checkpoint_freq: int
+    dps_min_stage0_iters: int = 50_000  # --dps: train iterations before the first stage switch (REFERENCE §4)
+    dps_max_stage_iters: int = 20_000  # --dps: a stage ends after this many iterations at the latest
 
 
 PRESETS: Dict[str, Preset] = {
     # End-to-end check of the whole pipeline in under two minutes.
-    "smoke": Preset(("Pong", "Breakout"), 64, 32, 1, 2, 2, 2, 4, 1, 1, 1, 12, 4, 2, 20, 200, 2000, 10),
+    "smoke": Preset(("Pong", "Breakout"), 64, 32, 1, 2, 2, 2, 4, 1, 1, 1, 12, 4, 2, 20, 200, 2000, 10, 4, 4),
     # A real (small) multi-task run on a 2-core laptop CPU in about 30 minutes.
-    "cpu": Preset(("Pong", "Breakout", "MsPacman"), 4000, 64, 2, 4, 4, 8, 16, 2, 1, 1, 20, 5, 2, 400, 4000, 100_000, 200),
+    "cpu": Preset(("Pong", "Breakout", "MsPacman"), 4000, 64, 2, 4, 4, 8, 16, 2, 1, 1, 20, 5, 2, 400, 4000, 100_000, 200,
+                  300, 150),
     # Paper settings (REFERENCE §3, §5): Atari-8 / Atari-26, 768-wide backbone, 50 simulations.
     "atari8": Preset(tuple(ATARI8), 400_000, 768, 2, 8, 8, 50, 64, 8, 3, 3, 20, 10, 4, 10_000, 108_000, 500_000, 10_000),
     "atari26": Preset(tuple(ATARI26), 400_000, 768, 4, 24, 8, 50, 64, 8, 3, 3, 20, 10, 4, 10_000, 108_000, 500_000, 10_000),
@@ -58,7 +61,7 @@ PRESETS: Dict[str, Preset] = {
 
 
 def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *, dense: bool, exp_name: str,
-                      cuda: bool) -> Tuple[EasyDict, EasyDict]:
+                      cuda: bool, dps: bool = False) -> Tuple[EasyDict, EasyDict]:
     """One task's LightZero ``(main_config, create_config)`` pair."""
     main = dict(
         exp_name=exp_name,
@@ -114,6 +117,9 @@ def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *,
             td_steps=5,
             discount_factor=0.997,
             use_wandb=False,
+            # Dynamic Parameter Scaling (--dps): Atari targets and LoRA settings, iteration limits scaled per preset.
+            dps=dict(enabled=dps, suite="atari", min_stage0_iters=preset.dps_min_stage0_iters,
+                     max_stage_iters=preset.dps_max_stage_iters),
         ),
     )
     create = dict(
@@ -125,7 +131,7 @@ def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *,
 
 
 def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None, dense: bool = False,
-                  exp_name: Optional[str] = None, cuda: Optional[bool] = None) -> List[Tuple[EasyDict, EasyDict]]:
+                  exp_name: Optional[str] = None, cuda: Optional[bool] = None, dps: bool = False) -> List[Tuple[EasyDict, EasyDict]]:
     """All tasks' config pairs for a preset (``games`` overrides the preset's game list)."""
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose from {sorted(PRESETS)}")
@@ -136,8 +142,10 @@ def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None, de
     for game in games:
         resolve_game(game)  # a clear error for an unknown game, before anything starts
     cuda = torch.cuda.is_available() if cuda is None else cuda
-    exp_name = exp_name or f"data_scalezero/atari_{preset_name}_{'dense' if dense else 'moe'}_{len(games)}games"
-    return [build_task_config(g, i, len(games), preset, dense=dense, exp_name=exp_name, cuda=cuda) for i, g in enumerate(games)]
+    variant = ("dense" if dense else "moe") + ("_dps" if dps else "")
+    exp_name = exp_name or f"data_scalezero/atari_{preset_name}_{variant}_{len(games)}games"
+    return [build_task_config(g, i, len(games), preset, dense=dense, exp_name=exp_name, cuda=cuda, dps=dps)
+            for i, g in enumerate(games)]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -147,7 +155,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                   task_flag="--games", task_help="override the preset's games, e.g. --games Pong Breakout")
     args = parse_scalezero_args(parser, argv)
     preset = PRESETS[args.preset]
-    run_cli(args, lambda: build_configs(args.preset, games=args.tasks, dense=args.dense, exp_name=args.exp_name, cuda=args.cuda),
+    run_cli(args, lambda: build_configs(args.preset, games=args.tasks, dense=args.dense, exp_name=args.exp_name,
+                                        cuda=args.cuda, dps=args.dps),
             max_env_step=args.max_env_step or preset.max_env_step, score_kind="atari", checkpoint_freq=preset.checkpoint_freq)
 
 
