@@ -132,6 +132,7 @@ def summarize(records: Sequence[TaskRecord], kind: str = "atari") -> Dict[str, A
             "env_steps": r.env_steps,
             "eval_return": r.eval_return,
             "normalized": normalized_score(kind, r.name, r.eval_return),
+            "history": [[step, value] for step, value in r.history],  # (env_step, eval mean return) per evaluation
         }
         for r in records
     ]
@@ -140,6 +141,7 @@ def summarize(records: Sequence[TaskRecord], kind: str = "atari") -> Dict[str, A
         "kind": kind,
         "score_name": SCORE_NAMES[kind],
         "tasks": rows,
+        "total_env_steps": int(sum(r.env_steps for r in records)),
         "num_scored": len(scores),
         "mean": statistics.fmean(scores) if scores else None,
         "median": statistics.median(scores) if scores else None,
@@ -161,7 +163,12 @@ def print_summary_table(summary: Dict[str, Any], *, file: Optional[IO[str]] = No
     ]
     rows.append([f"mean {score_name} ({summary['num_scored']} tasks)", None, None, _num(summary["mean"])])
     rows.append([f"median {score_name}", None, None, _num(summary["median"])])
+    rows.append(["total env steps", summary.get("total_env_steps"), None, None])
     table = tabulate(rows, headers=["task", "env steps", "latest eval return", score_name], floatfmt=".3f", missingval="-")
+    if summary.get("dps"):
+        dps = summary["dps"]
+        table += (f"\nDPS: stage {dps['stage']} of {dps['num_stages'] - 1}, solved {dps['solved'] or 'none'}, "
+                  f"{len(dps['switches'])} switch(es), {dps['trainable_params']:,} trainable parameters")
     print(table, file=file or sys.stdout)
     return table
 

@@ -101,7 +101,8 @@ def test_write_summary_json(tmp_path):
     assert data["kind"] == "atari" and data["score_name"] == "HNS"
     assert data["mean"] == pytest.approx(0.75) and data["median"] == pytest.approx(0.75)
     assert data["tasks"][0] == {"task_id": 0, "name": "PongNoFrameskip-v4", "env_steps": 3000, "eval_return": 14.6,
-                                "normalized": pytest.approx(1.0)}
+                                "normalized": pytest.approx(1.0), "history": [[1000, -21.0], [2000, -2.95], [3000, 14.6]]}
+    assert data["total_env_steps"] == sum(row["env_steps"] for row in data["tasks"])
     assert data["tasks"][2]["eval_return"] is None
     assert data["extra"] == {"iterations": 12, "loss": None, "lr": 0.5}
     assert "NaN" not in path.read_text()

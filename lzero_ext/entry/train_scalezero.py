@@ -211,7 +211,6 @@ class MultiTaskTrainer:
         records = sorted(sum(all_gather_object([t.record for t in self.tasks]), []), key=lambda r: r.task_id)
         summary = summarize(records, kind=self.score_kind)
         summary["diagnostics"] = self.diagnostics.summary(all_gather_object(self.diagnostics.history))
-        summary["total_env_steps"] = int(sum(r.env_steps for r in records))
         if self.dps is not None:
             summary["dps"] = self.dps.report({r.name: r.env_steps for r in records})
         if self.dist.rank == 0:
