@@ -2,6 +2,8 @@
 import copy
 import math
 
+import pytest
+
 import lzero_ext  # noqa: F401
 from lzero_ext.entry import train_scalezero
 
@@ -27,3 +29,38 @@ def test_lightzero_cartpole_unizero_config_trains_with_scalezero(tmp_path, monke
     assert math.isfinite(result.last_learn_log["task0/loss_total"])
     (row,) = result.summary["tasks"]
     assert row["name"] == "CartPole-v0" and row["eval_return"] >= 1
+
+
+def _tiny_swapped_cartpole():
+    from zoo.classic_control.cartpole.config.cartpole_unizero_config import create_config, main_config
+
+    cfg, create = copy.deepcopy(main_config), copy.deepcopy(create_config)
+    create.policy.type = "scalezero"
+    create.policy.import_names = ["policies.scalezero"]
+    cfg.env.update(collector_env_num=1, evaluator_env_num=1, n_evaluator_episode=1)
+    cfg.policy.update(collector_env_num=1, evaluator_env_num=1, num_segments=1, cuda=False, num_simulations=3,
+                      batch_size=8, eval_freq=1000)
+    cfg.policy.model.world_model_cfg.update(env_num=1, collector_env_num=1, evaluator_env_num=1)
+    create.env_manager.type = "base"
+    return cfg, create
+
+
+def test_lightzero_train_unizero_still_rejects_other_policy_types(tmp_path, monkeypatch):
+    """The blocker documented in docs/policy_swap.md: if lightzero drops its assert, this fails and the docs change."""
+    monkeypatch.chdir(tmp_path)
+    from lzero.entry import train_unizero as lightzero_train_unizero
+
+    with pytest.raises(AssertionError, match="only supports"):
+        lightzero_train_unizero(list(_tiny_swapped_cartpole()), max_train_iter=1)
+
+
+def test_drop_in_train_unizero_runs_the_swapped_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from lzero_ext.entry import train_unizero
+
+    policy = train_unizero(list(_tiny_swapped_cartpole()), seed=0, max_env_step=200, max_train_iter=2)
+    assert type(policy).__name__ == "ScaleZeroPolicy"
+    cfg, create = _tiny_swapped_cartpole()
+    create.policy.type = "muzero"
+    with pytest.raises(ValueError, match="runs policy types"):
+        train_unizero([cfg, create])
