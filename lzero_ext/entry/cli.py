@@ -31,6 +31,8 @@ def scalezero_arg_parser(doc: str, *, presets: Mapping[str, Any], default_preset
     parser.add_argument("--exp-name", help="experiment directory (default: data_scalezero/<benchmark>_<preset>_...)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     parser.add_argument("--dense", action="store_true", help="dense FFN instead of MoE: the multi-task UniZero baseline")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the preset's; 1 on small CPU presets, "
+                        "where the env processes and MCTS compete with torch's thread pool)")
     parser.add_argument("--dps", action="store_true",
                         help="Dynamic Parameter Scaling: staged LoRA adapters added as tasks get solved; solved tasks stop")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --exp-name")
@@ -47,8 +49,14 @@ def parse_scalezero_args(parser: argparse.ArgumentParser, argv: Optional[Sequenc
     return args
 
 
-def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]], **train_kwargs: Any) -> None:
-    """Builds the task configs and trains; bad input and Ctrl-C end with one line (exit status 1)."""
+def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]], *,
+            torch_threads: Optional[int] = None, **train_kwargs: Any) -> None:
+    """Builds the task configs and trains; bad input and Ctrl-C end with one line (exit status 1).
+
+    ``torch_threads`` (the preset's; ``--threads`` overrides) is applied to CPU runs only."""
+    threads = args.threads or torch_threads
+    if threads and not (args.cuda or (args.cuda is None and torch.cuda.is_available())):
+        torch.set_num_threads(threads)
     import lzero_ext  # noqa: F401  (registers envs, models, policies)
     from lzero_ext.checkpoint import CheckpointError
     from lzero_ext.entry.train_scalezero import train_scalezero

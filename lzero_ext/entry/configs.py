@@ -5,6 +5,9 @@ tasks share one model, so the keys that shape it must agree; a mismatch is repor
 task and the key instead of failing later inside the model.
 """
 import copy
+import math
+import os
+import pprint
 from typing import Any, List, Sequence, Tuple
 
 import torch
@@ -26,6 +29,7 @@ SHARED_POLICY_KEYS = (
     "dps",  # one curriculum and one set of adapters for the shared model
 )
 SHARED_CREATE_KEYS = ("policy.type",)
+MIN_UNROLL_STEPS = 4  # lightzero's WorldModel.compute_loss raises IndexError for shorter unrolls
 DISCRETE_SHARED_KEYS = ("model.action_space_size",)  # discrete tasks share one action embedding
 
 
@@ -59,6 +63,9 @@ def validate_task_configs(task_configs: Sequence[TaskConfig]) -> None:
             if _get(create, key) != _get(first_create, key):
                 raise TaskConfigError(f"task {task_id} has create_config.{key}={_get(create, key)!r}, task 0 has {_get(first_create, key)!r}")
         segment, unroll, td = (main.policy.get(k) for k in ("game_segment_length", "num_unroll_steps", "td_steps"))
+        if unroll is not None and unroll < MIN_UNROLL_STEPS:
+            raise TaskConfigError(f"task {task_id}: policy.num_unroll_steps={unroll} < {MIN_UNROLL_STEPS}; lightzero 0.2.0's "
+                                  f"world-model loss logging indexes steps of the unroll and fails below that")
         if None not in (segment, unroll, td) and segment < unroll + td:
             raise TaskConfigError(
                 f"task {task_id}: policy.game_segment_length={segment} < num_unroll_steps + td_steps = {unroll + td}; "
@@ -76,7 +83,9 @@ def validate_task_configs(task_configs: Sequence[TaskConfig]) -> None:
 
 def compile_task_configs(task_configs: Sequence[TaskConfig], *, seed: int, exp_name: str, save_cfg: bool) -> List[EasyDict]:
     """ding's ``compile_config`` per task (defaults of the registered policy and env merged in),
-    with the task id, shared experiment name and the device set."""
+    with the task id, shared experiment name and the device set. ``save_cfg`` writes them all to
+    ``<exp_name>/total_config.py`` (ding's own saving is skipped: it runs git and yapf for seconds and
+    renames an existing experiment directory, which would break ``--resume``)."""
     compiled = []
     for task_id, (main, create) in enumerate(task_configs):
         main, create = copy.deepcopy(main), copy.deepcopy(create)
@@ -86,6 +95,30 @@ def compile_task_configs(task_configs: Sequence[TaskConfig], *, seed: int, exp_n
         main.policy.device = "cuda" if want_cuda else "cpu"
         main.policy.cuda = want_cuda
         main.policy.model.world_model_cfg.device = main.policy.device
-        compiled.append(compile_config(main, seed=seed, env=None, auto=True, create_cfg=create,
-                                       save_cfg=save_cfg and task_id == 0))
+        compiled.append(compile_config(main, seed=seed, env=None, auto=True, create_cfg=create, save_cfg=False))
+    if save_cfg:
+        save_task_configs(exp_name, compiled)
     return compiled
+
+
+def save_task_configs(exp_dir: str, compiled: Sequence[EasyDict]) -> str:
+    """Writes every task's compiled config to ``<exp_dir>/total_config.py`` (a plain Python literal)."""
+    os.makedirs(exp_dir, exist_ok=True)
+    path = os.path.join(exp_dir, "total_config.py")
+    body = pprint.pformat([_plain(cfg) for cfg in compiled], width=110, sort_dicts=False)
+    with open(path, "w") as f:
+        f.write(f"# Compiled per-task configs of this run (task i = task_configs[i]).\ntask_configs = {body}\n")
+    return path
+
+
+def _plain(obj: Any) -> Any:
+    """EasyDicts and tuples as plain dicts/lists; anything else unrepresentable as its repr string."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return repr(obj)  # 'inf' / 'nan' as strings keep the file a valid literal
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return repr(obj)

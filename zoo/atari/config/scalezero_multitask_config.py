@@ -46,6 +46,7 @@ class Preset:
     checkpoint_freq: int
     dps_min_stage0_iters: int = 50_000  # --dps: train iterations before the first stage switch (REFERENCE §4)
     dps_max_stage_iters: int = 20_000  # --dps: a stage ends after this many iterations at the latest
+    torch_threads: Optional[int] = None  # intra-op CPU threads of a CPU run (--threads overrides); None: torch's default
 
 
 PRESETS: Dict[str, Preset] = {
@@ -157,7 +158,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     preset = PRESETS[args.preset]
     run_cli(args, lambda: build_configs(args.preset, games=args.tasks, dense=args.dense, exp_name=args.exp_name,
                                         cuda=args.cuda, dps=args.dps),
-            max_env_step=args.max_env_step or preset.max_env_step, score_kind="atari", checkpoint_freq=preset.checkpoint_freq)
+            torch_threads=preset.torch_threads, max_env_step=args.max_env_step or preset.max_env_step, score_kind="atari",
+            checkpoint_freq=preset.checkpoint_freq)
 
 
 if __name__ == "__main__":
