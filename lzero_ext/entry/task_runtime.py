@@ -1,6 +1,6 @@
 """Everything one task owns in a multi-task run: env managers, collector, evaluator, replay buffer.
 
-All of them are lightzero's classes; the shared policy is bound to the task through
+All of them are lightzero's classes (the collector with per-step action masks, ``lzero_ext.collector``); the shared policy is bound to the task through
 ``policy.task_collect_mode(task_id)`` / ``policy.task_eval_mode(task_id)``. lightzero 0.2.0's
 workers assume rank 0 logs and evaluates for everyone and all-reduce counters across ranks; with
 tasks split over ranks each rank owns its tasks, so they are built and run in a one-rank view
@@ -17,10 +17,11 @@ from ding.envs import create_env_manager, get_vec_env_setting
 from easydict import EasyDict
 from lzero.mcts import SampledUniZeroGameBuffer, UniZeroGameBuffer
 from lzero.policy import visit_count_temperature
-from lzero.worker import MuZeroEvaluator, MuZeroSegmentCollector
+from lzero.worker import MuZeroEvaluator
 from lzero.worker import muzero_evaluator, muzero_segment_collector
 from torch.utils.tensorboard import SummaryWriter
 
+from lzero_ext.collector import MaskAwareSegmentCollector
 from lzero_ext.summary import TaskRecord
 
 BUFFER_CLASSES = {"scalezero": UniZeroGameBuffer, "sampled_scalezero": SampledUniZeroGameBuffer}
@@ -46,7 +47,7 @@ class TaskRuntime:
     task_id: int
     name: str
     cfg: EasyDict
-    collector: MuZeroSegmentCollector
+    collector: MaskAwareSegmentCollector
     evaluator: MuZeroEvaluator
     buffer: Any
     writer: SummaryWriter
@@ -63,7 +64,7 @@ class TaskRuntime:
         writer = SummaryWriter(os.path.join(log_dir, "tasks", name))
         exp_name = os.path.relpath(cfg.exp_name)  # lightzero's workers prefix './' to exp_name
         with rank_local(muzero_segment_collector, muzero_evaluator):
-            collector = MuZeroSegmentCollector(
+            collector = MaskAwareSegmentCollector(  # lightzero's, with per-step action masks (see lzero_ext/collector.py)
                 env=collector_env, policy=policy.task_collect_mode(task_id), tb_logger=writer, exp_name=exp_name,
                 instance_name=f"collector_{name}", policy_config=cfg.policy,
             )

@@ -1,4 +1,7 @@
 """Environments registered in ding's ENV_REGISTRY on import."""
 from lzero_ext.envs.atari_env import AtariMultiTaskEnv  # noqa: F401
+from lzero_ext.envs.classic_control_env import ClassicControlEnv  # noqa: F401
+from lzero_ext.envs.dmc_env import DMCMultiTaskEnv  # noqa: F401
+from lzero_ext.envs.jericho_env import JerichoMultiTaskEnv  # noqa: F401
 
-REGISTERED_ENVS = ["atari_scalezero"]
+REGISTERED_ENVS = ["atari_scalezero", "classic_control_scalezero", "dmc_scalezero", "jericho_scalezero"]

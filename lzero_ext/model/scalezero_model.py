@@ -10,8 +10,9 @@ task, act for the bound task.
 
 Observation encoders (REFERENCE.md section 3): image tasks share one lightzero
 ``RepresentationNetworkUniZero`` (lightzero 0.2.0 has no ViT encoder); vector tasks get one
-``RepresentationNetworkMLP`` each (their sizes may differ); a shared final latent norm
-(LayerNorm, or SimNorm) follows either.
+``RepresentationNetworkMLP`` each (their sizes may differ); text tasks (token ids, e.g. Jericho)
+share one pretrained ``TextEncoder`` with a trained projection; a shared final latent norm
+(LayerNorm, or SimNorm) follows each of them.
 """
 from typing import Any, List, Optional, Sequence, Union
 
@@ -25,9 +26,10 @@ from lzero.model.common import MZNetworkOutput, RepresentationNetworkMLP, Repres
 from lzero.model.unizero_model import UniZeroModel
 from lzero.model.unizero_world_models.tokenizer import Tokenizer
 
+from lzero_ext.model.text_encoder import TextEncoder
 from lzero_ext.model.world_model import MultiTaskWorldModel, TaskAware, TaskBinding, TaskSwitch
 
-OBS_TYPES = frozenset({'image', 'vector'})
+OBS_TYPES = frozenset({'image', 'vector', 'text'})
 
 
 class ObservationEncoder(TaskAware):
@@ -57,7 +59,8 @@ class ObservationEncoder(TaskAware):
 def build_observation_encoder(cfg: EasyDict, observation_shapes: Sequence[Union[int, SequenceType]], *,
                               num_res_blocks: int, num_channels: int, activation: nn.Module,
                               downsample: bool) -> ObservationEncoder:
-    """Shared image encoder or per-task vector MLPs, per ``cfg.obs_type``, with the shared latent norm."""
+    """Shared image encoder, per-task vector MLPs or shared text encoder, per ``cfg.obs_type``, with the shared
+    latent norm."""
     if cfg.obs_type not in OBS_TYPES:
         raise ValueError(f"obs_type must be one of {sorted(OBS_TYPES)}, got {cfg.obs_type!r}")
     concat = cfg.task_embed_option == 'concat'
@@ -70,6 +73,9 @@ def build_observation_encoder(cfg: EasyDict, observation_shapes: Sequence[Union[
             shapes.pop(), num_res_blocks, num_channels, downsample, activation=activation, norm_type=cfg.norm_type,
             embedding_dim=latent_dim, group_size=cfg.group_size)
         body.sim_norm = nn.Identity()  # its built-in SimNorm gives way to the encoder's latent norm
+    elif cfg.obs_type == 'text':  # token ids of any length: one pretrained encoder for every task
+        body = TextEncoder(latent_dim, model_path=cfg.text_encoder.model_path, freeze=cfg.text_encoder.freeze,
+                           cache_size=cfg.text_encoder.cache_size)
     else:
         bodies = []
         for shape in observation_shapes:
