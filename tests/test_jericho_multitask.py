@@ -93,3 +93,19 @@ def test_cli_missing_game_directory_is_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and str(missing) in last and "detective.z5" in last
+
+
+@needs_games
+def test_dps_needs_a_target_per_game(tmp_path):
+    from lzero_ext.dps import controller_from_config
+    from zoo.jericho.config.scalezero_jericho_multitask_config import parse_targets
+
+    targets = parse_targets(["detective=5", "omniquest=2.5"])
+    configs = build_configs("smoke", exp_name=str(tmp_path / "exp"), cuda=False, dps_targets=targets)
+    dps = configs[0][0].policy.dps
+    assert dps.enabled and controller_from_config(dps, list(SMOKE.games)).targets == targets
+    assert not build_configs("smoke", exp_name=str(tmp_path / "exp"), cuda=False)[0][0].policy.dps.enabled
+    with pytest.raises(ValueError, match="missing \\['omniquest'\\]"):
+        build_configs("smoke", exp_name=str(tmp_path / "exp"), cuda=False, dps_targets={"detective": 5})
+    with pytest.raises(ValueError, match="GAME=SCORE"):
+        parse_targets(["detective:5"])

@@ -47,17 +47,19 @@ class Preset:
     max_seq_len: int  # tokens per observation
     replay_buffer_size: int
     checkpoint_freq: int
+    dps_min_stage0_iters: int = 50_000  # --dps: train iterations before the first stage switch
+    dps_max_stage_iters: int = 20_000  # --dps: a stage ends after this many iterations at the latest
 
 
 PRESETS: Dict[str, Preset] = {
     # End-to-end check of the whole pipeline on two real games in about two minutes: one 12-step episode per game,
     # longer than a 10-step game segment, so segment padding is exercised too.
-    "smoke": Preset(("detective", "omniquest"), 12, 32, 1, 2, 2, 2, 4, 1, 1, 1, 10, 4, 2, 20, 12, 64, 2000, 10),
+    "smoke": Preset(("detective", "omniquest"), 12, 32, 1, 2, 2, 2, 4, 1, 1, 1, 10, 4, 2, 20, 12, 64, 2000, 10, 4, 4),
     # A real (small) multi-task run on a 2-core CPU in about 30 minutes: ~1.5 s per env step (search, valid actions,
     # encoder) were measured on a busy 2-core machine; 900 collected + ~600 evaluation steps. acorncourt is left out:
     # each new state costs up to ~6 s of valid-action search there. Episodes are capped at 50 steps.
     "cpu": Preset(("detective", "omniquest", "zork1"), 300, 64, 2, 4, 4, 8, 16, 1, 1, 1, 20, 5, 2, 50, 50, 256,
-                  100_000, 50),
+                  100_000, 50, 100, 50),
     # The four ScaleZero games with the paper's backbone and search settings for Atari (REFERENCE §3, §5) and each
     # game's own episode length; the paper gives no Jericho budget here, so the env-step budget is our choice.
     "jericho4": Preset(JERICHO4, 500_000, 768, 2, 8, 8, 50, 64, 4, 2, 2, 20, 10, 4, 10_000, None, 512, 500_000,
@@ -71,7 +73,8 @@ def action_space_size(games: Sequence[str]) -> int:
 
 
 def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *, num_actions: int, games_dir: str,
-                      dense: bool, exp_name: str, cuda: bool) -> Tuple[EasyDict, EasyDict]:
+                      dense: bool, exp_name: str, cuda: bool,
+                      dps_targets: Optional[Dict[str, float]] = None) -> Tuple[EasyDict, EasyDict]:
     """One task's LightZero ``(main_config, create_config)`` pair; ``num_actions`` is the shared action-space width."""
     env_num = max(preset.collector_env_num, preset.evaluator_env_num)
     main = dict(
@@ -136,6 +139,11 @@ def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *,
             td_steps=5,
             discount_factor=0.99,
             use_wandb=False,
+            # Dynamic Parameter Scaling (--dps with --dps-target per game): no Jericho target table exists, so the
+            # targets are the user's; LoRA settings as for Atari, iteration limits scaled per preset.
+            dps=dict(enabled=dps_targets is not None, suite=None, num_stages=5, rank=64, alpha=32.0, dropout=0.1,
+                     min_stage0_iters=preset.dps_min_stage0_iters, max_stage_iters=preset.dps_max_stage_iters,
+                     targets=dps_targets),
         ),
     )
     create = dict(
@@ -148,9 +156,10 @@ def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *,
 
 def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None,
                   games_dir: Optional[Union[str, Path]] = None, dense: bool = False, exp_name: Optional[str] = None,
-                  cuda: Optional[bool] = None) -> List[Tuple[EasyDict, EasyDict]]:
+                  cuda: Optional[bool] = None, dps_targets: Optional[Dict[str, float]] = None) -> List[Tuple[EasyDict, EasyDict]]:
     """All tasks' config pairs for a preset (``games`` overrides the preset's games; ``games_dir`` the game
-    directory). Every game file is looked up first, so a missing one is a clear error before anything starts."""
+    directory; ``dps_targets`` turns DPS on with these target scores). Every game file is looked up first, so a
+    missing one is a clear error before anything starts."""
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose from {sorted(PRESETS)}")
     preset = PRESETS[preset_name]
@@ -165,9 +174,26 @@ def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None,
         resolve_game_file(game, directory)
     cuda = torch.cuda.is_available() if cuda is None else cuda
     exp_name = exp_name or f"data_scalezero/jericho_{preset_name}_{'dense' if dense else 'moe'}_{len(games)}games"
+    if dps_targets is not None and set(dps_targets) != set(games):
+        raise ValueError(f"--dps needs one --dps-target per game: missing {sorted(set(games) - set(dps_targets))}, "
+                         f"unknown {sorted(set(dps_targets) - set(games))}")
     num_actions = action_space_size(games)
     return [build_task_config(g, i, len(games), preset, num_actions=num_actions, games_dir=directory, dense=dense,
-                              exp_name=exp_name, cuda=cuda) for i, g in enumerate(games)]
+                              exp_name=exp_name, cuda=cuda, dps_targets=dps_targets) for i, g in enumerate(games)]
+
+
+def parse_targets(pairs: Sequence[str]) -> Dict[str, float]:
+    """``['detective=100', 'zork1=20']`` -> ``{'detective': 100.0, 'zork1': 20.0}`` (clear error otherwise)."""
+    targets = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            targets[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise ValueError(f"--dps-target takes GAME=SCORE, got {pair!r}")
+    return targets
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -177,10 +203,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                   task_flag="--games", task_help=f"override the preset's games (from {sorted(GAMES)})")
     parser.add_argument("--game-dir", type=Path,
                         help="directory of the game files (default: $SCALEZERO_JERICHO_DIR, else ../shared/jericho-games)")
+    parser.add_argument("--dps-target", nargs="+", default=[], metavar="GAME=SCORE",
+                        help="with --dps: the score that counts each game as solved (Jericho has no target table)")
     args = parse_scalezero_args(parser, argv)
+    if args.dps and not args.dps_target:
+        parser.error("--dps on Jericho needs --dps-target GAME=SCORE for every game (there is no target table)")
     preset = PRESETS[args.preset]
     run_cli(args, lambda: build_configs(args.preset, games=args.tasks, games_dir=args.game_dir, dense=args.dense,
-                                        exp_name=args.exp_name, cuda=args.cuda),
+                                        exp_name=args.exp_name, cuda=args.cuda,
+                                        dps_targets=parse_targets(args.dps_target) if args.dps else None),
             max_env_step=args.max_env_step or preset.max_env_step, score_kind="raw", checkpoint_freq=preset.checkpoint_freq)
 
 
