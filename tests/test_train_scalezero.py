@@ -133,3 +133,19 @@ def test_diagnostics_reach_summary_and_tensorboard(tmp_path, monkeypatch):
 
     task_events = EventAccumulator(str(tmp_path / "exp" / "log" / "tasks" / "Breakout")).Reload()
     assert {"diag/grad_norm", "diag/expert_entropy", "diag/expert_max_share"} <= set(task_events.Tags()["scalars"])
+
+
+def test_worker_chatter_filter_drops_lightzero_worker_info_only():
+    import logging
+    import os
+
+    from lzero_ext.entry.run_logging import WorkerChatterFilter
+
+    def record(path, level):
+        return logging.LogRecord("evaluator_Pong_logger", level, path, 1, "msg", None, None)
+
+    worker = os.path.join("site-packages", "lzero", "worker", "muzero_evaluator.py")
+    ours = os.path.join("lzero_ext", "entry", "train_scalezero.py")
+    keep = WorkerChatterFilter().filter
+    assert not keep(record(worker, logging.INFO))
+    assert keep(record(worker, logging.WARNING)) and keep(record(ours, logging.INFO))

@@ -23,10 +23,14 @@ class WorkerChatterFilter(logging.Filter):
 
 
 def quiet_worker_chatter() -> None:
-    """Installs :class:`WorkerChatterFilter` on the root logger (idempotent)."""
+    """Installs :class:`WorkerChatterFilter` on the root logger and its handlers (idempotent). Handlers
+    matter: records of the workers' own named loggers (the evaluator's result tables) reach the root
+    handlers by propagation, which skips the root logger's filters. Call again after building workers:
+    ding may add a root handler then."""
     root = logging.getLogger()
-    if not any(isinstance(f, WorkerChatterFilter) for f in root.filters):
-        root.addFilter(WorkerChatterFilter())
+    for target in (root, *root.handlers):
+        if not any(isinstance(f, WorkerChatterFilter) for f in target.filters):
+            target.addFilter(WorkerChatterFilter())
 
 
 class DiagnosticsRecorder:

@@ -82,6 +82,7 @@ class MultiTaskTrainer:
             TaskRuntime.build(t, _task_name(cfgs[t], t), cfgs[t], self.policy, log_dir, score_kind)
             for t in self.local_task_ids
         ]
+        quiet_worker_chatter()  # again: building the workers may have added a root handler
         self.cfg = cfgs[0].policy
         task_names = [_task_name(cfg, t) for t, cfg in enumerate(cfgs)]
         self.dps = DPSCurriculum(self.policy, task_names) if self.cfg.dps.enabled else None
@@ -187,7 +188,7 @@ class MultiTaskTrainer:
             while not self.finished():
                 self.evaluate()
                 collected = self.collect()
-                bar.update(collected)
+                bar.update(min(collected, budget - bar.n))  # the last round may overshoot the budget
                 log = self.learn(self.updates_this_round(collected))
                 if self.dps is not None:
                     self.dps.step(self.train_iter, [t.record for t in self.tasks])

@@ -304,9 +304,9 @@ class MultiTaskWorldModel(WorldModel):
         self.shared_pool_wm, self.shared_pool_index_wm = [None] * self.shared_pool_size_wm, 0
 
     def clear_caches(self) -> None:
-        """Clear the KV caches of every task (lightzero's version clears the bound task's only)."""
+        """Clear the KV caches of every task (lightzero's version clears the bound task's only, and prints)."""
         self._task_caches.clear()
-        super().clear_caches()
+        self.clear_task_caches()
 
     def clear_task_caches(self) -> None:
         """Clear the bound task's KV caches only (the others keep theirs), without lightzero's print."""
