@@ -16,6 +16,7 @@ BENCHMARKS: Dict[str, str] = {
     "moe": "lzero_ext.bench.moe",  # MoE layer vs dense layer of equal active compute, CPU fwd+bwd
     "learner": "lzero_ext.bench.learner",  # multi-task train step vs N lightzero UniZero steps; MoE vs dense
     "collect": "lzero_ext.bench.collect",  # env steps/s with MCTS vs lightzero's UniZero collector
+    "learning": "lzero_ext.bench.learning",  # returns of UniZero per task vs multi-task dense vs MoE, 3 seeds
 }
 
 

@@ -1,14 +1,21 @@
-"""Gymnasium classic-control (and other small vector-observation) tasks for LightZero, multi-task ready.
+"""Small vector-observation control tasks with discrete actions for LightZero, multi-task ready.
 
-Registered in DI-engine's ``ENV_REGISTRY`` as ``'classic_control_scalezero'``. Any gymnasium id with
-a ``Box`` or ``Discrete`` observation space works (``Discrete`` observations become one-hot
-vectors); the action space is ``Discrete`` (CartPole, Acrobot, MountainCar) or a one-dimensional
-``Box`` turned into ``continuous_action_bins`` evenly spaced actions (e.g. Pendulum). For a
+Registered in DI-engine's ``ENV_REGISTRY`` as ``'classic_control_scalezero'``. Two sources of tasks:
+
+* any gymnasium id with a ``Box`` or ``Discrete`` observation space (``Discrete`` observations become
+  one-hot vectors), e.g. the classic-control tasks;
+* ``'dmc:<domain>-<task>'``: a DeepMind Control task with state observations, through this project's
+  ``DMCMultiTaskEnv`` (action repeat, episode cap and seeding as there).
+
+Discrete action spaces are used as they are; a ``Box`` action space of d dimensions becomes
+``continuous_action_bins ** d`` discrete actions, every combination of ``continuous_action_bins``
+evenly spaced values per dimension (e.g. Pendulum with 5 bins: torques -2, -1, 0, 1, 2). For a
 multi-task model that shares one discrete action space, ``action_space_size`` pads the action count:
 the observation's ``action_mask`` marks the task's own actions as legal, the padding as illegal.
 """
 import copy
-from typing import Any, Dict, List, Optional
+import itertools
+from typing import Any, Dict, List, Optional, Tuple
 
 import gymnasium
 import numpy as np
@@ -19,7 +26,7 @@ from easydict import EasyDict
 
 @ENV_REGISTRY.register('classic_control_scalezero')
 class ClassicControlEnv(BaseEnv):
-    """A gymnasium task with LightZero's observation dict and a (padded) discrete action space.
+    """A gymnasium or DMC task with LightZero's observation dict and a (padded) discrete action space.
 
     ``reset()`` returns ``{'observation': float32 (obs_dim,), 'action_mask': int8 (action_space_size,),
     'to_play': -1, 'timestep': agent steps since reset}``; ``step(action)`` returns a ``BaseEnvTimestep``
@@ -38,18 +45,18 @@ class ClassicControlEnv(BaseEnv):
         >>> env.close()
     """
     config = dict(
-        # (str) Gymnasium id, e.g. 'CartPole-v1' (obs 4, 2 actions), 'Acrobot-v1' (6, 3), 'MountainCar-v0' (2, 3),
-        # 'Pendulum-v1' (3, continuous: set continuous_action_bins).
+        # (str) Gymnasium id, e.g. 'CartPole-v1' (obs 4, 2 actions), 'Acrobot-v1' (6, 3), 'Pendulum-v1' (3, continuous:
+        # set continuous_action_bins), or 'dmc:<domain>-<task>' for a DeepMind Control task, e.g. 'dmc:cartpole-balance'.
         env_id='CartPole-v1',
         # (int|None) Size of the (shared) discrete action space; the task's own actions come first and the rest are
         # masked out. None: the task's own action count.
         action_space_size=None,
-        # (int|None) For a one-dimensional Box action space: this many evenly spaced actions from low to high.
-        # Must be None for Discrete action spaces.
+        # (int|None) For a Box action space: evenly spaced values per dimension from low to high; the actions are
+        # all their combinations. Must be None for Discrete action spaces.
         continuous_action_bins=None,
-        # (int|None) Cap on agent steps per episode (a truncation); None: gymnasium's own time limit.
+        # (int|None) Cap on agent steps per episode (a truncation); None: the task's own time limit.
         max_episode_steps=None,
-        # (dict) Extra keyword arguments of gymnasium.make, e.g. dict(is_slippery=False) for FrozenLake-v1.
+        # (dict) Extra keyword arguments of gymnasium.make, e.g. dict(is_slippery=False) for FrozenLake-v1 (gymnasium only).
         make_kwargs=dict(),
         # (int) Number of collector env instances (read by create_collector_env_cfg).
         collector_env_num=8,
@@ -71,17 +78,15 @@ class ClassicControlEnv(BaseEnv):
         return cfg
 
     def __init__(self, cfg: dict) -> None:
-        """Validates ``cfg`` (merged over ``default_config()``) against the task's spaces; the gymnasium env
-        itself is created in ``reset()`` so that the object pickles for subprocess env managers."""
+        """Validates ``cfg`` (merged over ``default_config()``) against the task's spaces; the simulator itself
+        starts in ``reset()``, so that the object pickles for subprocess env managers."""
         self._cfg = EasyDict(deep_merge_dicts(self.default_config(), cfg))
-        try:
-            spec = gymnasium.spec(self._cfg.env_id)
-        except gymnasium.error.Error as err:
-            raise ValueError(f"unknown gymnasium env id {self._cfg.env_id!r}: {err}") from None
-        probe = gymnasium.make(spec.id, **self._cfg.make_kwargs)
-        self._obs_space, action_space = probe.observation_space, probe.action_space
-        probe.close()
-        self._action_values = _action_values(self._cfg.env_id, action_space, self._cfg.continuous_action_bins)
+        max_steps = self._cfg.max_episode_steps
+        if max_steps is not None and (not isinstance(max_steps, (int, np.integer)) or max_steps < 1):
+            raise ValueError(f"max_episode_steps must be a positive int or None, got {max_steps!r}")
+        self._task = _make_task(self._cfg)  # reads the spaces; the simulator itself starts in reset()
+        self._obs_space = self._task.observation_space
+        self._action_values = _action_values(self._cfg.env_id, self._task.action_space, self._cfg.continuous_action_bins)
         self._num_actions = len(self._action_values)
         size = self._cfg.action_space_size or self._num_actions
         if not isinstance(size, (int, np.integer)) or size < self._num_actions:
@@ -95,14 +100,10 @@ class ClassicControlEnv(BaseEnv):
             obs_dim = int(self._obs_space.shape[0])
         else:
             raise ValueError(f"{self._cfg.env_id}: observation space {self._obs_space} is neither Discrete nor a 1-D Box")
-        max_steps = self._cfg.max_episode_steps
-        if max_steps is not None and (not isinstance(max_steps, (int, np.integer)) or max_steps < 1):
-            raise ValueError(f"max_episode_steps must be a positive int or None, got {max_steps!r}")
 
         self._observation_space = gymnasium.spaces.Box(-np.inf, np.inf, shape=(obs_dim, ), dtype=np.float32)
         self._action_space = gymnasium.spaces.Discrete(int(size))
         self._reward_space = gymnasium.spaces.Box(-np.inf, np.inf, shape=(1, ), dtype=np.float32)
-        self._env: Optional[gymnasium.Env] = None
         self._done = True
         self._timestep = 0
         self._episode_return = 0.
@@ -120,11 +121,8 @@ class ClassicControlEnv(BaseEnv):
         self._action_rng = np.random.RandomState(self._seed)
 
     def reset(self) -> Dict[str, Any]:
-        if self._env is None:
-            self._env = gymnasium.make(self._cfg.env_id, max_episode_steps=self._cfg.max_episode_steps,
-                                       **self._cfg.make_kwargs)
         episode_seed = self._seed + 100 * self._seed_rng.randint(1, 1000) if self._dynamic_seed else self._seed
-        obs, _ = self._env.reset(seed=int(episode_seed % 2**31))
+        obs = self._task.reset(int(episode_seed % 2**31))
         self._done = False
         self._timestep = 0
         self._episode_return = 0.
@@ -138,7 +136,7 @@ class ClassicControlEnv(BaseEnv):
         if not 0 <= index < self._num_actions:
             raise ValueError(f"action {index} is not legal in {self._cfg.env_id}: expected 0..{self._num_actions - 1} "
                              f"(actions {self._num_actions}..{len(self._mask) - 1} are padding)")
-        obs, reward, terminated, truncated, _ = self._env.step(self._action_values[index])
+        obs, reward, terminated, truncated = self._task.step(self._action_values[index])
         self._done = bool(terminated or truncated)
         self._timestep += 1
         self._episode_return += float(reward)
@@ -149,9 +147,7 @@ class ClassicControlEnv(BaseEnv):
         return BaseEnvTimestep(self._observe(obs), np.array(reward, dtype=np.float32), self._done, info)
 
     def close(self) -> None:
-        if self._env is not None:
-            self._env.close()
-        self._env = None
+        self._task.close()
         self._done = True
 
     def random_action(self) -> np.ndarray:
@@ -199,15 +195,81 @@ class ClassicControlEnv(BaseEnv):
         return {'observation': vector, 'action_mask': self._mask.copy(), 'to_play': -1, 'timestep': self._timestep}
 
 
+DMC_PREFIX = 'dmc:'
+
+
+class _GymnasiumTask:
+    """A gymnasium env (created at the first reset, so the ding env pickles) behind one small interface."""
+
+    def __init__(self, env_id: str, max_episode_steps: Optional[int], make_kwargs: Dict[str, Any]) -> None:
+        try:
+            gymnasium.spec(env_id)
+        except gymnasium.error.Error as err:
+            raise ValueError(f"unknown gymnasium env id {env_id!r}: {err}") from None
+        self._make = dict(id=env_id, max_episode_steps=max_episode_steps, **make_kwargs)
+        probe = gymnasium.make(**self._make)
+        self.observation_space, self.action_space = probe.observation_space, probe.action_space
+        probe.close()
+        self._env: Optional[gymnasium.Env] = None
+
+    def reset(self, seed: int) -> Any:
+        if self._env is None:
+            self._env = gymnasium.make(**self._make)
+        return self._env.reset(seed=seed)[0]
+
+    def step(self, action: Any) -> Tuple[Any, float, bool, bool]:
+        obs, reward, terminated, truncated, _ = self._env.step(action)
+        return obs, float(reward), bool(terminated), bool(truncated)
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+        self._env = None
+
+
+class _DMCTask:
+    """A DeepMind Control task through ``DMCMultiTaskEnv`` (its actions in [-1, 1]^d), same interface."""
+
+    def __init__(self, task: str, max_episode_steps: Optional[int]) -> None:
+        from lzero_ext.envs.dmc_env import DMCMultiTaskEnv  # dm_control is imported only for DMC tasks
+
+        self._env = DMCMultiTaskEnv(dict(env_id=task, max_episode_steps=max_episode_steps))
+        shape = self._env.observation_space.shape
+        self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, shape=shape, dtype=np.float32)
+        self.action_space = gymnasium.spaces.Box(-1., 1., shape=self._env.action_space.shape, dtype=np.float32)
+
+    def reset(self, seed: int) -> Any:
+        self._env.seed(seed, dynamic_seed=False)  # this episode's initial state depends on ``seed`` only
+        return self._env.reset()['observation']
+
+    def step(self, action: Any) -> Tuple[Any, float, bool, bool]:
+        timestep = self._env.step(action)
+        truncated = bool(timestep.info.get('TimeLimit.truncated', False))
+        return timestep.obs['observation'], float(timestep.reward), timestep.done and not truncated, truncated
+
+    def close(self) -> None:
+        self._env.close()
+
+
+def _make_task(cfg: EasyDict) -> Any:
+    if cfg.env_id.startswith(DMC_PREFIX):
+        if cfg.make_kwargs:
+            raise ValueError(f"make_kwargs are gymnasium.make arguments; {cfg.env_id} is a DMC task")
+        return _DMCTask(cfg.env_id[len(DMC_PREFIX):], cfg.max_episode_steps)
+    return _GymnasiumTask(cfg.env_id, cfg.max_episode_steps, dict(cfg.make_kwargs))
+
+
 def _action_values(env_id: str, space: gymnasium.Space, bins: Optional[int]) -> List[Any]:
-    """What each discrete action index plays in the gymnasium env."""
+    """What each discrete action index plays in the task: the Discrete action itself, or for a Box one
+    combination of per-dimension values (the last dimension varies fastest)."""
     if isinstance(space, gymnasium.spaces.Discrete):
         if bins is not None:
             raise ValueError(f"{env_id} has discrete actions; continuous_action_bins must be None, got {bins!r}")
         return [int(space.start) + i for i in range(int(space.n))]
-    if isinstance(space, gymnasium.spaces.Box) and space.shape == (1, ):
+    if isinstance(space, gymnasium.spaces.Box) and len(space.shape) == 1:
         if not isinstance(bins, (int, np.integer)) or bins < 2:
-            raise ValueError(f"{env_id} has a continuous action in [{space.low[0]}, {space.high[0]}]: set "
-                             f"continuous_action_bins to an int >= 2, got {bins!r}")
-        return [np.array([v], dtype=space.dtype) for v in np.linspace(space.low[0], space.high[0], int(bins))]
+            raise ValueError(f"{env_id} has continuous actions in {space}: set continuous_action_bins to an int >= 2, "
+                             f"got {bins!r}")
+        per_dim = [np.linspace(low, high, int(bins)) for low, high in zip(space.low, space.high)]
+        return [np.array(combo, dtype=space.dtype) for combo in itertools.product(*per_dim)]
     raise ValueError(f"{env_id}: action space {space} is neither Discrete nor a one-dimensional Box")

@@ -1,0 +1,296 @@
+"""Learning benchmark: single-task lightzero UniZero vs one multi-task model (dense) vs ScaleZero (MoE).
+
+``python -m lzero_ext.bench learning [--quick] [--seeds 0 1 2] [--jobs 2] [--out DIR]``
+
+Full: 3 tasks x 3000 env steps x 3 seeds, about 1.5 hours with 2 jobs on the 2-core CPU; ``--quick``:
+1 seed x 1000 env steps, about 10 minutes (indicative only, and labelled so in every output).
+
+Suite (:data:`SUITE`; vector observations and action counts differ per task, all through this
+project's ``classic_control_scalezero`` env): gymnasium CartPole-v1 (obs 4, 2 actions), DMC
+cartpole-balance with 3 torques (obs 5, 3 actions), gymnasium Pendulum-v1 with 5 torques (obs 3, 5
+actions). Arms, with the same per-task env-step budget, seeds, transformer size (embed 64, 2 layers,
+2 heads), simulations, batch per task, updates per collection round, learning rate and eval schedule:
+
+* ``unizero``: lightzero 0.2.0's own UniZero (policy type ``unizero``, its
+  ``train_unizero_segment`` entry), one model per task;
+* ``dense``:   one ScaleZero model for all tasks with a dense FFN (``moe.enabled=False``);
+* ``moe``:     ScaleZero with MoE FFNs: 4 routed SwiGLU experts, top-1, plus one shared expert (4
+  rather than the paper's 8 at this tiny scale: 3 tasks, embed 64).
+
+Where the arms differ beyond the model: arm ``unizero`` is lightzero's UniZero as shipped, so its
+world model keeps lightzero's SimNorm latents and group-KL latent loss where ScaleZero uses LayerNorm
+latents and an MSE loss (REFERENCE section 3); the multi-task trainer keeps training the shared model
+on a task whose budget is spent while other tasks still collect (at most one collection round).
+
+Per task and arm the table gives the final eval return and the AUC (the eval return averaged over
+the env-step budget) as mean ± std [min, max] over seeds, then per arm the suite mean of the score
+normalised from the random policy (0) to the task's reference return (1). The multi-task arms also
+report the gradient-conflict diagnostics (cosine of per-task gradients on the shared transformer).
+Writes ``results.json`` (every number, every curve), ``table.txt`` and ``learning_curves.png``
+into ``--out``; each finished run is cached in ``<out>/runs/`` so that an interrupted benchmark
+resumes where it stopped (``--fresh`` ignores the cache).
+"""
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from lzero_ext.bench.common import machine_load
+from lzero_ext.bench.learning_report import aggregate, diagnostics_table, plot_curves, results_table
+from lzero_ext.bench.learning_runs import ARM_LABELS, ARMS, RunResult, RunSpec, Settings, TaskSpec, run
+from lzero_ext.checkpoint import atomic_write
+
+# Three tasks of different observation and action sizes (obs 4/5/3, actions 2/3/5), all dense-reward
+# control. Reference returns (the 1 of the normalised score) are each task's maximum return (Pendulum:
+# a good swing-up policy). Measured here before choosing (single-task lightzero UniZero, ~2.5k env
+# steps): CartPole learns; Acrobot-v1, MountainCar-v0, FrozenLake-v1, CliffWalking-v0 (sparse) and DMC
+# reacher-easy / finger-spin / cartpole-swingup showed no progress, so they are not in the suite.
+SUITE = (
+    TaskSpec("CartPole", "CartPole-v1", reference_return=200.0, max_episode_steps=200),
+    TaskSpec("DMC-balance", "dmc:cartpole-balance", reference_return=400.0, max_episode_steps=100,
+             continuous_action_bins=3),
+    TaskSpec("Pendulum", "Pendulum-v1", reference_return=-150.0, continuous_action_bins=5),
+)
+DIAGNOSTIC_KEYS = ("grad_cos_mean", "grad_neg_frac", "dormant_ratio")
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """A benchmark size: tasks, seeds and settings."""
+
+    description: str
+    tasks: Sequence[TaskSpec]
+    seeds: Sequence[int]
+    settings: Settings
+
+
+MODES: Dict[str, Mode] = {
+    "full": Mode("full benchmark: 3 tasks, 3 seeds, 3000 env steps per task", SUITE, (0, 1, 2), Settings(env_steps=3000)),
+    "quick": Mode("QUICK mode: 3 tasks, 1 seed, 1000 env steps per task; numbers are indicative only", SUITE, (0,),
+                  Settings(env_steps=1000)),
+    # Code-path check (tests): two tasks, one seed, a few hundred env steps, tiny model and search.
+    "smoke": Mode("SMOKE mode: a code-path check, not a measurement", SUITE[:2], (0,),
+                  Settings(env_steps=200, embed_dim=32, num_layers=1, num_heads=2, num_simulations=4, batch_size=8,
+                           updates_per_round=8, collector_env_num=2, evaluator_env_num=1, eval_freq=20,
+                           diagnostics_freq=5)),
+}
+
+
+def random_returns(tasks: Sequence[TaskSpec], *, episodes: int = 20, seed: int = 12345) -> Dict[str, float]:
+    """Mean return of the uniformly random policy per task (the 0 of the normalised score)."""
+    from lzero_ext.envs.classic_control_env import ClassicControlEnv
+
+    means = {}
+    for task in tasks:
+        env = ClassicControlEnv(task.env_config())
+        env.seed(seed)
+        returns = []
+        for _ in range(episodes):
+            env.reset()
+            while True:
+                timestep = env.step(env.random_action())
+                if timestep.done:
+                    returns.append(timestep.info["eval_episode_return"])
+                    break
+        env.close()
+        means[task.name] = statistics.fmean(returns)
+    return means
+
+
+def plan_runs(tasks: Sequence[TaskSpec], seeds: Sequence[int], settings: Settings, arms: Sequence[str],
+              out_dir: str, threads: int = 1) -> List[RunSpec]:
+    """Seed-major order, so a partial benchmark has every arm for its first seeds."""
+    specs = []
+    for seed in seeds:
+        for arm in arms:
+            groups = [(t,) for t in tasks] if arm == "unizero" else [tuple(tasks)]
+            specs += [RunSpec(arm, seed, group, settings, out_dir, threads) for group in groups]
+    return specs
+
+
+def _cache_path(spec: RunSpec) -> Path:
+    return Path(spec.out_dir) / "runs" / f"{spec.exp_name}.json"
+
+
+def _spec_key(spec: RunSpec) -> Dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(spec, out_dir="", threads=0))))
+
+
+def load_cached(spec: RunSpec) -> Optional[RunResult]:
+    path = _cache_path(spec)
+    if not path.exists():
+        return None
+    payload = json.loads(path.read_text())
+    if payload.get("spec") != _spec_key(spec):
+        return None
+    result = payload["result"]
+    result["curves"] = {name: [tuple(p) for p in curve] for name, curve in result["curves"].items()}
+    return RunResult(**result)
+
+
+def save_cached(spec: RunSpec, result: RunResult) -> None:
+    text = json.dumps({"spec": _spec_key(spec), "result": _json_ready(dataclasses.asdict(result))}, indent=1)
+    atomic_write(_cache_path(spec), lambda f: f.write(text.encode()))
+
+
+def execute(specs: Sequence[RunSpec], *, jobs: int = 1, fresh: bool = False, log=print) -> Tuple[List[RunResult], int]:
+    """Runs (or loads from the cache) every spec, printing progress with elapsed time and ETA; returns
+    the results and how many came from the cache."""
+    weights = [len(s.tasks) for s in specs]  # cost ~ env steps, i.e. tasks per run
+    results: List[Optional[RunResult]] = [None if fresh else load_cached(s) for s in specs]
+    todo = [i for i, r in enumerate(results) if r is None]
+    if len(todo) < len(specs):
+        log(f"{len(specs) - len(todo)} of {len(specs)} runs loaded from the cache in {Path(specs[0].out_dir) / 'runs'}")
+    start, done_weight, total_weight = time.perf_counter(), 0, sum(weights[i] for i in todo)
+
+    def finished(i: int, result: RunResult) -> None:
+        nonlocal done_weight
+        save_cached(specs[i], result)
+        results[i] = result
+        done_weight += weights[i]
+        elapsed = time.perf_counter() - start
+        eta = elapsed / done_weight * (total_weight - done_weight)
+        log(f"  done {_describe(specs[i])} in {result.wall_s:.0f} s; elapsed {_hms(elapsed)}, "
+            f"ETA {_hms(eta)} (load {machine_load()})")
+
+    if jobs <= 1:
+        for n, i in enumerate(todo):
+            log(f"[{n + 1}/{len(todo)}] running {_describe(specs[i])} ...")
+            finished(i, run(specs[i]))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {pool.submit(run, specs[i]): i for i in todo}
+            log(f"running {len(todo)} runs, {jobs} at a time ...")
+            for future in concurrent.futures.as_completed(futures):
+                finished(futures[future], future.result())
+    return list(results), len(specs) - len(todo)
+
+
+def _describe(spec: RunSpec) -> str:
+    return f"{spec.arm} seed {spec.seed} on {', '.join(t.name for t in spec.tasks)}"
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _json_ready(obj: Any) -> Any:
+    """Plain JSON types (numpy scalars -> float, tuples -> lists, non-finite floats -> None)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def report(results: Sequence[RunResult], *, mode_name: str, mode: Mode, arms: Sequence[str], out_dir: Path,
+           randoms: Mapping[str, float], wall_s: float, loads: Sequence[str], jobs: int, threads: int,
+           cached: int = 0) -> Dict[str, Any]:
+    """Prints the tables and writes ``results.json``, ``table.txt`` and ``learning_curves.png``."""
+    settings, tasks = mode.settings, mode.tasks
+    curves: Dict[str, Dict[str, Dict[int, Any]]] = {arm: {t.name: {} for t in tasks} for arm in arms}
+    diagnostics: Dict[str, Dict[int, Any]] = {arm: {} for arm in arms if arm != "unizero"}
+    for r in results:
+        for task, curve in r.curves.items():
+            curves[r.arm][task][r.seed] = curve
+        if r.arm in diagnostics:
+            diagnostics[r.arm][r.seed] = r.diagnostics
+    references = {t.name: t.reference_return for t in tasks}
+    summary = aggregate(curves, budget=settings.env_steps, random_returns=randoms, reference_returns=references)
+    labels = {arm: ARM_LABELS[arm] + (f" ({settings.num_experts} experts top-1 + 1 shared)" if arm == "moe" else "")
+              for arm in arms}
+    run_time = sum(r.wall_s for r in results)
+    reused = f"; {cached} of {len(results)} runs loaded from the cache" if cached else ""
+    header = (f"learning benchmark, {mode.description}\n{settings.env_steps} env steps per task, seeds "
+              f"{list(mode.seeds)}; wall {_hms(wall_s)} (load {loads[0]} at start, {loads[-1]} at end; "
+              f"{jobs} job(s) x {threads} torch thread(s){reused}); the runs' own times sum to {_hms(run_time)}")
+    text = [header, "", results_table(summary, labels, randoms, references)]
+    diag_numbers: Dict[str, Any] = {}
+    if diagnostics:
+        diag_text, diag_numbers = diagnostics_table(diagnostics, labels, DIAGNOSTIC_KEYS)
+        text += ["", "gradient conflict on the shared transformer (per-task gradient cosine; every "
+                 f"{settings.diagnostics_freq} learner steps):", diag_text]
+    table = "\n".join(text)
+    print("\n" + table, flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_dir / "table.txt", lambda f: f.write((table + "\n").encode()))
+    png = plot_curves(out_dir / "learning_curves.png", curves, budget=settings.env_steps, arm_labels=labels,
+                      random_returns=randoms, title=f"{mode.description}: mean over seeds {list(mode.seeds)}, "
+                                                    f"shaded min-max")
+    payload = {
+        "benchmark": "learning",
+        "mode": mode_name,
+        "description": mode.description,
+        "env_steps_per_task": settings.env_steps,
+        "seeds": list(mode.seeds),
+        "arms": labels,
+        "suite": [dict(dataclasses.asdict(t), obs_dim=t.obs_dim, num_actions=t.num_actions, random_return=randoms[t.name])
+                  for t in tasks],
+        "settings": dataclasses.asdict(settings),
+        "summary": summary,
+        "diagnostics": diag_numbers,
+        "runs": [dataclasses.asdict(r) for r in results],
+        "wall_s": wall_s,
+        "runs_from_cache": cached,
+        "run_time_sum_s": run_time,
+        "load_average": {"start": loads[0], "end": loads[-1]},
+        "jobs": jobs,
+        "torch_threads": threads,
+        "plot": png.name,
+    }
+    text = json.dumps(_json_ready(payload), indent=1, allow_nan=False)
+    atomic_write(out_dir / "results.json", lambda f: f.write(text.encode()))
+    print(f"\nwrote {out_dir / 'results.json'}, {out_dir / 'table.txt'}, {png}")
+    return payload
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_const", dest="mode", const="quick", default="full",
+                        help="fewer env steps and one seed (under 15 minutes)")
+    parser.add_argument("--mode", choices=sorted(MODES), help="benchmark size (default full; --quick = quick)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="override the mode's seeds")
+    parser.add_argument("--env-steps", type=int, help="override the mode's env steps per task")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--out", help="output directory (default data_scalezero/bench_learning_<mode>)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="runs in parallel, one process each (default: 2, or 1 on a one-core machine)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--fresh", action="store_true", help="ignore runs cached in <out>/runs")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+
+    mode = MODES[args.mode]
+    if args.seeds or args.env_steps:
+        settings = dataclasses.replace(mode.settings, env_steps=args.env_steps or mode.settings.env_steps)
+        mode = dataclasses.replace(mode, seeds=tuple(args.seeds or mode.seeds), settings=settings,
+                                   description=mode.description + " (overridden: seeds/env steps from the command line)")
+    out_dir = Path(args.out or f"data_scalezero/bench_learning_{args.mode}").resolve()
+    loads = [machine_load()]
+    print(f"{mode.description}; {len(mode.tasks)} tasks x {mode.settings.env_steps} env steps, seeds {list(mode.seeds)}, "
+          f"arms {args.arms}; output {out_dir} (load {loads[0]})", flush=True)
+    randoms = random_returns(mode.tasks)
+    specs = plan_runs(mode.tasks, mode.seeds, mode.settings, args.arms, str(out_dir), args.threads)
+    start = time.perf_counter()
+    results, cached = execute(specs, jobs=args.jobs, fresh=args.fresh)
+    loads.append(machine_load())
+    return report(results, mode_name=args.mode, mode=mode, arms=args.arms, out_dir=out_dir, randoms=randoms,
+                  wall_s=time.perf_counter() - start, loads=loads, jobs=args.jobs, threads=args.threads, cached=cached)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Numbers, table and plot of the learning benchmark, from eval curves ``[(env_step, return), ...]``.
+
+* :func:`interpolate`: a curve's return at given env steps (linear between evaluations, constant
+  before the first and after the last one);
+* :func:`normalized_auc`: area under that interpolated curve over ``[0, budget]`` divided by the
+  budget, i.e. the return averaged over training (same units as the return);
+* :func:`spread`: mean, std, min and max across seeds;
+* :func:`aggregate`: per task and arm, the final return and the AUC over seeds, plus per arm the mean
+  over tasks of the random-to-reference normalised score ``(R - R_random) / (R_ref - R_random)``.
+
+Example:
+    >>> normalized_auc([(0, 0.0), (100, 10.0)], budget=100)
+    5.0
+    >>> spread([1.0, 3.0])["mean"], spread([1.0, 3.0])["std"]
+    (2.0, 1.0)
+"""
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from tabulate import tabulate
+
+from lzero_ext.checkpoint import atomic_write
+
+Curve = Sequence[Tuple[float, float]]
+
+
+def _sorted_points(curve: Curve) -> Tuple[np.ndarray, np.ndarray]:
+    """Finite evaluations ordered by env step; evaluations at the same step keep their order (the
+    multi-task trainer evaluates a task that finished its budget again when the run ends)."""
+    points = sorted(((float(s), float(r)) for s, r in curve if math.isfinite(r)), key=lambda p: p[0])
+    if not points:
+        raise ValueError("a curve needs at least one finite evaluation")
+    steps, returns = zip(*points)
+    return np.asarray(steps), np.asarray(returns)
+
+
+def interpolate(curve: Curve, steps: Sequence[float]) -> np.ndarray:
+    """Returns at ``steps``: linear between evaluations, the first/last return outside them.
+
+    Example:
+        >>> interpolate([(0, 0.0), (10, 1.0)], [5, 20]).tolist()
+        [0.5, 1.0]
+    """
+    xs, ys = _sorted_points(curve)
+    return np.interp(np.asarray(steps, dtype=float), xs, ys)
+
+
+def normalized_auc(curve: Curve, budget: float) -> float:
+    """``(1 / budget) * integral over [0, budget]`` of the interpolated curve (exact, trapezoids).
+
+    Evaluations beyond ``budget`` (the last collection round may overshoot it) only shape the curve
+    up to ``budget``.
+    """
+    if budget <= 0:
+        raise ValueError(f"budget must be positive, got {budget}")
+    xs, _ = _sorted_points(curve)
+    knots = np.union1d(xs[(xs > 0) & (xs < budget)], [0.0, float(budget)])
+    values = interpolate(curve, knots)
+    area = float(np.sum((values[1:] + values[:-1]) * np.diff(knots)) / 2)
+    return area / budget
+
+
+def final_return(curve: Curve) -> float:
+    """The last evaluation's return (taken at the end of the budget; the later one of a tie)."""
+    xs, ys = _sorted_points(curve)
+    return float(ys[-1])
+
+
+def spread(values: Sequence[float]) -> Dict[str, Any]:
+    """Mean, population std, min, max and count of finite ``values`` (None entries if there are none)."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
+    return {"mean": statistics.fmean(finite), "std": statistics.pstdev(finite), "min": min(finite),
+            "max": max(finite), "n": len(finite)}
+
+
+def normalized_score(value: float, random_return: float, reference_return: float) -> float:
+    """``(value - random) / (reference - random)``: 0 = random policy, 1 = the reference return."""
+    if reference_return == random_return:
+        raise ValueError("reference and random returns must differ")
+    return (value - random_return) / (reference_return - random_return)
+
+
+def aggregate(curves: Mapping[str, Mapping[str, Mapping[int, Curve]]], *, budget: float,
+              random_returns: Mapping[str, float], reference_returns: Mapping[str, float]) -> Dict[str, Any]:
+    """``curves[arm][task][seed]`` -> per arm and task the final return and AUC over seeds (values and
+    spread), and per arm the suite mean of the normalised final return and AUC (per seed, then spread)."""
+    out: Dict[str, Any] = {}
+    for arm, by_task in curves.items():
+        tasks: Dict[str, Any] = {}
+        normalized: Dict[int, Dict[str, List[float]]] = {}
+        for task, by_seed in by_task.items():
+            finals = {seed: final_return(c) for seed, c in sorted(by_seed.items())}
+            aucs = {seed: normalized_auc(c, budget) for seed, c in sorted(by_seed.items())}
+            tasks[task] = {"final": {"per_seed": finals, **spread(list(finals.values()))},
+                           "auc": {"per_seed": aucs, **spread(list(aucs.values()))}}
+            for seed in finals:
+                entry = normalized.setdefault(seed, {"final": [], "auc": []})
+                entry["final"].append(normalized_score(finals[seed], random_returns[task], reference_returns[task]))
+                entry["auc"].append(normalized_score(aucs[seed], random_returns[task], reference_returns[task]))
+        suite = {}
+        for metric in ("final", "auc"):
+            per_seed = {seed: statistics.fmean(v[metric]) for seed, v in sorted(normalized.items())}
+            suite[metric] = {"per_seed": per_seed, **spread(list(per_seed.values()))}
+        out[arm] = {"tasks": tasks, "normalized_mean": suite}
+    return out
+
+
+def mean_curve(by_seed: Mapping[int, Curve], grid: Sequence[float]) -> Dict[str, np.ndarray]:
+    """Mean, min and max across seeds of the curves interpolated on ``grid``."""
+    stacked = np.stack([interpolate(c, grid) for c in by_seed.values()])  # (seeds, len(grid))
+    return {"mean": stacked.mean(axis=0), "min": stacked.min(axis=0), "max": stacked.max(axis=0)}
+
+
+def _fmt(stats: Mapping[str, Any], digits: int = 1) -> str:
+    if not stats.get("n"):
+        return "-"
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f} [{stats['min']:.{digits}f}, {stats['max']:.{digits}f}]"
+
+
+def results_table(summary: Mapping[str, Any], arm_labels: Mapping[str, str], random_returns: Mapping[str, float],
+                  reference_returns: Mapping[str, float]) -> str:
+    """One row per task and arm (final return, AUC: mean ± std [min, max] over seeds), then per arm
+    the normalised suite mean."""
+    rows = []
+    tasks = list(next(iter(summary.values()))["tasks"])
+    for task in tasks:
+        for arm, block in summary.items():
+            t = block["tasks"][task]
+            rows.append([f"{task} (random {random_returns[task]:.1f}, ref {reference_returns[task]:.0f})",
+                         arm_labels.get(arm, arm), _fmt(t["final"]), _fmt(t["auc"]), t["final"]["n"]])
+    for arm, block in summary.items():
+        norm = block["normalized_mean"]
+        rows.append(["suite mean, normalised", arm_labels.get(arm, arm), _fmt(norm["final"], 3), _fmt(norm["auc"], 3),
+                     norm["final"]["n"]])
+    return tabulate(rows, headers=["task", "arm", "final return", "AUC (mean return over training)", "seeds"])
+
+
+def diagnostics_table(diagnostics: Mapping[str, Mapping[int, Mapping[str, Any]]], arm_labels: Mapping[str, str],
+                      keys: Sequence[str]) -> Tuple[str, Dict[str, Any]]:
+    """Gradient conflict etc. of the multi-task arms: the run mean of each ``diag/`` key, spread over seeds.
+    ``diagnostics[arm][seed]`` is a run's ``summary["diagnostics"]``. Returns the table and its numbers."""
+    numbers: Dict[str, Any] = {}
+    rows = []
+    for arm, by_seed in diagnostics.items():
+        numbers[arm] = {}
+        for key in keys:
+            values = [(d.get(key) or {}).get("mean") for d in by_seed.values()]
+            numbers[arm][key] = {"per_seed": dict(zip(by_seed, values)), **spread(values)}
+        rows.append([arm_labels.get(arm, arm)] + [_fmt(numbers[arm][k], 3) for k in keys])
+    return tabulate(rows, headers=["arm"] + [f"{k} (run mean)" for k in keys]), numbers
+
+
+def plot_curves(path: Path, curves: Mapping[str, Mapping[str, Mapping[int, Curve]]], *, budget: float,
+                arm_labels: Mapping[str, str], title: str, random_returns: Optional[Mapping[str, float]] = None) -> Path:
+    """One subplot per task: per arm the mean eval return over seeds vs env steps, shaded min–max; a
+    dashed line marks the budget."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg without touching pyplot's global backend
+    from matplotlib.figure import Figure
+
+    tasks = list(next(iter(curves.values())))
+    fig = Figure(figsize=(max(9.0, 4.5 * len(tasks)), 4.0), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    last_eval = max(step for by_task in curves.values() for by_seed in by_task.values() for c in by_seed.values()
+                    for step, _ in c)
+    grid = np.linspace(0, max(budget, last_eval), 101)  # up to the final evaluations (a round may overshoot)
+    for i, task in enumerate(tasks):
+        ax = fig.add_subplot(1, len(tasks), i + 1)
+        for arm, by_task in curves.items():
+            stats = mean_curve(by_task[task], grid)
+            line, = ax.plot(grid, stats["mean"], label=arm_labels.get(arm, arm))
+            ax.fill_between(grid, stats["min"], stats["max"], color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.axvline(budget, color="black", linestyle="--", linewidth=0.8)
+        if random_returns is not None:
+            ax.axhline(random_returns[task], color="grey", linestyle=":", linewidth=1, label="random policy")
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("env steps (this task)")
+        ax.set_ylabel("eval return")
+        ax.grid(alpha=0.3)
+    fig.legends.clear()
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    atomic_write(Path(path), lambda f: fig.savefig(f, format="png"))
+    return Path(path)

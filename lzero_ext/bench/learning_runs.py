@@ -1,0 +1,362 @@
+"""The three arms of the learning benchmark, each one training run returning eval curves.
+
+* ``unizero``: lightzero 0.2.0's own single-task UniZero: policy type ``unizero`` trained by its
+  ``lzero.entry.train_unizero_segment`` entry (lightzero's UniZero entry with the segment collector,
+  the collector our trainer uses too), one model per task. Its evaluator and collector classes are
+  swapped for recording subclasses (same behaviour) to read the eval returns back; like our
+  trainer, it evaluates before the first update, and once more at the end of the budget.
+* ``dense`` / ``moe``: one ScaleZero model for all tasks (``MultiTaskTrainer``), dense FFN or MoE.
+
+All arms share the env (``classic_control_scalezero``), the transformer's width, depth and heads,
+the simulations, batch size per task, replay ratio, learning rate and evaluation schedule.
+Runs are plain functions of a picklable :class:`RunSpec`, so they can run in worker processes.
+"""
+import contextlib
+import functools
+import importlib
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from easydict import EasyDict
+
+ARMS: Tuple[str, ...] = ("unizero", "dense", "moe")
+ARM_LABELS: Dict[str, str] = {
+    "unizero": "(a) lightzero UniZero, one model per task",
+    "dense": "(b) multi-task, dense FFN",
+    "moe": "(c) ScaleZero, MoE FFN",
+}
+Curve = List[Tuple[int, float]]  # (env_step, mean eval return), in order
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of the suite: a ``classic_control_scalezero`` env id and options, and a reference return
+    (the 1 of the normalised score; the random policy's return, measured, is its 0)."""
+
+    name: str
+    env_id: str
+    reference_return: float
+    max_episode_steps: Optional[int] = None
+    continuous_action_bins: Optional[int] = None
+    make_kwargs: Tuple[Tuple[str, Any], ...] = ()  # extra gymnasium.make arguments, as (key, value) pairs
+
+    def env_config(self) -> Dict[str, Any]:
+        return dict(env_id=self.env_id, max_episode_steps=self.max_episode_steps,
+                    continuous_action_bins=self.continuous_action_bins, make_kwargs=dict(self.make_kwargs))
+
+    @property
+    def obs_dim(self) -> int:
+        return _task_dims(self)[0]
+
+    @property
+    def num_actions(self) -> int:
+        return _task_dims(self)[1]
+
+
+@functools.lru_cache(maxsize=None)
+def _task_dims(task: TaskSpec) -> Tuple[int, int]:
+    """(observation size, action count), read from the env."""
+    from lzero_ext.envs.classic_control_env import ClassicControlEnv
+
+    env = ClassicControlEnv(task.env_config())
+    return int(env.observation_space.shape[0]), int(env.action_space.n)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Model and training sizes shared by every arm (per task where it says so)."""
+
+    env_steps: int  # per task
+    embed_dim: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    num_experts: int = 4  # routed experts per MoE layer (top-1) plus one shared expert
+    num_simulations: int = 16
+    batch_size: int = 32  # per task
+    # Learner steps per collection round (each round collects collector_env_num segments of every task; a
+    # multi-task step takes one batch per task). Fixed, so every arm updates alike: lightzero's entry derives
+    # the count from its own transition count, which on short-episode tasks (CartPole) gives about half our
+    # trainer's count. 40 = 8 segments x 20 steps x replay ratio 0.25 when segments are full.
+    updates_per_round: int = 40
+    learning_rate: float = 1e-3
+    num_unroll_steps: int = 5
+    infer_context: int = 4
+    td_steps: int = 5
+    game_segment_length: int = 20
+    collector_env_num: int = 8
+    evaluator_env_num: int = 3  # = episodes per evaluation, one per env
+    collect_temperature: float = 0.25  # visit-count temperature of the collectors' action sampling (lightzero's default)
+    eval_freq: int = 100  # learner iterations between evaluations
+    diagnostics_freq: int = 20  # learner steps between gradient-conflict diagnostics (multi-task arms)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: an arm, a seed and its tasks (one task for ``unizero``)."""
+
+    arm: str
+    seed: int
+    tasks: Tuple[TaskSpec, ...]
+    settings: Settings
+    out_dir: str  # the run's files go under <out_dir>/<exp_name>
+    threads: int = 1
+
+    @property
+    def exp_name(self) -> str:
+        names = "_".join(t.name for t in self.tasks) if self.arm == "unizero" else f"{len(self.tasks)}tasks"
+        return f"{self.arm}_{names}_seed{self.seed}"
+
+
+@dataclass
+class RunResult:
+    """Eval curves per task name, run time, and (multi-task arms) the diagnostics summary."""
+
+    arm: str
+    seed: int
+    curves: Dict[str, Curve]
+    env_steps: Dict[str, int]
+    wall_s: float
+    train_iter: int
+    diagnostics: Dict[str, Any] = field(default_factory=dict)
+
+
+def task_config(task: TaskSpec, task_id: int, tasks: Sequence[TaskSpec], settings: Settings, *,
+                moe: bool, exp_name: str, seed: int) -> Tuple[EasyDict, EasyDict]:
+    """ScaleZero ``(main, create)`` config of ``task`` in a run over ``tasks`` (vector observations of
+    per-task sizes, one discrete action space of the largest size, actions beyond a task's own masked)."""
+    s = settings
+    action_space_size = max(t.num_actions for t in tasks)
+    env_num = max(s.collector_env_num, s.evaluator_env_num)
+    main = dict(
+        exp_name=exp_name,
+        seed=seed,
+        env=dict(
+            **task.env_config(),
+            action_space_size=action_space_size,
+            collector_env_num=s.collector_env_num,
+            evaluator_env_num=s.evaluator_env_num,
+            n_evaluator_episode=s.evaluator_env_num,
+            stop_value=float("inf"),  # never stop early: every arm spends the whole budget
+            manager=dict(shared_memory=False),
+        ),
+        policy=dict(
+            task_num=len(tasks),
+            task_id=task_id,
+            cuda=False,
+            model=dict(
+                observation_shape=task.obs_dim,
+                action_space_size=action_space_size,
+                model_type="mlp",
+                norm_type="LN",
+                self_supervised_learning_loss=True,
+                discrete_action_encoding_type="one_hot",
+                world_model_cfg=dict(
+                    num_tasks=len(tasks),
+                    obs_type="vector",
+                    observation_shape_list=[t.obs_dim for t in tasks],
+                    action_space_size=action_space_size,
+                    embed_dim=s.embed_dim,
+                    num_layers=s.num_layers,
+                    num_heads=s.num_heads,
+                    max_blocks=s.num_unroll_steps,
+                    max_tokens=2 * s.num_unroll_steps,
+                    context_length=2 * s.infer_context,
+                    env_num=env_num,
+                    collector_env_num=s.collector_env_num,
+                    evaluator_env_num=s.evaluator_env_num,
+                    norm_type="LN",
+                    device="cpu",
+                    moe=dict(enabled=moe, num_experts=s.num_experts, top_k=1, num_shared_experts=1),
+                ),
+            ),
+            num_unroll_steps=s.num_unroll_steps,
+            td_steps=s.td_steps,
+            game_segment_length=s.game_segment_length,
+            num_segments=s.collector_env_num,
+            collector_env_num=s.collector_env_num,
+            evaluator_env_num=s.evaluator_env_num,
+            num_simulations=s.num_simulations,
+            manual_temperature_decay=False,
+            fixed_temperature_value=s.collect_temperature,
+            batch_size=s.batch_size,
+            update_per_collect=s.updates_per_round,
+            learning_rate=s.learning_rate,
+            eval_freq=s.eval_freq,
+            diagnostics_freq=s.diagnostics_freq if len(tasks) > 1 else 0,
+            replay_buffer_size=int(1e6),
+            discount_factor=0.997,
+            use_augmentation=False,
+            env_type="not_board_games",
+            # MCTS visit counts cover the legal actions only; with padded (masked) actions the replay buffer must
+            # map them back into the shared action space.
+            action_type="fixed_action_space" if task.num_actions == action_space_size else "varied_action_space",
+            reanalyze_ratio=0.0,
+            use_wandb=False,
+        ),
+    )
+    create = dict(
+        env=dict(type="classic_control_scalezero", import_names=["lzero_ext.envs.classic_control_env"]),
+        env_manager=dict(type="base"),
+        policy=dict(type="scalezero", import_names=["policies.scalezero"]),
+    )
+    return EasyDict(main), EasyDict(create)
+
+
+def unizero_config(task: TaskSpec, settings: Settings, *, exp_name: str, seed: int) -> Tuple[EasyDict, EasyDict]:
+    """The same task for lightzero's own single-task UniZero: the task's own action count, policy
+    type ``unizero``, this project's keys removed (lightzero's defaults for everything else)."""
+    from lzero_ext.bench.common import lightzero_unizero_config
+
+    main, create = lightzero_unizero_config(task_config(task, 0, [task], settings, moe=False, exp_name=exp_name, seed=seed))
+    main.policy.pop("diagnostics_freq", None)
+    # Keys train_unizero_segment reads that UniZeroPolicy's config lacks; reanalysis of the whole buffer is
+    # effectively off (once per 1e5 collection rounds), as in our trainer.
+    main.policy.update(buffer_reanalyze_freq=1e-5, reanalyze_batch_size=160, reanalyze_partition=0.75)
+    return main, create
+
+
+@contextlib.contextmanager
+def _working_dir(path: str) -> Iterator[None]:
+    """lightzero writes ``./<exp_name>/...`` relative to the working directory."""
+    os.makedirs(path, exist_ok=True)
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def run(spec: RunSpec) -> RunResult:
+    """Trains one arm for one seed (quietly) and returns its eval curves."""
+    import logging
+
+    import torch
+
+    import lzero_ext  # noqa: F401  (registers envs, models, policies)
+
+    if spec.arm not in ARMS:
+        raise ValueError(f"unknown arm {spec.arm!r}; expected one of {ARMS}")
+    torch.set_num_threads(spec.threads)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)  # lightzero's workers log every collection and evaluation at INFO
+    start = time.perf_counter()
+    try:  # everything lightzero prints goes to <out_dir>/<exp_name>.log
+        with _working_dir(spec.out_dir), open(f"{spec.exp_name}.log", "w") as log, \
+                contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            result = _run_unizero(spec) if spec.arm == "unizero" else _run_multitask(spec)
+    finally:
+        root.setLevel(level)
+    result.wall_s = time.perf_counter() - start
+    return result
+
+
+def _run_multitask(spec: RunSpec) -> RunResult:
+    from lzero_ext.entry.train_scalezero import MultiTaskTrainer
+
+    configs = [task_config(t, i, spec.tasks, spec.settings, moe=spec.arm == "moe", exp_name=spec.exp_name, seed=spec.seed)
+               for i, t in enumerate(spec.tasks)]
+    trainer = MultiTaskTrainer(configs, seed=spec.seed, exp_name=spec.exp_name, score_kind="raw",
+                               max_env_step=spec.settings.env_steps, max_train_iter=int(1e10), checkpoint_freq=int(1e10),
+                               save_replay_buffer=False, progress=False)
+    try:
+        result = trainer.run()
+    finally:
+        trainer.close()
+    names = {i: t.name for i, t in enumerate(spec.tasks)}
+    curves = {names[task.task_id]: list(task.record.history) for task in trainer.tasks}
+    steps = {names[task.task_id]: int(task.env_steps) for task in trainer.tasks}
+    return RunResult(spec.arm, spec.seed, curves, steps, 0.0, result.train_iter, result.summary.get("diagnostics", {}))
+
+
+def _run_unizero(spec: RunSpec) -> RunResult:
+    """lightzero's ``train_unizero_segment`` (the UniZero entry with the segment collector our trainer
+    uses too), with its evaluator and collector swapped for recording subclasses so that the eval
+    history and the final env step can be read back."""
+    (task,) = spec.tasks
+    main, create = unizero_config(task, spec.settings, exp_name=spec.exp_name, seed=spec.seed)
+    recorder = _Recorder()
+    with recorder.hooked(importlib.import_module("lzero.entry.train_unizero_segment")) as entry:
+        entry.train_unizero_segment((main, create), seed=spec.seed, max_env_step=spec.settings.env_steps)
+    collector, evaluator = recorder.collector, recorder.evaluator
+    try:
+        if recorder.history[-1][0] < collector.envstep:  # train_unizero_segment stops without a last evaluation
+            evaluator.eval(None, recorder.last_train_iter, collector.envstep)
+    finally:
+        collector.close()
+        evaluator.close()
+    return RunResult(spec.arm, spec.seed, {task.name: list(recorder.history)}, {task.name: int(collector.envstep)},
+                     0.0, recorder.last_train_iter)
+
+
+class _Recorder:
+    """Hooks into a lightzero entry module: its ``Evaluator``, ``Collector`` and ``BaseLearner`` become
+    subclasses that remember their instance, every evaluation's (env_step, mean return) and the learner
+    iteration, and its ``compile_config`` skips writing the formatted config file (seconds of yapf per
+    run). The evaluator also evaluates once before the first learner step (lightzero's
+    ``should_eval(0)`` is False), as our trainer does, so every arm's curve starts at env step 0."""
+
+    def __init__(self) -> None:
+        self.history: Curve = []
+        self.collector: Any = None
+        self.evaluator: Any = None
+        self.last_train_iter = 0
+
+    @contextlib.contextmanager
+    def hooked(self, entry: Any) -> Iterator[Any]:
+        saved = {name: getattr(entry, name) for name in ("Evaluator", "Collector", "BaseLearner", "compile_config")}
+        entry.Evaluator = self._evaluator_class(saved["Evaluator"])
+        entry.Collector = self._collector_class(saved["Collector"])
+        entry.BaseLearner = self._learner_class(saved["BaseLearner"])
+        entry.compile_config = functools.partial(_compile_config_unsaved, saved["compile_config"])
+        try:
+            yield entry
+        finally:
+            for name, value in saved.items():
+                setattr(entry, name, value)
+
+    def _evaluator_class(self, base: type) -> type:
+        recorder = self
+
+        class RecordingEvaluator(base):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                recorder.evaluator = self
+
+            def should_eval(self, train_iter: int) -> bool:
+                return not recorder.history or super().should_eval(train_iter)
+
+            def eval(self, save_ckpt_fn: Any = None, train_iter: int = -1, envstep: int = 0, **kwargs: Any):
+                stop, info = super().eval(save_ckpt_fn, train_iter, envstep, **kwargs)
+                recorder.history.append((int(envstep), float(info["eval_episode_return_mean"])))
+                return stop, info
+
+        return RecordingEvaluator
+
+    def _collector_class(self, base: type) -> type:
+        recorder = self
+
+        class RecordingCollector(base):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                recorder.collector = self
+
+        return RecordingCollector
+
+    def _learner_class(self, base: type) -> type:
+        recorder = self
+
+        class RecordingLearner(base):
+            def train(self, *args: Any, **kwargs: Any) -> Any:
+                out = super().train(*args, **kwargs)
+                recorder.last_train_iter = int(self.train_iter)
+                return out
+
+        return RecordingLearner
+
+
+def _compile_config_unsaved(compile_config: Any, *args: Any, **kwargs: Any) -> Any:
+    return compile_config(*args, **dict(kwargs, save_cfg=False))
