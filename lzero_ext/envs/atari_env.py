@@ -6,26 +6,26 @@ no-ops at the start of a game, a 108k-frame game cap, and (for training only) li
 episode end and sign-clipped rewards. ``full_action_space=True`` gives every game the same 18
 actions, so one multi-task model can act in all of them.
 """
-import copy
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import ale_py
 import cv2
 import gym
 import numpy as np
 from ale_py import roms
-from ding.envs import BaseEnv, BaseEnvTimestep
+from ding.envs import BaseEnvTimestep
 from ding.utils import ENV_REGISTRY, deep_merge_dicts
 from easydict import EasyDict
 
 from lzero_ext.envs.atari_games import action_set, game_name, list_games, resolve_game  # noqa: F401
+from lzero_ext.envs.base import ScaleZeroEnv, positive_int
 
 NOOP = 0  # ALE action id of "do nothing"
 SUPPORTED_CHANNELS = {1: "grayscale", 3: "RGB"}  # observation_shape[0] -> colour mode
 
 
 @ENV_REGISTRY.register('atari_scalezero')
-class AtariMultiTaskEnv(BaseEnv):
+class AtariMultiTaskEnv(ScaleZeroEnv):
     """Any ALE game with LightZero's observation dict, for single- and multi-task training.
 
     ``reset()`` returns ``{'observation': float32 (C, H, W) in [0, 1], 'action_mask': int8 ones,
@@ -47,6 +47,9 @@ class AtariMultiTaskEnv(BaseEnv):
         (0.0, False)
         >>> env.close()
     """
+    # Evaluation plays full games with raw rewards (no life-loss ends, no clipping).
+    EVALUATOR_OVERRIDES = dict(episode_life=False, clip_rewards=False)
+
     config = dict(
         # (str) Game: gym/LightZero id ('PongNoFrameskip-v4', 'ALE/Pong-v5'), name ('MsPacman') or ROM id
         # ('ms_pacman'). See lzero_ext.envs.atari_games.list_games().
@@ -81,21 +84,14 @@ class AtariMultiTaskEnv(BaseEnv):
         manager=dict(shared_memory=False, ),
     )
 
-    @classmethod
-    def default_config(cls: type) -> EasyDict:
-        """The default config, a deep copy of ``cls.config``."""
-        cfg = EasyDict(copy.deepcopy(cls.config))
-        cfg.cfg_type = cls.__name__ + 'Dict'
-        return cfg
-
     def __init__(self, cfg: dict) -> None:
         """Validates ``cfg`` (merged over ``default_config()``); the emulator itself starts in ``reset()``."""
         self._cfg = EasyDict(deep_merge_dicts(self.default_config(), cfg))
         self._rom_id = resolve_game(self._cfg.env_id)
         self._gray_scale = bool(self._cfg.gray_scale)
         self._obs_shape = _validate_observation(self._cfg.observation_shape, self._gray_scale)
-        self._frame_skip = _positive_int('frame_skip', self._cfg.frame_skip)
-        self._max_episode_frames = _positive_int('max_episode_frames', self._cfg.max_episode_frames)
+        self._frame_skip = positive_int('frame_skip', self._cfg.frame_skip)
+        self._max_episode_frames = positive_int('max_episode_frames', self._cfg.max_episode_frames)
         self._noop_max = _non_negative_int('noop_max', self._cfg.noop_max)
         self._repeat_action_probability = _probability('repeat_action_probability', self._cfg.repeat_action_probability)
         self._episode_life = bool(self._cfg.episode_life)
@@ -209,22 +205,6 @@ class AtariMultiTaskEnv(BaseEnv):
             f"mode={mode})"
         )
 
-    @staticmethod
-    def create_collector_env_cfg(cfg: dict) -> List[dict]:
-        """``collector_env_num`` copies of ``cfg`` (training settings as configured)."""
-        cfg = copy.deepcopy(cfg)
-        env_num = cfg.pop('collector_env_num')
-        return [copy.deepcopy(cfg) for _ in range(env_num)]
-
-    @staticmethod
-    def create_evaluator_env_cfg(cfg: dict) -> List[dict]:
-        """``evaluator_env_num`` copies of ``cfg`` with raw rewards and full games (no life-loss ends)."""
-        cfg = copy.deepcopy(cfg)
-        env_num = cfg.pop('evaluator_env_num')
-        cfg.episode_life = False
-        cfg.clip_rewards = False
-        return [copy.deepcopy(cfg) for _ in range(env_num)]
-
     # ------------------------------------------------------------------ emulator helpers
 
     def _start_game(self) -> None:
@@ -317,10 +297,6 @@ def _validate_observation(shape: Any, gray_scale: bool) -> Tuple[int, int, int]:
     return channels, int(shape[1]), int(shape[2])
 
 
-def _positive_int(key: str, value: Any) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{key} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _non_negative_int(key: str, value: Any) -> int:

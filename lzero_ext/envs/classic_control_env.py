@@ -13,19 +13,19 @@ evenly spaced values per dimension (e.g. Pendulum with 5 bins: torques -2, -1, 0
 multi-task model that shares one discrete action space, ``action_space_size`` pads the action count:
 the observation's ``action_mask`` marks the task's own actions as legal, the padding as illegal.
 """
-import copy
 import itertools
 from typing import Any, Dict, List, Optional, Tuple
 
 import gymnasium
 import numpy as np
-from ding.envs import BaseEnv, BaseEnvTimestep
+from ding.envs import BaseEnvTimestep
 from ding.utils import ENV_REGISTRY, deep_merge_dicts
 from easydict import EasyDict
+from lzero_ext.envs.base import ScaleZeroEnv
 
 
 @ENV_REGISTRY.register('classic_control_scalezero')
-class ClassicControlEnv(BaseEnv):
+class ClassicControlEnv(ScaleZeroEnv):
     """A gymnasium or DMC task with LightZero's observation dict and a (padded) discrete action space.
 
     ``reset()`` returns ``{'observation': float32 (obs_dim,), 'action_mask': int8 (action_space_size,),
@@ -69,13 +69,6 @@ class ClassicControlEnv(BaseEnv):
         # (dict) Env manager settings; observations are dicts, so no shared memory.
         manager=dict(shared_memory=False, ),
     )
-
-    @classmethod
-    def default_config(cls: type) -> EasyDict:
-        """The default config, a deep copy of ``cls.config``."""
-        cfg = EasyDict(copy.deepcopy(cls.config))
-        cfg.cfg_type = cls.__name__ + 'Dict'
-        return cfg
 
     def __init__(self, cfg: dict) -> None:
         """Validates ``cfg`` (merged over ``default_config()``) against the task's spaces; the simulator itself
@@ -173,16 +166,6 @@ class ClassicControlEnv(BaseEnv):
     def __repr__(self) -> str:
         return (f"ClassicControlEnv({self._cfg.env_id}, obs={self._observation_space.shape[0]}, "
                 f"actions={self._num_actions}/{len(self._mask)})")
-
-    @staticmethod
-    def create_collector_env_cfg(cfg: dict) -> List[dict]:
-        cfg = copy.deepcopy(cfg)
-        return [copy.deepcopy(cfg) for _ in range(cfg.pop('collector_env_num'))]
-
-    @staticmethod
-    def create_evaluator_env_cfg(cfg: dict) -> List[dict]:
-        cfg = copy.deepcopy(cfg)
-        return [copy.deepcopy(cfg) for _ in range(cfg.pop('evaluator_env_num'))]
 
     # ------------------------------------------------------------------ helpers
 

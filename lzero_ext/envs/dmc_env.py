@@ -11,25 +11,25 @@ own DMC env) is not on PyPI, hence this env.
 ``egl`` (headless) when an EGL library is found, else rendering is disabled, so state observations
 work on any headless machine.
 """
-import copy
 import ctypes.util
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 if "MUJOCO_GL" not in os.environ:  # before dm_control is imported anywhere: it picks its GL backend on import
     os.environ["MUJOCO_GL"] = "egl" if ctypes.util.find_library("EGL") else "disable"
 
 import gym
 import numpy as np
-from ding.envs import BaseEnv, BaseEnvTimestep
+from ding.envs import BaseEnvTimestep
 from ding.utils import ENV_REGISTRY, deep_merge_dicts
 from easydict import EasyDict
 
 from lzero_ext.envs.dmc_tasks import DMC18, default_action_repeat, resolve_task  # noqa: F401
+from lzero_ext.envs.base import ScaleZeroEnv, positive_int
 
 
 @ENV_REGISTRY.register('dmc_scalezero')
-class DMCMultiTaskEnv(BaseEnv):
+class DMCMultiTaskEnv(ScaleZeroEnv):
     """Any ``dm_control.suite`` domain-task with state observations and LightZero's observation dict.
 
     ``reset()`` returns ``{'observation': float32 (obs_dim,), 'action_mask': None, 'to_play': -1,
@@ -70,21 +70,14 @@ class DMCMultiTaskEnv(BaseEnv):
         manager=dict(shared_memory=False, ),
     )
 
-    @classmethod
-    def default_config(cls: type) -> EasyDict:
-        """The default config, a deep copy of ``cls.config``."""
-        cfg = EasyDict(copy.deepcopy(cls.config))
-        cfg.cfg_type = cls.__name__ + 'Dict'
-        return cfg
-
     def __init__(self, cfg: dict) -> None:
         """Validates ``cfg`` (merged over ``default_config()``) and reads the task's specs; physics starts in ``reset()``."""
         self._cfg = EasyDict(deep_merge_dicts(self.default_config(), cfg))
         self._domain, self._task = resolve_task(self._cfg.env_id)
         repeat = self._cfg.action_repeat
-        self._action_repeat = default_action_repeat(self._cfg.env_id) if repeat is None else _positive_int('action_repeat', repeat)
+        self._action_repeat = default_action_repeat(self._cfg.env_id) if repeat is None else positive_int('action_repeat', repeat)
         cap = self._cfg.max_episode_steps
-        self._max_episode_steps = None if cap is None else _positive_int('max_episode_steps', cap)
+        self._max_episode_steps = None if cap is None else positive_int('max_episode_steps', cap)
 
         # The task's RandomState is created here and passed to dm_control, which keeps using this very object:
         # reseeding it in place before each reset makes the episode's initial state depend on our seed only.
@@ -192,20 +185,6 @@ class DMCMultiTaskEnv(BaseEnv):
         return (f"DMCMultiTaskEnv({self._domain}-{self._task}, obs={self._observation_space.shape[0]}, "
                 f"actions={self._action_space.shape[0]}, action_repeat={self._action_repeat})")
 
-    @staticmethod
-    def create_collector_env_cfg(cfg: dict) -> List[dict]:
-        """``collector_env_num`` copies of ``cfg``."""
-        cfg = copy.deepcopy(cfg)
-        env_num = cfg.pop('collector_env_num')
-        return [copy.deepcopy(cfg) for _ in range(env_num)]
-
-    @staticmethod
-    def create_evaluator_env_cfg(cfg: dict) -> List[dict]:
-        """``evaluator_env_num`` copies of ``cfg``."""
-        cfg = copy.deepcopy(cfg)
-        env_num = cfg.pop('evaluator_env_num')
-        return [copy.deepcopy(cfg) for _ in range(env_num)]
-
     # ------------------------------------------------------------------ helpers
 
     def _load(self) -> Any:
@@ -227,7 +206,3 @@ class DMCMultiTaskEnv(BaseEnv):
         return self._action_low + (action + 1.) * 0.5 * (self._action_high - self._action_low)
 
 
-def _positive_int(key: str, value: Any) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{key} must be a positive int, got {value!r}")
-    return int(value)

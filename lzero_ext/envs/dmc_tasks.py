@@ -48,14 +48,7 @@ DMC18: Dict[str, DMCTaskInfo] = {
     "walker-walk": DMCTaskInfo(24, 6),
 }
 
-# Evaluation return that counts a DMC-18 task as solved in ScaleZero's DPS (REFERENCE.md section 4).
-DMC18_TARGET_RETURNS: Dict[str, float] = {
-    "acrobot-swingup": 500, "cartpole-balance": 900, "cartpole-balance_sparse": 950, "cartpole-swingup": 750,
-    "cartpole-swingup_sparse": 750, "cheetah-run": 550, "ball_in_cup-catch": 950, "finger-spin": 800,
-    "finger-turn_easy": 950, "finger-turn_hard": 950, "hopper-hop": 150, "hopper-stand": 600,
-    "pendulum-swingup": 800, "reacher-easy": 900, "reacher-hard": 900, "walker-run": 500, "walker-stand": 900,
-    "walker-walk": 900,
-}
+# DPS target returns of these tasks: lzero_ext.dps.DMC_DPS_TARGETS.
 
 
 def _tasks_by_domain() -> Dict[str, Tuple[str, ...]]:

