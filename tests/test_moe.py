@@ -231,3 +231,61 @@ def test_benchmark_entry_point_smoke(capsys):
     assert main(["moe", "--dim", "8", "--tokens", "32", "--warmup", "0", "--repeats", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "MoE/dense" in out and "target" in out
+
+
+@pytest.mark.parametrize("expert_type", sorted(moe_module.EXPERT_TYPES))
+@pytest.mark.parametrize("num_tokens", [1, 2, 5, moe_module.FEW_TOKENS])
+def test_few_token_inference_path_matches_sorted_dispatch(expert_type, num_tokens):
+    """The eval/no-grad lean path (one expert call per token) must give the training path's output."""
+    moe = MoEFeedForward(16, num_experts=4, top_k=1, num_shared_experts=1, expert_type=expert_type).eval()
+    x = torch.randn(num_tokens, 16) * 3
+    with torch.no_grad():
+        lean, lean_logits = moe(x)
+    reference, _ = moe(x)  # autograd on: the sorted dispatch
+    torch.testing.assert_close(lean, reference.detach(), rtol=1e-5, atol=1e-6)
+    assert lean_logits.shape == (num_tokens, 4)
+
+
+def test_few_token_path_is_taken_and_covers_mixed_and_shared_routing(monkeypatch):
+    moe = MoEFeedForward(8, num_experts=2, top_k=1, num_shared_experts=1).eval()
+    with torch.no_grad():
+        moe.gate.weight.copy_(torch.tensor([[1.0] + [0.0] * 7, [-1.0] + [0.0] * 7]))
+    sorted_calls = []
+    original = MoEFeedForward._sorted_dispatch
+    monkeypatch.setattr(MoEFeedForward, "_sorted_dispatch",
+                        lambda self, *a: sorted_calls.append(1) or original(self, *a))
+    same = torch.tensor([[1.0] + [0.5] * 7, [2.0] + [0.1] * 7])    # both tokens -> expert 0
+    mixed = torch.tensor([[1.0] + [0.5] * 7, [-2.0] + [0.1] * 7])  # one token per expert
+    for x in (same, mixed):
+        with torch.no_grad():
+            lean, _ = moe(x)
+        assert not sorted_calls
+        torch.testing.assert_close(lean, moe(x)[0].detach(), rtol=1e-5, atol=1e-6)
+        sorted_calls.clear()
+
+
+def test_few_token_path_respects_hooks_and_wrapped_linears():
+    """Forward hooks (the dormant-neuron probe) and LoRA wrappers must still run in eval/no-grad."""
+    moe = MoEFeedForward(8, num_experts=2, top_k=1, num_shared_experts=1).eval()
+    seen = []
+    handles = [expert.w2.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].shape[0]))
+               for expert in [*moe.experts, *moe.shared_experts]]
+    with torch.no_grad():
+        moe(torch.randn(2, 8))
+    assert sum(seen) == 4  # 2 tokens through the shared expert + 2 through routed experts
+    for handle in handles:
+        handle.remove()
+
+    class Doubling(nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    expert = moe.shared_experts[0]
+    doubled = Doubling(expert.w2.in_features, 8, bias=False)
+    doubled.weight = nn.Parameter(expert.w2.weight.detach().clone())
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        before = expert.inference_forward(x)
+        expert.w2 = doubled
+        after = expert.inference_forward(x)
+    torch.testing.assert_close(after, 2 * before)

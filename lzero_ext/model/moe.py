@@ -8,7 +8,11 @@ The FFN sublayer of every transformer block becomes ``num_experts`` routed exper
   depends on the logits and the router is trained even at k = 1 (REFERENCE.md section 8,
   pitfall 1); for k > 1 the k weights are renormalised to sum to 1;
 * tokens are sorted by expert once, each expert runs on one contiguous slice, and results are
-  combined with ``index_add_``.
+  combined with ``index_add_``;
+* in eval mode without autograd (MCTS collection and evaluation, 1-2 tokens per env per call) a
+  lean top-1 path runs one expert call per token and calls the experts' weights through
+  ``F.linear`` directly, skipping the sort/scatter and nn.Module dispatch that dominate at that
+  size (see :func:`_is_plain_linear`).
 
 The layer returns its router logits and holds no loss weights: the world model collects the
 logits of every MoE layer and adds ``load_balancing_loss`` / ``router_z_loss`` itself (pitfall 2:
@@ -25,6 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 EXPERT_TYPES: FrozenSet[str] = frozenset({"swiglu", "gelu"})
+# Top-1 eval/no-grad calls with at most this many tokens take the lean path (MCTS: 1-2 per env).
+FEW_TOKENS = 8
 
 
 class SwiGLUExpert(nn.Module):
@@ -49,6 +55,13 @@ class SwiGLUExpert(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
 
+    def inference_forward(self, x: Tensor) -> Tensor:
+        """``forward`` in eval mode without module dispatch; falls back to ``self(x)`` for wrapped or hooked linears."""
+        w1, w3, w2 = self.w1, self.w3, self.w2
+        if not (_is_plain_linear(w1) and _is_plain_linear(w3) and _is_plain_linear(w2) and _has_no_hooks(self)):
+            return self(x)
+        return F.linear(F.silu(F.linear(x, w1.weight)) * F.linear(x, w3.weight), w2.weight)
+
 
 class GELUExpert(nn.Module):
     """Linear-GELU-Linear feed-forward expert (with biases, as the dense UniZero MLP).
@@ -68,6 +81,23 @@ class GELUExpert(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.fc2(F.gelu(self.fc1(x))))
+
+    def inference_forward(self, x: Tensor) -> Tensor:
+        """``forward`` in eval mode without module dispatch; falls back to ``self(x)`` for wrapped or hooked linears."""
+        fc1, fc2 = self.fc1, self.fc2
+        if not (_is_plain_linear(fc1) and _is_plain_linear(fc2) and _has_no_hooks(self)):
+            return self(x)
+        return F.linear(F.gelu(F.linear(x, fc1.weight, fc1.bias)), fc2.weight, fc2.bias)
+
+
+def _has_no_hooks(module: nn.Module) -> bool:
+    return not (module._forward_hooks or module._forward_pre_hooks)
+
+
+def _is_plain_linear(module: nn.Module) -> bool:
+    """True for an exact ``nn.Linear`` without forward hooks: calling ``F.linear`` on its weights is then
+    equivalent to calling it. LoRA wrappers (subclasses) and the dormant-neuron probe's hooks fail this."""
+    return type(module) is nn.Linear and _has_no_hooks(module)
 
 
 _EXPERT_CLASSES = {"swiglu": SwiGLUExpert, "gelu": GELUExpert}
@@ -148,9 +178,24 @@ class MoEFeedForward(nn.Module):
         """``x (..., D)`` -> ``(output (..., D), router_logits (N_tokens, E))``; output includes shared experts."""
         flat = x.reshape(-1, self.embed_dim)                             # (N, D)
         router_logits, weights, expert_ids = self.route(flat)            # (N, E), (N, k), (N, k)
+        if self.top_k == 1 and 0 < flat.shape[0] <= FEW_TOKENS and not (self.training or torch.is_grad_enabled()):
+            output = self._few_tokens_inference(flat, weights, expert_ids)
+        else:
+            output = self._sorted_dispatch(flat, weights, expert_ids)
+        return output.reshape(x.shape), router_logits                    # (..., D), (N, E)
 
-        # Sort the N*k (token, expert) assignments by expert once; each expert then reads one
-        # contiguous slice of the gathered tokens.
+    def _shared_output(self, flat: Tensor, inference: bool) -> Tensor:
+        """Sum of the always-on experts, ``(N, D)`` (zeros without shared experts)."""
+        if not self.shared_experts:
+            return torch.zeros_like(flat)
+        outputs = [shared.inference_forward(flat) if inference else shared(flat) for shared in self.shared_experts]
+        output = outputs[0]
+        for extra in outputs[1:]:
+            output = output + extra
+        return output
+
+    def _sorted_dispatch(self, flat: Tensor, weights: Tensor, expert_ids: Tensor) -> Tensor:
+        """Training / large-batch path: sort assignments by expert, one contiguous slice per expert."""
         flat_expert_ids = expert_ids.reshape(-1)                         # (N*k,)
         order = torch.argsort(flat_expert_ids, stable=True)              # (N*k,) assignment ids, grouped by expert
         token_ids = order // self.top_k                                  # (N*k,) token of each sorted assignment
@@ -167,15 +212,20 @@ class MoEFeedForward(nn.Module):
             routed = routed * sorted_weights.to(routed.dtype)            # (N*k, D), gate-weighted
         else:
             routed = sorted_tokens                                       # (0, D): no tokens at all
-
-        if self.shared_experts:
-            output = self.shared_experts[0](flat)                        # (N, D)
-            for shared in self.shared_experts[1:]:
-                output = output + shared(flat)                           # (N, D)
-        else:
-            output = torch.zeros_like(flat)                              # (N, D)
+        output = self._shared_output(flat, inference=False)              # (N, D)
         output.index_add_(0, token_ids, routed.to(output.dtype))         # (N, D), adds the k experts of each token
-        return output.reshape(x.shape), router_logits                    # (..., D), (N, E)
+        return output
+
+    def _few_tokens_inference(self, flat: Tensor, weights: Tensor, expert_ids: Tensor) -> Tensor:
+        """Top-1 eval / no-grad path for at most ``FEW_TOKENS`` tokens: the same result as
+        ``_sorted_dispatch`` with a third of the ops: one expert call per token, or a single call
+        when all tokens chose the same expert (no sort, gather or scatter)."""
+        ids = expert_ids.reshape(-1).tolist()                            # N expert ids
+        if ids.count(ids[0]) == len(ids):
+            routed = self.experts[ids[0]].inference_forward(flat)        # (N, D)
+        else:
+            routed = torch.cat([self.experts[e].inference_forward(flat[i:i + 1]) for i, e in enumerate(ids)])
+        return self._shared_output(flat, inference=True) + routed * weights.to(routed.dtype)
 
 
 def _assignment_counts(router_logits: Tensor, top_k: int) -> Tensor:
