@@ -10,7 +10,7 @@ from ding.utils import ENV_REGISTRY
 
 import lzero_ext  # noqa: F401  (registers envs, models, policies)
 from lzero_ext.bench.learning_report import (aggregate, final_return, interpolate, mean_curve, normalized_auc,
-                                             normalized_score, spread)
+                                             normalized_score, spread, steps_to_target, target_efficiency)
 from lzero_ext.envs.classic_control_env import ClassicControlEnv
 
 
@@ -67,6 +67,19 @@ def test_aggregate_known_answers():
     assert norm["final"]["per_seed"] == {0: 0.5, 1: 1.0}
     # seed 0: t1 auc 0.5, t2 auc 0.0 -> 0.25; seed 1: t1 1.0, t2 0.5 -> 0.75
     assert norm["auc"]["per_seed"] == {0: 0.25, 1: 0.75} and norm["auc"]["mean"] == 0.5
+
+
+def test_steps_to_target_and_efficiency_known_answers():
+    assert steps_to_target([(800, 200.0), (0, 0.0), (400, 150.0)], 150.0) == 400.0  # unordered, >= counts
+    assert steps_to_target([(0, float("nan")), (100, 5.0)], 1.0) == 100.0
+    assert steps_to_target([(0, 0.0), (100, 149.9)], 150.0) is None
+    curves = {"moe": {"t": {0: [(0, 0.0), (400, 160.0)], 1: [(0, 0.0), (800, 100.0)]}},
+              "dps": {"t": {0: [(0, 0.0), (200, 150.0)], 1: [(0, 0.0), (600, 170.0)]}}}
+    env_steps = {"moe": {"t": {0: 1000, 1: 1000}}, "dps": {"t": {0: 320, 1: 640}}}
+    out = target_efficiency(curves, env_steps, {"t": 150.0})
+    assert out["moe"]["tasks"]["t"]["reached"] == 1 and out["moe"]["tasks"]["t"]["mean"] == 400.0
+    assert out["dps"]["tasks"]["t"]["per_seed"] == {0: 200.0, 1: 600.0} and out["dps"]["tasks"]["t"]["mean"] == 400.0
+    assert out["dps"]["total_env_steps"]["mean"] == 480 and out["moe"]["total_env_steps"]["mean"] == 1000
 
 
 def test_mean_curve_over_seeds():
@@ -184,7 +197,7 @@ def test_learning_benchmark_smoke(tmp_path, capsys):
     results = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
     assert (tmp_path / "table.txt").read_text().count("seed") >= 0
-    assert set(results["summary"]) == {"unizero", "dense", "moe"}
+    assert set(results["summary"]) == {"unizero", "dense", "moe", "dps"}
     tasks = [t["name"] for t in results["suite"]]
     assert len(tasks) == 2
     for arm, block in results["summary"].items():
@@ -193,13 +206,21 @@ def test_learning_benchmark_smoke(tmp_path, capsys):
             for metric in ("final", "auc"):
                 assert math.isfinite(block["tasks"][task][metric]["mean"]), (arm, task, metric)
         assert math.isfinite(block["normalized_mean"]["auc"]["mean"])
-    for arm in ("dense", "moe"):
+    for arm in ("dense", "moe", "dps"):
         assert math.isfinite(results["diagnostics"][arm]["grad_cos_mean"]["mean"])
     runs = results["runs"]
-    assert sorted(r["arm"] for r in runs) == ["dense", "moe", "unizero", "unizero"]
+    assert sorted(r["arm"] for r in runs) == ["dense", "dps", "moe", "unizero", "unizero"]
+    (dps_run,) = [r for r in runs if r["arm"] == "dps"]
+    # The smoke DPS settings allow a switch after 8 iterations, so the curriculum really ran (timeouts at least).
+    assert dps_run["dps"]["switches"] and dps_run["dps"]["stage"] >= 1
+    assert "env steps to reach the target return" in out and "DPS stage switches" in out
+    for arm, block in results["targets"].items():
+        if arm != "dps":  # DPS may stop a solved task early
+            assert block["total_env_steps"]["mean"] >= len(tasks) * 200  # every task spends its 200-step budget
+        assert set(block["tasks"]) == set(tasks)
     for r in runs:
         for task, curve in r["curves"].items():
             assert curve[0][0] == 0 and curve[-1][0] >= results["env_steps_per_task"]  # baseline and final evals
     # A second call finds every run in the cache and only rebuilds the report.
     main(["--mode", "smoke", "--out", str(tmp_path), "--jobs", "1"])
-    assert "4 of 4 runs loaded from the cache" in capsys.readouterr().out
+    assert "5 of 5 runs loaded from the cache" in capsys.readouterr().out

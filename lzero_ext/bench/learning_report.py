@@ -6,7 +6,9 @@
   budget, i.e. the return averaged over training (same units as the return);
 * :func:`spread`: mean, std, min and max across seeds;
 * :func:`aggregate`: per task and arm, the final return and the AUC over seeds, plus per arm the mean
-  over tasks of the random-to-reference normalised score ``(R - R_random) / (R_ref - R_random)``.
+  over tasks of the random-to-reference normalised score ``(R - R_random) / (R_ref - R_random)``;
+* :func:`steps_to_target` / :func:`target_efficiency`: env steps until a task first reaches its target
+  return, and the env steps each arm spent in all (the DPS comparison).
 
 Example:
     >>> normalized_auc([(0, 0.0), (100, 10.0)], budget=100)
@@ -108,6 +110,53 @@ def aggregate(curves: Mapping[str, Mapping[str, Mapping[int, Curve]]], *, budget
             suite[metric] = {"per_seed": per_seed, **spread(list(per_seed.values()))}
         out[arm] = {"tasks": tasks, "normalized_mean": suite}
     return out
+
+
+def steps_to_target(curve: Curve, target: float) -> Optional[float]:
+    """Env step of the first evaluation whose return is ``>= target``; None if none reaches it.
+
+    Example:
+        >>> steps_to_target([(0, 10.0), (400, 120.0), (800, 190.0)], 150.0)
+        800.0
+        >>> steps_to_target([(0, 10.0)], 150.0) is None
+        True
+    """
+    for step, value in sorted(((float(s), float(r)) for s, r in curve), key=lambda p: p[0]):
+        if math.isfinite(value) and value >= target:
+            return step
+    return None
+
+
+def target_efficiency(curves: Mapping[str, Mapping[str, Mapping[int, Curve]]],
+                      env_steps: Mapping[str, Mapping[str, Mapping[int, int]]],
+                      targets: Mapping[str, float]) -> Dict[str, Any]:
+    """Per arm: per task the env steps to reach the target (spread over the seeds that reached it, and
+    how many did), and the env steps the run spent on all tasks together (per seed, then spread).
+    ``env_steps[arm][task][seed]`` is what the task collected (DPS stops solved tasks early)."""
+    out: Dict[str, Any] = {}
+    for arm, by_task in curves.items():
+        tasks = {}
+        for task, by_seed in by_task.items():
+            reached = {seed: steps_to_target(c, targets[task]) for seed, c in sorted(by_seed.items())}
+            tasks[task] = {"per_seed": reached, "reached": sum(v is not None for v in reached.values()),
+                           "seeds": len(reached), **spread([v for v in reached.values() if v is not None])}
+        seeds = sorted({seed for by_seed in env_steps[arm].values() for seed in by_seed})
+        totals = {seed: sum(by_seed.get(seed, 0) for by_seed in env_steps[arm].values()) for seed in seeds}
+        out[arm] = {"tasks": tasks, "total_env_steps": {"per_seed": totals, **spread(list(totals.values()))}}
+    return out
+
+
+def efficiency_table(efficiency: Mapping[str, Any], arm_labels: Mapping[str, str], targets: Mapping[str, float]) -> str:
+    """Env steps to reach each target (mean ± std [min, max] over the seeds that did; 'k/n' of seeds)
+    and total env steps per arm."""
+    tasks = list(next(iter(efficiency.values()))["tasks"])
+    rows = []
+    for arm, block in efficiency.items():
+        cells = [f"{_fmt(block['tasks'][t], 0)} ({block['tasks'][t]['reached']}/{block['tasks'][t]['seeds']})"
+                 for t in tasks]
+        rows.append([arm_labels.get(arm, arm)] + cells + [_fmt(block["total_env_steps"], 0)])
+    headers = ["arm"] + [f"{t}: steps to {targets[t]:g} (seeds)" for t in tasks] + ["env steps used, all tasks"]
+    return tabulate(rows, headers=headers)
 
 
 def mean_curve(by_seed: Mapping[int, Curve], grid: Sequence[float]) -> Dict[str, np.ndarray]:

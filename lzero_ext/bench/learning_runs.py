@@ -6,6 +6,9 @@
   swapped for recording subclasses (same behaviour) to read the eval returns back; like our
   trainer, it evaluates before the first update, and once more at the end of the budget.
 * ``dense`` / ``moe``: one ScaleZero model for all tasks (``MultiTaskTrainer``), dense FFN or MoE.
+* ``dps``: ``moe`` with Dynamic Parameter Scaling (``policy.dps``): a task whose eval return reaches
+  its ``target_return`` is solved and stops collecting and training; staged LoRA adapters take over
+  the frozen transformer as tasks get solved (or a stage times out).
 
 All arms share the env (``classic_control_scalezero``), the transformer's width, depth and heads,
 the simulations, batch size per task, replay ratio, learning rate and evaluation schedule.
@@ -21,23 +24,26 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from easydict import EasyDict
 
-ARMS: Tuple[str, ...] = ("unizero", "dense", "moe")
+ARMS: Tuple[str, ...] = ("unizero", "dense", "moe", "dps")
 ARM_LABELS: Dict[str, str] = {
     "unizero": "(a) lightzero UniZero, one model per task",
     "dense": "(b) multi-task, dense FFN",
     "moe": "(c) ScaleZero, MoE FFN",
+    "dps": "(d) ScaleZero, MoE FFN + DPS",
 }
 Curve = List[Tuple[int, float]]  # (env_step, mean eval return), in order
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task of the suite: a ``classic_control_scalezero`` env id and options, and a reference return
-    (the 1 of the normalised score; the random policy's return, measured, is its 0)."""
+    """One task of the suite: a ``classic_control_scalezero`` env id and options, a reference return
+    (the 1 of the normalised score; the random policy's return, measured, is its 0) and a target
+    return (the task counts as solved from the first evaluation at or above it; DPS stops it there)."""
 
     name: str
     env_id: str
     reference_return: float
+    target_return: float
     max_episode_steps: Optional[int] = None
     continuous_action_bins: Optional[int] = None
     make_kwargs: Tuple[Tuple[str, Any], ...] = ()  # extra gymnasium.make arguments, as (key, value) pairs
@@ -90,6 +96,13 @@ class Settings:
     collect_temperature: float = 0.25  # visit-count temperature of the collectors' action sampling (lightzero's default)
     eval_freq: int = 100  # learner iterations between evaluations
     diagnostics_freq: int = 20  # learner steps between gradient-conflict diagnostics (multi-task arms)
+    # Arm ``dps`` (policy.dps keys, REFERENCE section 4 scaled to this budget): stages, the iterations before the
+    # first switch and per stage at most, and the LoRA rank and alpha (alpha / rank = 1) of each adapter.
+    dps_num_stages: int = 3
+    dps_min_stage0_iters: int = 200
+    dps_max_stage_iters: int = 200
+    dps_rank: int = 8
+    dps_alpha: float = 8.0
 
 
 @dataclass(frozen=True)
@@ -120,12 +133,27 @@ class RunResult:
     wall_s: float
     train_iter: int
     diagnostics: Dict[str, Any] = field(default_factory=dict)
+    dps: Dict[str, Any] = field(default_factory=dict)  # arm ``dps``: the trainer's summary["dps"] (stages, switches)
+
+
+def trainer_task_name(task: TaskSpec) -> str:
+    """The name ``MultiTaskTrainer`` gives the task (its env id): the key of DPS targets."""
+    return task.env_id.replace("/", "-")
+
+
+def dps_config(tasks: Sequence[TaskSpec], settings: Settings) -> Dict[str, Any]:
+    """``policy.dps`` of arm ``dps``: every key explicit (suite None), targets from the tasks."""
+    s = settings
+    return dict(enabled=True, suite=None, num_stages=s.dps_num_stages, min_stage0_iters=s.dps_min_stage0_iters,
+                max_stage_iters=s.dps_max_stage_iters, rank=s.dps_rank, alpha=s.dps_alpha, dropout=0.0,
+                targets={trainer_task_name(t): t.target_return for t in tasks})
 
 
 def task_config(task: TaskSpec, task_id: int, tasks: Sequence[TaskSpec], settings: Settings, *,
-                moe: bool, exp_name: str, seed: int) -> Tuple[EasyDict, EasyDict]:
+                moe: bool, exp_name: str, seed: int, dps: bool = False) -> Tuple[EasyDict, EasyDict]:
     """ScaleZero ``(main, create)`` config of ``task`` in a run over ``tasks`` (vector observations of
-    per-task sizes, one discrete action space of the largest size, actions beyond a task's own masked)."""
+    per-task sizes, one discrete action space of the largest size, actions beyond a task's own masked);
+    ``dps`` turns on Dynamic Parameter Scaling (:func:`dps_config`)."""
     s = settings
     action_space_size = max(t.num_actions for t in tasks)
     env_num = max(s.collector_env_num, s.evaluator_env_num)
@@ -194,6 +222,7 @@ def task_config(task: TaskSpec, task_id: int, tasks: Sequence[TaskSpec], setting
             action_type="fixed_action_space" if task.num_actions == action_space_size else "varied_action_space",
             reanalyze_ratio=0.0,
             use_wandb=False,
+            **(dict(dps=dps_config(tasks, s)) if dps else {}),
         ),
     )
     create = dict(
@@ -257,7 +286,8 @@ def run(spec: RunSpec) -> RunResult:
 def _run_multitask(spec: RunSpec) -> RunResult:
     from lzero_ext.entry.train_scalezero import MultiTaskTrainer
 
-    configs = [task_config(t, i, spec.tasks, spec.settings, moe=spec.arm == "moe", exp_name=spec.exp_name, seed=spec.seed)
+    configs = [task_config(t, i, spec.tasks, spec.settings, moe=spec.arm in ("moe", "dps"), dps=spec.arm == "dps",
+                           exp_name=spec.exp_name, seed=spec.seed)
                for i, t in enumerate(spec.tasks)]
     trainer = MultiTaskTrainer(configs, seed=spec.seed, exp_name=spec.exp_name, score_kind="raw",
                                max_env_step=spec.settings.env_steps, max_train_iter=int(1e10), checkpoint_freq=int(1e10),
@@ -269,7 +299,8 @@ def _run_multitask(spec: RunSpec) -> RunResult:
     names = {i: t.name for i, t in enumerate(spec.tasks)}
     curves = {names[task.task_id]: list(task.record.history) for task in trainer.tasks}
     steps = {names[task.task_id]: int(task.env_steps) for task in trainer.tasks}
-    return RunResult(spec.arm, spec.seed, curves, steps, 0.0, result.train_iter, result.summary.get("diagnostics", {}))
+    return RunResult(spec.arm, spec.seed, curves, steps, 0.0, result.train_iter, result.summary.get("diagnostics", {}),
+                     result.summary.get("dps") or {})
 
 
 def _run_unizero(spec: RunSpec) -> RunResult:
