@@ -1,6 +1,11 @@
 """Swapping ScaleZero into lightzero's own UniZero CartPole pipeline by changing only the policy type."""
 import copy
+import importlib.util
 import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +69,50 @@ def test_drop_in_train_unizero_runs_the_swapped_config(tmp_path, monkeypatch):
     create.policy.type = "muzero"
     with pytest.raises(ValueError, match="runs policy types"):
         train_unizero([cfg, create])
+
+
+UPSTREAM_PATCH = Path(__file__).resolve().parents[1] / "docs" / "upstream" / "lightzero-train_unizero.patch"
+
+
+def _patched_lightzero_entry(tmp_path: Path):
+    """lightzero 0.2.0's installed ``train_unizero.py`` with docs/upstream's patch applied, loaded as a module
+    of the ``lzero.entry`` package (its relative imports resolve against the installed lightzero)."""
+    import lzero.entry
+
+    if shutil.which("git") is None:
+        pytest.skip("git is needed to apply the patch")
+    tree = tmp_path / "lightzero"
+    (tree / "lzero" / "entry").mkdir(parents=True)
+    shutil.copy(Path(lzero.entry.__file__).parent / "train_unizero.py", tree / "lzero" / "entry")
+    applied = subprocess.run(["git", "apply", str(UPSTREAM_PATCH)], cwd=tree, capture_output=True, text=True)
+    assert applied.returncode == 0, f"the upstream patch no longer applies to lightzero's file: {applied.stderr}"
+    spec = importlib.util.spec_from_file_location("lzero.entry._train_unizero_upstream_patched",
+                                                  tree / "lzero" / "entry" / "train_unizero.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def test_upstream_patch_lets_lightzero_train_unizero_run_the_two_key_swap(tmp_path, monkeypatch):
+    """The proposed upstream change (docs/upstream/): lightzero's own entry then trains the swapped config,
+    and still refuses a policy that is not a UniZero subclass, with a clear error."""
+    entry = _patched_lightzero_entry(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    policy = entry.train_unizero(list(_tiny_swapped_cartpole()), seed=0, max_env_step=200, max_train_iter=2)
+    assert type(policy).__name__ == "ScaleZeroPolicy"
+    model = getattr(policy._model, "_orig_mod", policy._model)
+    assert type(model).__name__ == "ScaleZeroModel"
+
+    from lzero.mcts import SampledUniZeroGameBuffer, UniZeroGameBuffer
+
+    cfg, create = _tiny_swapped_cartpole()
+    assert entry.unizero_game_buffer_class(create.policy) is UniZeroGameBuffer
+    create.policy.update(type="sampled_scalezero")
+    assert entry.unizero_game_buffer_class(create.policy) is SampledUniZeroGameBuffer
+    create.policy.update(type="muzero", import_names=["lzero.policy.muzero"])
+    with pytest.raises(TypeError, match="UniZeroPolicy or SampledUniZeroPolicy subclass.*'muzero'"):
+        entry.unizero_game_buffer_class(create.policy)
