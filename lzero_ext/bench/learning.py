@@ -1,8 +1,8 @@
-"""Learning benchmark: single-task lightzero UniZero vs one multi-task model (dense) vs ScaleZero (MoE).
+"""Learning benchmark: single-task lightzero UniZero vs one multi-task model (dense) vs ScaleZero (MoE, and MoE + DPS).
 
 ``python -m lzero_ext.bench learning [--quick] [--seeds 0 1 2] [--jobs 2] [--out DIR]``
 
-Full: 3 tasks x 3000 env steps x 3 seeds, about 1.5 hours with 2 jobs on the 2-core CPU; ``--quick``:
+Full: 3 tasks x 3000 env steps x 3 seeds, 4 arms, about 45 minutes with 2 jobs on the 2-core CPU; ``--quick``:
 1 seed x 1000 env steps, about 10 minutes (indicative only, and labelled so in every output).
 
 Suite (:data:`SUITE`; vector observations and action counts differ per task, all through this
@@ -16,6 +16,8 @@ actions). Arms, with the same per-task env-step budget, seeds, transformer size 
 * ``dense``:   one ScaleZero model for all tasks with a dense FFN (``moe.enabled=False``);
 * ``moe``:     ScaleZero with MoE FFNs: 4 routed SwiGLU experts, top-1, plus one shared expert (4
   rather than the paper's 8 at this tiny scale: 3 tasks, embed 64).
+* ``dps``:     ``moe`` with Dynamic Parameter Scaling; a task stops at its target return (the
+  env-steps-to-target table compares it with ``moe``).
 
 Where the arms differ beyond the model: arm ``unizero`` is lightzero's UniZero as shipped, so its
 world model keeps lightzero's SimNorm latents and group-KL latent loss where ScaleZero uses LayerNorm
