@@ -25,7 +25,8 @@ from lzero.entry.utils import initialize_zeros_batch
 from lzero_ext.diagnostics import (DormantNeuronProbe, expert_usage_log, expert_usage_metrics, gradient_conflict,
                                    shared_backbone_parameters)
 from lzero_ext.distributed import average_gradients, get_world_size
-from lzero_ext.dps import LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage
+from lzero_ext.dps import (LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage,
+                           staged_lora_layers)
 from policies.world_model_batch import build_world_model_batch
 
 TaskBatch = Tuple[int, Sequence[Any], Sequence[Any]]  # (task_id, current_batch, target_batch)
@@ -97,6 +98,8 @@ class MultiTaskPolicyMixin:
     def _bind_interface(self, interface: tuple, task_id: int, mode: str) -> tuple:
         def bound(name: str, fn: Callable) -> Callable:
             def call(*args, **kwargs):
+                if name == "forward":
+                    self._merge_adapters_for_inference()
                 with self.task_context(task_id, mode):
                     out = fn(*args, **kwargs)
                     if name == "forward":
@@ -104,6 +107,21 @@ class MultiTaskPolicyMixin:
                     return out
             return call
         return type(interface)(*[bound(name, fn) for name, fn in zip(interface._fields, interface)])
+
+    def _merge_adapters_for_inference(self) -> None:
+        """DPS: collect/eval forwards use every LoRA layer's merged weight (one matmul per linear, and the
+        MoE layer's lean path). A learn step's ``train()`` drops the merges, and a layer never serves a
+        merge whose parameters changed since, so this re-merges only after training."""
+        if not self._cfg.dps.enabled:
+            return
+        layers = self.__dict__.get("_lora_layers")
+        if layers is None:
+            layers = self._lora_layers = list(staged_lora_layers(self._model).values())
+        if all(layer.stage == 0 or layer.merge_is_current for layer in layers):
+            return
+        self._model.eval()  # lightzero's collect/eval forwards call eval() too; merge() needs it first
+        for layer in layers:
+            layer.merge()
 
     def _after_inference_step(self, task_id: int, mode: str) -> None:
         """Clears the bound task's KV caches every ``cache_clear_interval`` collect/eval steps:

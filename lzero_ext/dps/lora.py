@@ -21,7 +21,7 @@ Every adapter is created up front by ``apply_staged_lora``, so an optimizer buil
 All adapter parameters carry the ``lora_`` prefix: ``lora_A.{j-1}``, ``lora_B.{j-1}`` (adapter j),
 ``lora_scales.{j}`` (a_j, 0-dim, so ``p.dim() < 2`` rules keep them out of weight decay).
 """
-from typing import Dict, FrozenSet, Iterable, List, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +81,7 @@ class StagedLoRALinear(nn.Linear):
         self.lora_scales = nn.ParameterList(nn.Parameter(torch.empty((), **factory)) for _ in range(num_stages))
         self.lora_dropout = nn.Dropout(lora_dropout) if lora_dropout > 0 else nn.Identity()
         self.register_buffer('_merged_weight', None, persistent=False)
+        self._merged_from: List[Tuple[Tensor, int]] = []  # (parameter, its _version) at merge() time
         self.stage = 0
         self.reset_lora_parameters()
         self.set_stage(0)
@@ -137,7 +138,7 @@ class StagedLoRALinear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         if self.stage == 0:
             return F.linear(x, self.weight, self.bias)                                     # exactly nn.Linear
-        if self._merged_weight is not None and not self.training:
+        if not self.training and self.merge_is_current:
             return F.linear(x, self._merged_weight, self.bias)
         scales = self.effective_scales()                                                   # (S,)
         out = F.linear(x, self.weight) * scales[0]                                         # (..., out)
@@ -150,6 +151,19 @@ class StagedLoRALinear(nn.Linear):
     def is_merged(self) -> bool:
         return self._merged_weight is not None
 
+    @property
+    def merge_is_current(self) -> bool:
+        """Merged, and no parameter changed in place since (checked by autograd version counters), so a
+        cache can never serve stale weights, e.g. after an optimizer step taken in eval mode."""
+        return self._merged_weight is not None and all(p._version == v for p, v in self._merged_from)
+
+    def inference_weight(self) -> Optional[Tensor]:
+        """A weight ``W`` with ``F.linear(x, W, self.bias) == self(x)`` in eval mode: ``weight`` at stage 0,
+        the current merged weight later, else None. Lets the MoE layer's lean inference path skip module calls."""
+        if self.stage == 0:
+            return self.weight
+        return self._merged_weight if not self.training and self.merge_is_current else None
+
     @torch.no_grad()
     def merge(self) -> None:
         """Cache ``W_eff`` so eval-mode forwards take one matmul. A no-op at stage 0. Eval mode only:
@@ -160,10 +174,12 @@ class StagedLoRALinear(nn.Linear):
             scales = self.effective_scales()
             a, b = self._adapter_factors(scales)
             self._merged_weight = self.weight * scales[0] + b @ a                          # (out, in)
+            self._merged_from = [(p, p._version) for p in self.parameters()]
 
     def unmerge(self) -> None:
         """Drop the merged cache; ``weight`` was never modified, so this is exact."""
         self._merged_weight = None
+        self._merged_from = []
 
     def train(self, mode: bool = True) -> 'StagedLoRALinear':
         if mode:

@@ -12,7 +12,7 @@ The FFN sublayer of every transformer block becomes ``num_experts`` routed exper
 * in eval mode without autograd (MCTS collection and evaluation, 1-2 tokens per env per call) a
   lean top-1 path runs one expert call per token and calls the experts' weights through
   ``F.linear`` directly, skipping the sort/scatter and nn.Module dispatch that dominate at that
-  size (see :func:`_is_plain_linear`).
+  size (see :func:`_inference_weight`).
 
 The layer returns its router logits and holds no loss weights: the world model collects the
 logits of every MoE layer and adds ``load_balancing_loss`` / ``router_z_loss`` itself (pitfall 2:
@@ -56,11 +56,11 @@ class SwiGLUExpert(nn.Module):
         return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
 
     def inference_forward(self, x: Tensor) -> Tensor:
-        """``forward`` in eval mode without module dispatch; falls back to ``self(x)`` for wrapped or hooked linears."""
-        w1, w3, w2 = self.w1, self.w3, self.w2
-        if not (_is_plain_linear(w1) and _is_plain_linear(w3) and _is_plain_linear(w2) and _has_no_hooks(self)):
+        """``forward`` in eval mode without module dispatch; falls back to ``self(x)`` (see :func:`_inference_weight`)."""
+        w1, w3, w2 = _inference_weight(self.w1), _inference_weight(self.w3), _inference_weight(self.w2)
+        if w1 is None or w3 is None or w2 is None or not _has_no_hooks(self):
             return self(x)
-        return F.linear(F.silu(F.linear(x, w1.weight)) * F.linear(x, w3.weight), w2.weight)
+        return F.linear(F.silu(F.linear(x, w1)) * F.linear(x, w3), w2)
 
 
 class GELUExpert(nn.Module):
@@ -83,21 +83,27 @@ class GELUExpert(nn.Module):
         return self.dropout(self.fc2(F.gelu(self.fc1(x))))
 
     def inference_forward(self, x: Tensor) -> Tensor:
-        """``forward`` in eval mode without module dispatch; falls back to ``self(x)`` for wrapped or hooked linears."""
-        fc1, fc2 = self.fc1, self.fc2
-        if not (_is_plain_linear(fc1) and _is_plain_linear(fc2) and _has_no_hooks(self)):
+        """``forward`` in eval mode without module dispatch; falls back to ``self(x)`` (see :func:`_inference_weight`)."""
+        w1, w2 = _inference_weight(self.fc1), _inference_weight(self.fc2)
+        if w1 is None or w2 is None or not _has_no_hooks(self):
             return self(x)
-        return F.linear(F.gelu(F.linear(x, fc1.weight, fc1.bias)), fc2.weight, fc2.bias)
+        return F.linear(F.gelu(F.linear(x, w1, self.fc1.bias)), w2, self.fc2.bias)
 
 
 def _has_no_hooks(module: nn.Module) -> bool:
     return not (module._forward_hooks or module._forward_pre_hooks)
 
 
-def _is_plain_linear(module: nn.Module) -> bool:
-    """True for an exact ``nn.Linear`` without forward hooks: calling ``F.linear`` on its weights is then
-    equivalent to calling it. LoRA wrappers (subclasses) and the dormant-neuron probe's hooks fail this."""
-    return type(module) is nn.Linear and _has_no_hooks(module)
+def _inference_weight(linear: nn.Module) -> Optional[Tensor]:
+    """The weight ``W`` with ``F.linear(x, W, linear.bias) == linear(x)`` in eval mode, or None when the
+    module must be called: a hooked linear (the dormant-neuron probe) or a subclass without an
+    ``inference_weight()`` answer (a LoRA layer whose adapters are not merged)."""
+    if not _has_no_hooks(linear):
+        return None
+    if type(linear) is nn.Linear:
+        return linear.weight
+    inference_weight = getattr(linear, "inference_weight", None)  # e.g. StagedLoRALinear (lzero_ext.dps)
+    return inference_weight() if callable(inference_weight) else None
 
 
 _EXPERT_CLASSES = {"swiglu": SwiGLUExpert, "gelu": GELUExpert}
