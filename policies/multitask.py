@@ -22,8 +22,8 @@ from ding.utils import deep_merge_dicts
 from easydict import EasyDict
 from lzero.entry.utils import initialize_zeros_batch
 
-from lzero_ext.diagnostics import (DormantNeuronProbe, expert_usage_log, expert_usage_metrics, gradient_conflict,
-                                   shared_backbone_parameters)
+from lzero_ext.diagnostics import (DEFAULT_PREFIX, KEY_LATENT_NORM, DormantNeuronProbe, expert_usage_log,
+                                   expert_usage_metrics, gradient_conflict, shared_backbone_parameters)
 from lzero_ext.distributed import average_gradients, get_world_size
 from lzero_ext.dps import (LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage,
                            staged_lora_layers)
@@ -198,9 +198,14 @@ class MultiTaskPolicyMixin:
                 losses, task_log = self._task_loss(task_id, current_batch, target_batch)
                 task_losses[task_id] = losses.loss_total * (1.0 if weights is None else weights[task_id])
                 log.update({f"task{task_id}/{name}": value for name, value in task_log.items()})
+                if diagnose and "latent_state_l2_norms" in task_log:  # lightzero's mean L2 norm of the encoder latents
+                    log[f"{DEFAULT_PREFIX}{KEY_LATENT_NORM}/task{task_id}"] = task_log["latent_state_l2_norms"]
                 if diagnose and losses.router_stats:
                     log.update(expert_usage_log(expert_usage_metrics(losses.router_stats["usage_per_task"])))
         total_loss: Optional[torch.Tensor] = sum(task_losses.values()) if task_losses else None
+        latent_norms = [v for k, v in log.items() if k.startswith(f"{DEFAULT_PREFIX}{KEY_LATENT_NORM}/")]
+        if latent_norms:
+            log[f"{DEFAULT_PREFIX}{KEY_LATENT_NORM}"] = sum(latent_norms) / len(latent_norms)
         if diagnose and task_losses:  # before backward: autograd.grad leaves .grad untouched
             log.update(gradient_conflict(task_losses, shared_backbone_parameters(self._learn_model)).as_log())
             log.update(probe.result().as_log())

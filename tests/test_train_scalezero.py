@@ -127,12 +127,17 @@ def test_diagnostics_reach_summary_and_tensorboard(tmp_path, monkeypatch):
     assert diag["grad_cos_mean"]["n"] == 2 and -1.0 <= diag["grad_cos_mean"]["last"] <= 1.0
     assert 0.0 <= diag["grad_neg_frac"]["last"] <= 1.0
     assert 0.0 <= diag["dormant_ratio"]["last"] <= 1.0
+    # latent-state norm: LayerNorm latents without affine scale have norm about sqrt(embed_dim)
+    embed_dim = configs[0][0].policy.model.world_model_cfg.embed_dim
+    assert diag["latent_norm"]["n"] == 2 and 0.2 * embed_dim ** 0.5 < diag["latent_norm"]["last"] < 5 * embed_dim ** 0.5
+    assert diag["latent_norm/task0"]["n"] == 2 and diag["latent_norm/task1"]["n"] == 2
     # per-task entries land in that task's TensorBoard directory, the rest in the run's
     assert list((tmp_path / "exp" / "log" / "diagnostics" / "rank0").glob("events.out.tfevents.*"))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     task_events = EventAccumulator(str(tmp_path / "exp" / "log" / "tasks" / "Breakout")).Reload()
-    assert {"diag/grad_norm", "diag/expert_entropy", "diag/expert_max_share"} <= set(task_events.Tags()["scalars"])
+    assert {"diag/grad_norm", "diag/expert_entropy", "diag/expert_max_share",
+            "diag/latent_norm"} <= set(task_events.Tags()["scalars"])
 
 
 def test_worker_chatter_filter_drops_lightzero_worker_info_only():
