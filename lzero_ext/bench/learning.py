@@ -3,7 +3,7 @@
 ``python -m lzero_ext.bench learning [--quick] [--seeds 0 1 2] [--jobs 2] [--out DIR]``
 
 Full: 3 tasks x 3000 env steps x 3 seeds, 4 arms, about 45 minutes with 2 jobs on the 2-core CPU; ``--quick``:
-1 seed x 1000 env steps, about 10 minutes (indicative only, and labelled so in every output).
+1 seed x 1000 env steps, about 8 minutes (indicative only, and labelled so in every output).
 
 Suite (:data:`SUITE`; vector observations and action counts differ per task, all through this
 project's ``classic_control_scalezero`` env): gymnasium CartPole-v1 (obs 4, 2 actions), DMC
