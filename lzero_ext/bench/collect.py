@@ -113,6 +113,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     print()
     for name in ("scalezero (dense)", "scalezero (MoE)"):
         print(f"{name} / unizero: {rates[name] / rates['unizero']:.2f}  (target >= {TARGET_RATIO})")
+    print(f"scalezero (MoE) / scalezero (dense): {rates['scalezero (MoE)'] / rates['scalezero (dense)']:.2f}  "
+          "(the MoE FFN's own cost: shared + routed SwiGLU experts vs one dense MLP)")
 
 
 if __name__ == "__main__":
