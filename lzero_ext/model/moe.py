@@ -22,7 +22,7 @@ Expert linears are plain ``nn.Linear`` modules named ``w1``/``w2``/``w3`` (SwiGL
 ``fc1``/``fc2`` (GELU) so a LoRA pass can wrap them by name; the router is named ``gate`` and the
 always-on experts live in ``shared_experts`` so the same pass can exclude them.
 """
-from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
+from typing import Dict, FrozenSet, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
