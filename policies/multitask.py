@@ -25,6 +25,7 @@ from lzero.entry.utils import initialize_zeros_batch
 from lzero_ext.diagnostics import (DEFAULT_PREFIX, KEY_LATENT_NORM, DormantNeuronProbe, expert_usage_log,
                                    expert_usage_metrics, gradient_conflict, shared_backbone_parameters)
 from lzero_ext.distributed import average_gradients, get_world_size
+from lzero_ext.model.text_encoder import frozen_pretrained_state_keys
 from lzero_ext.dps import (LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage,
                            staged_lora_layers)
 from policies.world_model_batch import build_world_model_batch
@@ -268,9 +269,18 @@ class MultiTaskPolicyMixin:
         state = super()._state_dict_learn()
         if self.lr_scheduler is not None:
             state["lr_scheduler"] = self.lr_scheduler.state_dict()
+        for key, model in (("model", self._learn_model), ("target_model", self._target_model)):
+            for name in frozen_pretrained_state_keys(model):  # fixed by text_encoder.model_path: not saved
+                state[key].pop(name, None)
         return state
 
     def _load_state_dict_learn(self, state_dict: Dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        for key, model in (("model", self._learn_model), ("target_model", self._target_model)):
+            missing = frozen_pretrained_state_keys(model)
+            if missing:  # put the frozen pretrained weights (left out by _state_dict_learn) back for strict loading
+                current = model.state_dict()
+                state_dict[key] = {**{name: current[name] for name in missing}, **state_dict[key]}
         super()._load_state_dict_learn(state_dict)
         if self.lr_scheduler is not None and "lr_scheduler" in state_dict:
             self.lr_scheduler.load_state_dict(state_dict["lr_scheduler"])

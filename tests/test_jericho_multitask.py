@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import lzero_ext  # noqa: F401  (registers envs, models, policies)
 from lzero_ext.entry import train_scalezero
@@ -47,6 +48,22 @@ def test_tiny_run_end_to_end(tmp_path, monkeypatch):
     result = train_scalezero(_tiny_configs(tmp_path), max_env_step=8, max_train_iter=2, exp_name=str(tmp_path / "exp"),
                              score_kind="raw", checkpoint_freq=100, progress=False)
     _check_run(tmp_path, result, SMOKE.games)
+
+    # Checkpoints leave the frozen MiniLM out (it comes from text_encoder.model_path); resume puts it back.
+    from lzero_ext.checkpoint import load_checkpoint
+
+    ckpt_dir = tmp_path / "exp" / "ckpt" / "rank0"
+    size_mb = sum(f.stat().st_size for f in ckpt_dir.rglob("*") if f.is_file()) / 2 ** 20
+    assert size_mb < 40, f"checkpoint {size_mb:.0f} MB: the frozen pretrained encoder was saved"
+    state = load_checkpoint(ckpt_dir)["policy"]
+    assert not [k for k in (*state["model"], *state["target_model"]) if ".pretrained." in k]
+    assert any(".projection." in k for k in state["model"])  # the trained projection is saved
+    resumed = train_scalezero(_tiny_configs(tmp_path), max_env_step=16, max_train_iter=3, exp_name=str(tmp_path / "exp"),
+                              score_kind="raw", checkpoint_freq=100, resume=True, progress=False)
+    assert resumed.train_iter >= 2  # continued from the checkpoint
+    encoder = resumed.policy._learn_model.representation_network.body
+    fresh = type(encoder)(encoder.projection.out_features).pretrained.state_dict()
+    assert all(torch.equal(fresh[k], v) for k, v in encoder.pretrained.state_dict().items())
 
 
 @needs_games

@@ -115,6 +115,8 @@ def test_world_model_text_branch():
     model = ScaleZeroModel(observation_shape=48, action_space_size=12, world_model_cfg=cfg).eval()
     body = model.representation_network.body
     assert isinstance(body, TextEncoder)  # one encoder for every task
+    fresh = TextEncoder(32).pretrained.state_dict()  # lightzero's init_weights pass must not touch MiniLM
+    assert all(torch.equal(fresh[k], v) for k, v in body.pretrained.state_dict().items())
     ids = token_ids(TEXTS[:2])
     for task_id in (0, 1):
         out = model.initial_inference(torch.zeros(2, 48), [-1, -1], ids, np.zeros(2, dtype=int), task_id=task_id)
@@ -124,3 +126,15 @@ def test_world_model_text_branch():
     assert torch.allclose(latents.mean(-1), torch.zeros(2, 1), atol=1e-5)  # followed by the latent LayerNorm
     with pytest.raises(ValueError, match="unknown text_encoder keys"):
         MultiTaskWorldModel.resolve_config(dict(obs_type="text", text_encoder=dict(model_dir="x")))
+
+
+def test_frozen_pretrained_state_keys_name_only_frozen_encoders():
+    from torch import nn
+
+    from lzero_ext.model.text_encoder import TextEncoder, frozen_pretrained_state_keys
+
+    frozen = nn.Sequential(TextEncoder(8))
+    keys = frozen_pretrained_state_keys(frozen)
+    assert keys and all(k.startswith("0.pretrained.") for k in keys)
+    assert set(keys) == {k for k in frozen.state_dict() if k.startswith("0.pretrained.")}
+    assert frozen_pretrained_state_keys(nn.Sequential(TextEncoder(8, freeze=False))) == []

@@ -17,7 +17,7 @@ import importlib.util
 import logging
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -184,3 +184,17 @@ class TextEncoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"model_path={self.model_path!r}, freeze={self.freeze}, cache_size={self.cache_size}"
+
+
+def frozen_pretrained_state_keys(model: Any) -> List[str]:
+    """State-dict keys of the pretrained weights of every frozen :class:`TextEncoder` in ``model``.
+
+    Those weights never change and are fixed by ``model_path``, so checkpoints can leave them out
+    (MiniLM alone is ~90 MB, stored twice: model and target model) and fill them back in on load.
+    """
+    keys: List[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, TextEncoder) and module.freeze:
+            prefix = f"{name}.pretrained." if name else "pretrained."
+            keys += [prefix + key for key in module.pretrained.state_dict()]
+    return keys

@@ -35,6 +35,7 @@ from lzero.model.unizero_world_models.utils import LossWithIntermediateLosses, i
 from lzero.model.unizero_world_models.world_model import WorldModel
 
 from lzero_ext.model.moe import load_balancing_loss, moe_statistics, router_z_loss
+from lzero_ext.model.text_encoder import TextEncoder
 from lzero_ext.model.transformer import ScaleZeroTransformer
 
 logger = logging.getLogger(__name__)
@@ -242,7 +243,14 @@ class MultiTaskWorldModel(WorldModel):
         self.task_id, self.num_tasks = 0, config.num_tasks
         self._action_dims: List[int] = list(config.action_space_size_list or [config.action_space_size] * self.num_tasks)
         self._num_head_copies = 1 if config.share_heads else self.num_tasks
+        # WorldModel.__init__ re-initialises every submodule, the tokenizer's encoder included: keep the
+        # pretrained text encoder's weights (a trained MiniLM would otherwise become a random one).
+        pretrained = {name: {k: v.clone() for k, v in module.pretrained.state_dict().items()}
+                      for name, module in tokenizer.named_modules() if isinstance(module, TextEncoder)}
         super().__init__(config, tokenizer)
+        for name, module in tokenizer.named_modules():
+            if name in pretrained:
+                module.pretrained.load_state_dict(pretrained[name])
         self.task_embed_option = config.task_embed_option
 
         # WorldModel.__init__ hard-codes lightzero's dense Transformer: rebuild it with dense/MoE blocks,
