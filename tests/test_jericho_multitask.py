@@ -11,6 +11,7 @@ import torch
 import lzero_ext  # noqa: F401  (registers envs, models, policies)
 from lzero_ext.entry import train_scalezero
 from lzero_ext.envs.jericho_env import GAME_DIR_ENV_VAR, game_dir
+from lzero_ext.model.text_encoder import TextEncoder
 from zoo.jericho.config.scalezero_jericho_multitask_config import PRESETS, build_configs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +50,12 @@ def test_tiny_run_end_to_end(tmp_path, monkeypatch):
                              score_kind="raw", checkpoint_freq=100, progress=False)
     _check_run(tmp_path, result, SMOKE.games)
 
+    # The frozen MiniLM stays the installed one in both models (the target update skips it, and lightzero's
+    # init_weights pass must not re-initialise it).
+    fresh = TextEncoder(32).pretrained.state_dict()
+    for model in (result.policy._learn_model, result.policy._target_model):
+        weights = model.representation_network.body.pretrained.state_dict()
+        assert all(torch.equal(fresh[k], v) for k, v in weights.items())
     # Checkpoints leave the frozen MiniLM out (it comes from text_encoder.model_path); resume puts it back.
     from lzero_ext.checkpoint import load_checkpoint
 
@@ -61,9 +68,9 @@ def test_tiny_run_end_to_end(tmp_path, monkeypatch):
     resumed = train_scalezero(_tiny_configs(tmp_path), max_env_step=16, max_train_iter=3, exp_name=str(tmp_path / "exp"),
                               score_kind="raw", checkpoint_freq=100, resume=True, progress=False)
     assert resumed.train_iter >= 2  # continued from the checkpoint
-    encoder = resumed.policy._learn_model.representation_network.body
-    fresh = type(encoder)(encoder.projection.out_features).pretrained.state_dict()
-    assert all(torch.equal(fresh[k], v) for k, v in encoder.pretrained.state_dict().items())
+    for model in (resumed.policy._learn_model, resumed.policy._target_model):
+        weights = model.representation_network.body.pretrained.state_dict()
+        assert all(torch.equal(fresh[k], v) for k, v in weights.items())
 
 
 @needs_games
