@@ -26,8 +26,7 @@ from lzero_ext.diagnostics import (DEFAULT_PREFIX, KEY_LATENT_NORM, DormantNeuro
                                    expert_usage_metrics, gradient_conflict, shared_backbone_parameters)
 from lzero_ext.distributed import average_gradients, get_world_size
 from lzero_ext.model.text_encoder import frozen_pretrained_state_keys
-from lzero_ext.dps import (LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage,
-                           staged_lora_layers)
+from lzero_ext.dps import LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage
 from policies.world_model_batch import build_world_model_batch
 
 TaskBatch = Tuple[int, Sequence[Any], Sequence[Any]]  # (task_id, current_batch, target_batch)
@@ -99,8 +98,6 @@ class MultiTaskPolicyMixin:
     def _bind_interface(self, interface: tuple, task_id: int, mode: str) -> tuple:
         def bound(name: str, fn: Callable) -> Callable:
             def call(*args, **kwargs):
-                if name == "forward":
-                    self._merge_adapters_for_inference()
                 with self.task_context(task_id, mode):
                     out = fn(*args, **kwargs)
                     if name == "forward":
@@ -108,21 +105,6 @@ class MultiTaskPolicyMixin:
                     return out
             return call
         return type(interface)(*[bound(name, fn) for name, fn in zip(interface._fields, interface)])
-
-    def _merge_adapters_for_inference(self) -> None:
-        """DPS: collect/eval forwards use every LoRA layer's merged weight (one matmul per linear, and the
-        MoE layer's lean path). A learn step's ``train()`` drops the merges, and a layer never serves a
-        merge whose parameters changed since, so this re-merges only after training."""
-        if not self._cfg.dps.enabled:
-            return
-        layers = self.__dict__.get("_lora_layers")
-        if layers is None:
-            layers = self._lora_layers = list(staged_lora_layers(self._model).values())
-        if all(layer.stage == 0 or layer.merge_is_current for layer in layers):
-            return
-        self._model.eval()  # lightzero's collect/eval forwards call eval() too; merge() needs it first
-        for layer in layers:
-            layer.merge()
 
     def _after_inference_step(self, task_id: int, mode: str) -> None:
         """Clears the bound task's KV caches every ``cache_clear_interval`` collect/eval steps:
@@ -192,6 +174,7 @@ class MultiTaskPolicyMixin:
         weights = self._cfg.task_loss_weights
         task_losses: Dict[int, torch.Tensor] = {}
         log: Dict[str, float] = {}
+        latent_norms: Dict[int, float] = {}
         diagnose = self._diagnostics_due()
         probe = DormantNeuronProbe.for_transformer(self._learn_model) if diagnose else contextlib.nullcontext()
         with probe:
@@ -200,13 +183,14 @@ class MultiTaskPolicyMixin:
                 task_losses[task_id] = losses.loss_total * (1.0 if weights is None else weights[task_id])
                 log.update({f"task{task_id}/{name}": value for name, value in task_log.items()})
                 if diagnose and "latent_state_l2_norms" in task_log:  # lightzero's mean L2 norm of the encoder latents
-                    log[f"{DEFAULT_PREFIX}{KEY_LATENT_NORM}/task{task_id}"] = task_log["latent_state_l2_norms"]
+                    latent_norms[task_id] = task_log["latent_state_l2_norms"]
                 if diagnose and losses.router_stats:
                     log.update(expert_usage_log(expert_usage_metrics(losses.router_stats["usage_per_task"])))
         total_loss: Optional[torch.Tensor] = sum(task_losses.values()) if task_losses else None
-        latent_norms = [v for k, v in log.items() if k.startswith(f"{DEFAULT_PREFIX}{KEY_LATENT_NORM}/")]
         if latent_norms:
-            log[f"{DEFAULT_PREFIX}{KEY_LATENT_NORM}"] = sum(latent_norms) / len(latent_norms)
+            key = f"{DEFAULT_PREFIX}{KEY_LATENT_NORM}"
+            log.update({f"{key}/task{task_id}": value for task_id, value in latent_norms.items()})
+            log[key] = sum(latent_norms.values()) / len(latent_norms)
         if diagnose and task_losses:  # before backward: autograd.grad leaves .grad untouched
             log.update(gradient_conflict(task_losses, shared_backbone_parameters(self._learn_model)).as_log())
             log.update(probe.result().as_log())

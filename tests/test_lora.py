@@ -323,25 +323,33 @@ def test_docstring_examples():
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_merge_goes_stale_when_a_parameter_changes_and_inference_weight_follows():
+def test_eval_forwards_without_autograd_merge_and_never_serve_a_stale_merge():
     layer = StagedLoRALinear(6, 4, num_stages=3, rank=2, lora_alpha=2.0)
     assert layer.inference_weight() is layer.weight  # stage 0: the plain linear
     layer.set_stage(1)
     with torch.no_grad():
         layer.lora_B[0].normal_()
-    layer.eval()
-    assert layer.inference_weight() is None  # not merged: the module must be called
-    layer.merge()
     x = torch.randn(3, 6)
-    merged = layer.inference_weight()
-    assert merged is not None and layer.merge_is_current
-    torch.testing.assert_close(torch.nn.functional.linear(x, merged, layer.bias), layer(x))
+
+    def effective_weight():
+        scales = layer.effective_scales()
+        return layer.weight * scales[0] + layer.lora_B[0] * scales[1] * layer.scaling @ layer.lora_A[0]
+
+    layer.eval()
+    assert layer.inference_weight() is None and not layer.is_merged  # autograd on: the unmerged path
+    out = layer(x)
+    out.sum().backward()
+    assert layer.lora_B[0].grad is not None  # the adapter still gets its gradient in eval mode
+    with torch.no_grad():
+        merged_out = layer(x)  # eval without autograd: merges by itself
+    assert layer.is_merged and layer.merge_is_current
+    torch.testing.assert_close(merged_out, torch.nn.functional.linear(x, effective_weight(), layer.bias))
     with torch.no_grad():
         layer.lora_B[0].add_(1.0)  # e.g. an optimizer step taken while in eval mode
-    assert not layer.merge_is_current and layer.inference_weight() is None
-    expected = layer.weight * layer.effective_scales()[0] + layer.lora_B[0] * layer.effective_scales()[1] * layer.scaling @ layer.lora_A[0]
-    torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, expected, layer.bias))  # not the stale cache
-    layer.merge()
+    assert not layer.merge_is_current
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, effective_weight(), layer.bias))
+        assert layer.merge_is_current  # re-merged from the new parameters, not the stale cache
     layer.train()
     assert not layer.is_merged and layer.inference_weight() is None
 
@@ -359,19 +367,11 @@ def test_moe_lean_inference_path_uses_merged_adapters(monkeypatch):
             setattr(expert, name, layer)
     moe.eval()
     x = torch.randn(2, 8)
-    reference = moe(x)[0].detach()  # autograd on: the sorted dispatch through the modules
+    reference = moe(x)[0].detach()  # autograd on: the sorted dispatch through the unmerged modules
     calls = []
     forward = StagedLoRALinear.forward
     monkeypatch.setattr(StagedLoRALinear, "forward", lambda self, inp: calls.append(1) or forward(self, inp))
     with torch.no_grad():
-        unmerged = moe(x)[0]
-    assert calls  # unmerged adapters: the lean path falls back to module calls
-    calls.clear()
-    for expert in moe.experts:
-        for name in ("w1", "w2", "w3"):
-            getattr(expert, name).merge()
-    with torch.no_grad():
-        merged = moe(x)[0]
-    assert not calls  # merged: F.linear on the merged weights
-    torch.testing.assert_close(unmerged, reference, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(merged, reference, rtol=1e-5, atol=1e-6)
+        lean = moe(x)[0]
+    assert not calls  # F.linear on the merged weights, no module calls
+    torch.testing.assert_close(lean, reference, rtol=1e-5, atol=1e-6)

@@ -138,8 +138,9 @@ class StagedLoRALinear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         if self.stage == 0:
             return F.linear(x, self.weight, self.bias)                                     # exactly nn.Linear
-        if not self.training and self.merge_is_current:
-            return F.linear(x, self._merged_weight, self.bias)
+        merged = self.inference_weight()
+        if merged is not None:
+            return F.linear(x, merged, self.bias)
         scales = self.effective_scales()                                                   # (S,)
         out = F.linear(x, self.weight) * scales[0]                                         # (..., out)
         if self.bias is not None:
@@ -158,16 +159,24 @@ class StagedLoRALinear(nn.Linear):
         return self._merged_weight is not None and all(p._version == v for p, v in self._merged_from)
 
     def inference_weight(self) -> Optional[Tensor]:
-        """A weight ``W`` with ``F.linear(x, W, self.bias) == self(x)`` in eval mode: ``weight`` at stage 0,
-        the current merged weight later, else None. Lets the MoE layer's lean inference path skip module calls."""
+        """A weight ``W`` with ``F.linear(x, W, self.bias) == self(x)``, or None (train mode, or eval mode
+        with autograd and no current merge). Stage 0: ``weight``. Eval mode without autograd (MCTS
+        collection and evaluation): the merged weight, (re)built here whenever a parameter changed, so
+        inference takes one matmul per layer and the MoE layer's lean path can skip module calls."""
         if self.stage == 0:
             return self.weight
-        return self._merged_weight if not self.training and self.merge_is_current else None
+        if self.training:
+            return None
+        if not self.merge_is_current:
+            if torch.is_grad_enabled():  # a merge is built without autograd: it would cut the adapters' gradient
+                return None
+            self.merge()
+        return self._merged_weight
 
     @torch.no_grad()
     def merge(self) -> None:
-        """Cache ``W_eff`` so eval-mode forwards take one matmul. A no-op at stage 0. Eval mode only:
-        a cache made in training mode would go stale at the next optimizer step."""
+        """Cache ``W_eff`` so eval-mode forwards take one matmul (eval forwards without autograd merge by
+        themselves). A no-op at stage 0. Eval mode only: ``train(True)`` drops the cache."""
         if self.training:
             raise RuntimeError("merge() needs eval mode (call .eval() first); train(True) unmerges")
         if self.stage > 0:

@@ -97,7 +97,7 @@ def _has_no_hooks(module: nn.Module) -> bool:
 def _inference_weight(linear: nn.Module) -> Optional[Tensor]:
     """The weight ``W`` with ``F.linear(x, W, linear.bias) == linear(x)`` in eval mode, or None when the
     module must be called: a hooked linear (the dormant-neuron probe) or a subclass without an
-    ``inference_weight()`` answer (a LoRA layer whose adapters are not merged)."""
+    ``inference_weight()`` answer (e.g. a LoRA layer in train mode)."""
     if not _has_no_hooks(linear):
         return None
     if type(linear) is nn.Linear:
