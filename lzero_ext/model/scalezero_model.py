@@ -27,9 +27,11 @@ from lzero.model.unizero_model import UniZeroModel
 from lzero.model.unizero_world_models.tokenizer import Tokenizer
 
 from lzero_ext.model.text_encoder import TextEncoder
-from lzero_ext.model.world_model import MultiTaskWorldModel, TaskAware, TaskBinding, TaskSwitch
+from lzero_ext.model.task_routing import TaskAware, TaskRows, TaskSwitch
+from lzero_ext.model.world_model import MultiTaskWorldModel, TaskBinding
 
 OBS_TYPES = frozenset({'image', 'vector', 'text'})
+TaskIds = Union[None, int, Sequence[int], Tensor, TaskRows]  # one task, or one task id per row of a mixed batch
 
 
 class ObservationEncoder(TaskAware):
@@ -50,8 +52,14 @@ class ObservationEncoder(TaskAware):
 
     def forward(self, x: Tensor) -> Tensor:
         z = self.norm(self.body(x))                                                  # (B, D_latent)
-        if self.task_embedding is not None:
+        if self.task_embedding is not None and self.active_rows is None:
             e = self.task_embedding.weight[self.active_task].expand(z.shape[0], -1)  # (B, d_task)
+            z = torch.cat([z, e], dim=-1)                                            # (B, D)
+        elif self.task_embedding is not None:                                        # row mode: each row's task
+            factor = self.active_rows.factor_for(z.shape[0])
+            if factor is None:
+                raise ValueError(f"{z.shape[0]} encoder rows do not match the {self.active_rows.num_rows}-row mixed batch")
+            e = self.task_embedding(self.active_rows.task_ids(z.device).repeat_interleave(factor))  # (B, d_task)
             z = torch.cat([z, e], dim=-1)                                            # (B, D)
         return z
 
@@ -83,7 +91,7 @@ def build_observation_encoder(cfg: EasyDict, observation_shapes: Sequence[Union[
                                            activation=activation, norm_type=cfg.norm_type, group_size=cfg.group_size)
             mlp.sim_norm = nn.Identity()
             bodies.append(mlp)
-        body = TaskSwitch(bodies)
+        body = TaskSwitch(bodies, input_widths=[int(np.prod(shape)) for shape in observation_shapes])
     norm = nn.LayerNorm(latent_dim) if cfg.latent_norm == 'layernorm' else SimNorm(cfg.group_size)
     task_embedding = nn.Embedding(cfg.num_tasks, cfg.task_embed_dim) if concat else None
     return ObservationEncoder(body, norm, task_embedding)
@@ -154,18 +162,26 @@ class ScaleZeroModel(UniZeroModel):
         """Bind ``task_id`` now; ``with model.bind_task(t):`` restores the previous task on exit."""
         return self.world_model.bind_task(task_id)
 
+    def acting_for(self, task_id: TaskIds) -> Any:
+        """A context acting for one task (an int; None: the bound task) or for a mixed batch (one id per row)."""
+        if task_id is None or isinstance(task_id, (int, np.integer)):
+            return self.bind_task(task_id)
+        rows = task_id if isinstance(task_id, TaskRows) else TaskRows.from_task_ids(task_id)
+        return self.world_model.rows(rows, inference=True)
+
     def initial_inference(self, obs_batch: Tensor, action_batch: Optional[Any] = None,
                           current_obs_batch: Optional[Tensor] = None, start_pos: Any = 0,
-                          task_id: Optional[int] = None) -> MZNetworkOutput:
-        """lightzero UniZero's initial inference for ``task_id`` (None: the bound task)."""
-        with self.bind_task(task_id):
+                          task_id: TaskIds = None) -> MZNetworkOutput:
+        """lightzero UniZero's initial inference for ``task_id``: one task (None: the bound task), or a ``(B,)``
+        task id per row (or ``TaskRows``) for a mixed batch whose rows are (task, env) slots."""
+        with self.acting_for(task_id):
             return super().initial_inference(obs_batch, action_batch, current_obs_batch, start_pos)
 
     def recurrent_inference(self, state_action_history: List[Any], simulation_index: int = 0,
                             search_depth: Optional[List[int]] = None, start_pos: Any = 0,
-                            task_id: Optional[int] = None) -> MZNetworkOutput:
-        """lightzero UniZero's recurrent inference for ``task_id`` (None: the bound task)."""
-        with self.bind_task(task_id):
+                            task_id: TaskIds = None) -> MZNetworkOutput:
+        """lightzero UniZero's recurrent inference for ``task_id`` (as in ``initial_inference``)."""
+        with self.acting_for(task_id):
             return super().recurrent_inference(state_action_history, simulation_index, search_depth, start_pos)
 
 

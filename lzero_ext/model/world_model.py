@@ -31,10 +31,12 @@ from torch import Tensor, nn
 from lzero.model.common import SimNorm
 from lzero.model.unizero_world_models.slicer import PolicyHeadCont
 from lzero.model.unizero_world_models.tokenizer import Tokenizer
-from lzero.model.unizero_world_models.utils import LossWithIntermediateLosses, init_weights
+from lzero.model.unizero_world_models.utils import LossWithIntermediateLosses, WorldModelOutput, init_weights
 from lzero.model.unizero_world_models.world_model import WorldModel
 
 from lzero_ext.model.moe import load_balancing_loss, moe_statistics, router_z_loss
+from lzero_ext.model.task_routing import (TaskAware, TaskRows, TaskSwitch, bind_task_modules, cat_rows, rows_bound,
+                                          task_bound)
 from lzero_ext.model.text_encoder import TextEncoder
 from lzero_ext.model.transformer import ScaleZeroTransformer
 
@@ -47,57 +49,9 @@ _CACHE_ATTRS = (
     'keys_values_wm_size_list', 'keys_values_wm_size_list_current', 'keys_values_wm', 'keys_values_wm_single_env',
     'keys_values_wm_single_env_tmp', 'shared_pool_recur_infer', 'shared_pool_index', 'shared_pool_init_infer',
     'shared_pool_index_init_envs', 'shared_pool_wm', 'shared_pool_index_wm', 'latent_state',
+    'env_num', 'shared_pool_size', 'shared_pool_size_wm',  # sized per namespace: row mode serves every task's envs
 )
-
-
-class TaskAware(nn.Module):
-    """Base of modules that act for one task at a time; ``active_task`` is set by ``bind_task_modules``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.active_task = 0
-
-
-class TaskSwitch(TaskAware):
-    """One copy of a module per task, or a single shared copy; ``forward`` runs the active task's copy.
-
-    Example:
-        >>> switch = TaskSwitch([nn.Linear(3, 2), nn.Linear(5, 2)])
-        >>> _ = bind_task_modules(switch, 1)
-        >>> switch(torch.randn(4, 5)).shape
-        torch.Size([4, 2])
-    """
-
-    def __init__(self, copies: Sequence[nn.Module]) -> None:
-        super().__init__()
-        self.per_task = nn.ModuleList(copies)
-
-    @property
-    def current(self) -> nn.Module:
-        return self.per_task[0 if len(self.per_task) == 1 else self.active_task]
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.current(*args, **kwargs)
-
-
-def bind_task_modules(module: nn.Module, task_id: int) -> Optional[int]:
-    """Set ``active_task`` of every ``TaskAware`` module in ``module``; return the previous task (None if none)."""
-    previous = None
-    for m in module.modules():
-        if isinstance(m, TaskAware):
-            previous, m.active_task = m.active_task, task_id
-    return previous
-
-
-@contextmanager
-def task_bound(module: nn.Module, task_id: int) -> Iterator[nn.Module]:
-    """Bind ``task_id`` on ``module``'s ``TaskAware`` modules (e.g. a target tokenizer) inside the context."""
-    previous = bind_task_modules(module, task_id)
-    try:
-        yield module
-    finally:
-        if previous is not None:
-            bind_task_modules(module, previous)
+ROWS_NAMESPACE = 'rows'  # the cache namespace of row-mode inference: env slot i of the mixed batch is one (task, env)
 
 
 class TaskBinding:
@@ -111,6 +65,15 @@ class TaskBinding:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.world_model._activate(self.previous)
+
+
+def _task_slice(x: Tensor, rows: TaskRows, task_id: int) -> Tensor:
+    """Task ``task_id``'s rows of a mixed-batch tensor whose leading dim is a multiple of the row count."""
+    factor = rows.factor_for(x.shape[0])
+    if factor is None:
+        raise ValueError(f"a tensor of {x.shape[0]} rows does not split over the {rows.num_rows}-row mixed batch")
+    _, start, stop = next(segment for segment in rows.scaled(factor).segments if segment[0] == task_id)
+    return x[start:stop]
 
 
 class MultiTaskWorldModel(WorldModel):
@@ -262,8 +225,9 @@ class MultiTaskWorldModel(WorldModel):
         self._initialize_transformer_keys_values()
 
         if self.continuous_action_space:  # per-task action dims replace lightzero's single Linear(action_dim, D)
-            self.act_embedding_table = TaskSwitch(
-                [nn.Sequential(nn.Linear(a, self.embed_dim, bias=False), self._latent_norm()) for a in self._action_dims])
+            self.act_embedding_table = TaskSwitch(  # input_widths: mixed batches pad actions to the widest task's
+                [nn.Sequential(nn.Linear(a, self.embed_dim, bias=False), self._latent_norm()) for a in self._action_dims],
+                input_widths=self._action_dims)
             self.act_embedding_table.apply(init_weights)
         if self.task_embed_option == 'add':
             self.task_embedding = nn.Embedding(self.num_tasks, self.embed_dim)
@@ -271,7 +235,9 @@ class MultiTaskWorldModel(WorldModel):
         # Per-task views of the config where action dims differ (the continuous policy loss reads config.action_space_size).
         self._task_configs = [EasyDict(dict(config, action_space_size=a)) for a in self._action_dims] \
             if len(set(self._action_dims)) > 1 else None
-        self._task_caches: Dict[int, Dict[str, Any]] = {}
+        self._task_caches: Dict[Any, Dict[str, Any]] = {}  # stashed cache namespaces: task id or ROWS_NAMESPACE
+        self._cache_namespace: Any = 0
+        self.task_rows: Optional[TaskRows] = None
         self.to(self.device)
         self._activate(0, force=True)
 
@@ -288,27 +254,73 @@ class MultiTaskWorldModel(WorldModel):
             raise ValueError(f"task_id must lie in [0, {self.num_tasks}), got {task_id}")
         if task_id == self.task_id and not force:
             return
-        if task_id != self.task_id:  # swap the inference caches: stash the current task's, load (or create) the new one's
-            self._task_caches[self.task_id] = {name: getattr(self, name, None) for name in _CACHE_ATTRS}
-            state = self._task_caches.pop(task_id, None)
-            if state is None:
-                self._reset_inference_caches()
-            else:
-                self.__dict__.update(state)
+        if self.task_rows is None:
+            self._use_cache_namespace(task_id, self.config.env_num)
         self.task_id = task_id
         bind_task_modules(self, task_id)
         if self._task_configs is not None:
             self.config = self._task_configs[task_id]
         self.action_space_size = self._action_dims[task_id]
 
+    @contextmanager
+    def rows(self, rows: TaskRows, *, inference: bool = False) -> Iterator['MultiTaskWorldModel']:
+        """Row mode: every forward inside acts on a mixed batch whose rows belong to ``rows``' tasks (one
+        encoder, transformer and head pass for all of them; see ``lzero_ext.model.task_routing``).
+
+        ``inference=True`` (lightzero's initial/recurrent inference) uses one cache namespace for all rows:
+        env slot i of the mixed batch is one (task, env) pair, so its KV caches never mix with another's. The
+        tasks must then share one action dim (lightzero reshapes actions by ``action_space_size``)."""
+        dims = {self._action_dims[t] for t in rows.tasks}
+        if inference and len(dims) > 1:
+            raise ValueError(f"mixed-batch inference needs one action dim, tasks {rows.tasks} have {sorted(dims)}: "
+                             f"group tasks by action dim")
+        if self.task_rows is not None:
+            if self.task_rows != rows:
+                raise RuntimeError(f"row mode is already active for {self.task_rows}")
+            yield self  # re-entered for the same rows (e.g. lightzero's MCTS inside a row-mode policy step)
+            return
+        saved = (self.task_id, self.config, self.action_space_size, self._cache_namespace)
+        first = rows.tasks[0]
+        self.task_rows = rows
+        if inference:
+            self._use_cache_namespace(ROWS_NAMESPACE, max(self.config.env_num, rows.num_rows))
+        if self._task_configs is not None and len(dims) == 1:
+            self.config = self._task_configs[first]
+        self.action_space_size = max(dims)
+        try:
+            with rows_bound(self, rows):
+                yield self
+        finally:
+            self.task_rows = None
+            self.task_id, self.config, self.action_space_size, namespace = saved
+            if inference:
+                self._use_cache_namespace(namespace, self.config.env_num)
+
+    def _use_cache_namespace(self, key: Any, env_num: int) -> None:
+        """Stash the current namespace's inference caches and load (or create, for ``env_num`` env slots) ``key``'s."""
+        if key == self._cache_namespace and getattr(self, 'env_num', None) == env_num and \
+                hasattr(self, 'past_kv_cache_init_infer_envs'):
+            return
+        if hasattr(self, 'past_kv_cache_init_infer_envs'):
+            self._task_caches[self._cache_namespace] = {name: getattr(self, name, None) for name in _CACHE_ATTRS}
+        state = self._task_caches.pop(key, None)
+        if state is None or state['env_num'] < env_num:
+            self.env_num = env_num
+            self._reset_inference_caches()
+        else:
+            self.__dict__.update(state)
+        self._cache_namespace = key
+
     def _reset_inference_caches(self) -> None:
-        """Fresh lightzero cache structures (as WorldModel.__init__ creates them) for a newly bound task."""
+        """Fresh lightzero cache structures (as WorldModel.__init__ creates them) for ``self.env_num`` env slots."""
         self._initialize_cache_structures()
         self._initialize_transformer_keys_values()
         self.keys_values_wm_size_list_current, self.latent_state = None, None
+        self.shared_pool_size = int(self.num_simulations * self.env_num)
         self.shared_pool_recur_infer, self.shared_pool_index = [None] * self.shared_pool_size, 0
         self.shared_pool_init_infer = [[None] * self.shared_pool_size_init for _ in range(self.env_num)]
         self.shared_pool_index_init_envs = [0] * self.env_num
+        self.shared_pool_size_wm = int(self.env_num)
         self.shared_pool_wm, self.shared_pool_index_wm = [None] * self.shared_pool_size_wm, 0
 
     def clear_caches(self) -> None:
@@ -317,7 +329,7 @@ class MultiTaskWorldModel(WorldModel):
         self.clear_task_caches()
 
     def clear_task_caches(self) -> None:
-        """Clear the bound task's KV caches only (the others keep theirs), without lightzero's print."""
+        """Clear the current namespace's KV caches only (the others keep theirs), without lightzero's print."""
         for kv_cache_dict_env in self.past_kv_cache_init_infer_envs:
             kv_cache_dict_env.clear()
         self.past_kv_cache_recurrent_infer.clear()
@@ -361,8 +373,13 @@ class MultiTaskWorldModel(WorldModel):
     def _transformer_pass(self, sequences: Tensor, past_keys_values: Any, kvcache_independent: bool,
                           valid_context_lengths: Optional[Tensor], start_pos: Any = 0) -> Tensor:
         # The 'add' task embedding enters every token here, the one place all of lightzero's inputs pass through.
-        if self.task_embed_option == 'add':
+        if self.task_embed_option == 'add' and self.task_rows is None:
             sequences = sequences + self.task_embedding.weight[self.task_id]  # (B, T, D) + (D,)
+        elif self.task_embed_option == 'add':
+            if sequences.shape[0] != self.task_rows.num_rows:
+                raise ValueError("task_embed_option='add' cannot route lightzero's one-env cache-miss forwards of a "
+                                 "mixed batch: use engine='per_task' with it")
+            sequences = sequences + self.task_embedding(self.task_rows.task_ids(sequences.device))[:, None]  # (B, T, D)
         return super()._transformer_pass(sequences, past_keys_values, kvcache_independent, valid_context_lengths,
                                          start_pos)
 
@@ -384,6 +401,70 @@ class MultiTaskWorldModel(WorldModel):
             losses = super().compute_loss(batch, target_tokenizer, inverse_scalar_transform_handle, **kwargs)
         losses.router_stats = self._add_router_terms(losses, record[0], task_id) if record else {}
         return losses
+
+    def compute_task_losses(self, batches: Mapping[int, Dict[str, Tensor]], target_tokenizer: Tokenizer,
+                            inverse_scalar_transform_handle: Any = None) -> Dict[int, LossWithIntermediateLosses]:
+        """lightzero's UniZero loss for every task of ``batches`` (``{task_id: batch}``) from ONE forward.
+
+        The encoder, transformer and heads run once over the mixed batch of all tasks' rows (row mode;
+        vector observations and continuous actions are zero-padded to the widest task's and each per-task
+        module reads its own width). lightzero's loss arithmetic then runs per task on that task's slice of
+        the outputs (``_replayed_forward``), so every task's loss, and its gradient, equals
+        ``compute_loss(batches[t], task_id=t)``. Returns ``{task_id: losses}`` as ``compute_loss`` returns them.
+
+        Example::
+
+            losses = wm.compute_task_losses({0: batch0, 2: batch2}, target_wm.tokenizer, inverse_transform)
+            total = sum(l.loss_total for l in losses.values())
+        """
+        if self.analysis_dormant_ratio:
+            raise ValueError("analysis_dormant_ratio re-runs the forward inside lightzero's loss: turn it off for the "
+                             "batched loss (ScaleZero's dormant-ratio diagnostic is diagnostics_freq)")
+        tasks = list(batches)
+        rows = TaskRows.from_sizes([(t, batches[t]['observations'].shape[0]) for t in tasks])
+        observations = cat_rows([batches[t]['observations'] for t in tasks])          # (B, T, *obs), padded
+        actions = cat_rows([batches[t]['actions'] for t in tasks])                    # (B, T) or (B, T, a_max)
+        timestep = torch.cat([batches[t]['timestep'] for t in tasks])                 # (B, T)
+        act_tokens = actions if self.continuous_action_space else actions.unsqueeze(-1)
+        with self.rows(rows), rows_bound(target_tokenizer, rows), self.transformer.record_router_logits() as record:
+            obs_embeddings = self.tokenizer.encode_to_obs_embeddings(observations)   # (B, T, D)
+            outputs = self.forward({'obs_embeddings_and_act_tokens': (obs_embeddings, act_tokens)}, start_pos=timestep)
+            with torch.no_grad():
+                target_embeddings = target_tokenizer.encode_to_obs_embeddings(observations)
+        losses = {}
+        for task_id, start, stop in rows.segments:
+            policy = outputs.logits_policy[start:stop]
+            if self.continuous_action_space:  # [mu, sigma] of this task's width (the mixed batch pads to the widest)
+                policy = policy[..., :2 * self._action_dims[task_id]]
+            task_outputs = WorldModelOutput(outputs.output_sequence[start:stop], outputs.logits_observations[start:stop],
+                                            outputs.logits_rewards[start:stop], None, policy,
+                                            outputs.logits_value[start:stop])
+            with self.bind_task(task_id), task_bound(target_tokenizer, task_id), self._replayed_forward(
+                    target_tokenizer, _task_slice(obs_embeddings, rows, task_id), task_outputs,
+                    _task_slice(target_embeddings, rows, task_id)):
+                task_losses = super().compute_loss(batches[task_id], target_tokenizer, inverse_scalar_transform_handle)
+            if record:
+                per_row = record[0][0].shape[0] // rows.num_rows  # tokens per row in the (N, E) router logits
+                task_logits = [z[start * per_row:stop * per_row] for z in record[0]]
+                task_losses.router_stats = self._add_router_terms(task_losses, task_logits, task_id)
+            else:
+                task_losses.router_stats = {}
+            losses[task_id] = task_losses
+        return losses
+
+    @contextmanager
+    def _replayed_forward(self, target_tokenizer: Tokenizer, obs_embeddings: Tensor, outputs: WorldModelOutput,
+                          target_embeddings: Tensor) -> Iterator[None]:
+        """Inside the context, the three network calls of lightzero's ``compute_loss`` (encode, forward, target
+        encode) return the given slices of the batched forward instead of recomputing them, so lightzero's loss
+        arithmetic (not a copy of it) runs on one task's rows."""
+        self.tokenizer.encode_to_obs_embeddings = lambda *args, **kwargs: obs_embeddings
+        self.forward = lambda *args, **kwargs: outputs
+        target_tokenizer.encode_to_obs_embeddings = lambda *args, **kwargs: target_embeddings
+        try:
+            yield
+        finally:  # drop the instance attributes: the class methods are visible again
+            del self.tokenizer.encode_to_obs_embeddings, self.forward, target_tokenizer.encode_to_obs_embeddings
 
     def _add_router_terms(self, losses: LossWithIntermediateLosses, router_logits: List[Tensor],
                           task_id: int) -> Dict[str, Any]:

@@ -1,0 +1,220 @@
+"""The batched multi-task engine at model level: one forward over a mixed batch of several tasks' rows
+must give every task exactly what the task-by-task path gives (losses, gradients, inference outputs)."""
+import copy
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+import pytest
+import torch
+from easydict import EasyDict
+
+from lzero.mcts import UniZeroMCTSCtree
+
+from lzero_ext.dps import apply_staged_lora, set_dps_stage
+from lzero_ext.model.scalezero_model import SampledScaleZeroModel, ScaleZeroModel
+from lzero_ext.model.task_routing import TaskRows
+from tests.test_world_model import SUPPORT, loss_batch, randomized, small_cfg
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def three_task_discrete(moe: bool, obs_type: str = 'vector', **overrides: Any) -> ScaleZeroModel:
+    if obs_type == 'image':
+        cfg = small_cfg(num_tasks=3, obs_type='image', observation_shape_list=None, num_layers=1,
+                        moe=dict(enabled=moe), **overrides)
+        return randomized(ScaleZeroModel(observation_shape=(3, 64, 64), action_space_size=5, world_model_cfg=cfg))
+    cfg = small_cfg(num_tasks=3, observation_shape_list=[4, 6, 3], moe=dict(enabled=moe), **overrides)
+    return randomized(ScaleZeroModel(observation_shape=4, action_space_size=5, world_model_cfg=cfg))
+
+
+def three_task_continuous(moe: bool) -> SampledScaleZeroModel:
+    cfg = small_cfg(num_tasks=3, observation_shape_list=[5, 17, 3], action_space_size_list=[1, 6, 2],
+                    moe=dict(enabled=moe))
+    return randomized(SampledScaleZeroModel(action_space_size=6, world_model_cfg=cfg))
+
+
+def mixed_batches(obs_shapes: Sequence[Any], sizes: Sequence[int], num_actions: int = 5,
+                  action_dims: Sequence[int] = ()) -> Dict[int, Dict[str, torch.Tensor]]:
+    """One loss batch per task (different batch sizes); continuous tasks get actions of their own dim."""
+    batches = {}
+    for task, (shape, size) in enumerate(zip(obs_shapes, sizes)):
+        batch = loss_batch(obs_dim=1, num_actions=num_actions, seed=task)
+        T = batch['actions'].shape[1]
+        g = torch.Generator().manual_seed(100 + task)
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        batch = {k: torch.cat([v] * size)[:size] if v.shape[0] != size else v for k, v in batch.items()}
+        batch['observations'] = torch.randn(size, T, *shape, generator=g)
+        batch['actions'] = torch.randint(0, num_actions, (size, T), generator=g)
+        batch['target_policy'] = torch.softmax(torch.randn(size, T, num_actions, generator=g), -1)
+        batch['timestep'] = torch.arange(T).repeat(size, 1)
+        batch['mask_padding'] = torch.ones(size, T, dtype=torch.bool)
+        batch['mask_padding'][0, -1] = False  # one padded step: the per-task mask normalisation must stay per task
+        if action_dims:
+            batch['actions'] = torch.rand(size, T, action_dims[task], generator=g) * 2 - 1
+            batch['child_sampled_actions'] = torch.rand(size, T, num_actions, action_dims[task], generator=g) * 2 - 1
+        batches[task] = batch
+    return batches
+
+
+def per_task_and_batched(model, batches) -> Tuple[Dict[int, Any], Dict[int, Any], List, List]:
+    """Losses and gradients of the summed loss, once task by task and once from the batched forward."""
+    wm = model.world_model.train()
+    target = copy.deepcopy(wm.tokenizer)
+    params = [p for p in wm.parameters() if p.requires_grad]
+
+    def grads_of(losses):
+        wm.zero_grad(set_to_none=True)
+        sum(l.loss_total for l in losses.values()).backward()
+        return [None if p.grad is None else p.grad.clone() for p in params]
+
+    torch.manual_seed(0)
+    per_task = {t: wm.compute_loss(b, target, None, task_id=t) for t, b in batches.items()}
+    per_task_grads = grads_of(per_task)
+    torch.manual_seed(0)
+    batched = wm.compute_task_losses(batches, target, None)
+    batched_grads = grads_of(batched)
+    return per_task, batched, per_task_grads, batched_grads
+
+
+def assert_same(per_task, batched, per_task_grads, batched_grads) -> None:
+    assert list(batched) == list(per_task)
+    for t in per_task:
+        torch.testing.assert_close(batched[t].loss_total, per_task[t].loss_total, **TOL)
+        for name, value in per_task[t].intermediate_losses.items():
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                torch.testing.assert_close(batched[t].intermediate_losses[name], value, **TOL, msg=name)
+    assert any(g is not None for g in per_task_grads)
+    for a, b in zip(per_task_grads, batched_grads):
+        assert (a is None) == (b is None)  # a task-specific parameter unused by all tasks stays gradient-free
+        if a is not None:
+            torch.testing.assert_close(b, a, **TOL)
+
+
+@pytest.mark.parametrize("moe", [True, False], ids=["moe", "dense"])
+def test_batched_loss_equals_per_task_on_vector_tasks_of_different_sizes(moe):
+    model = three_task_discrete(moe)
+    assert_same(*per_task_and_batched(model, mixed_batches([4, 6, 3], [2, 3, 1])))
+
+
+@pytest.mark.parametrize("moe", [True, False], ids=["moe", "dense"])
+def test_batched_loss_equals_per_task_on_shared_image_encoder(moe):
+    model = three_task_discrete(moe, obs_type='image')
+    assert_same(*per_task_and_batched(model, mixed_batches([(3, 64, 64)] * 3, [2, 1, 2])))
+
+
+@pytest.mark.parametrize("moe", [True, False], ids=["moe", "dense"])
+def test_batched_loss_equals_per_task_on_dmc_like_tasks(moe):
+    """Per-task encoders, action embeddings and Gaussian heads of different widths (1, 6 and 2 action dims)."""
+    model = three_task_continuous(moe)
+    batches = mixed_batches([5, 17, 3], [2, 2, 3], num_actions=3, action_dims=[1, 6, 2])
+    per_task, batched, *grads = per_task_and_batched(model, batches)
+    assert [batched[t].intermediate_losses['policy_mu'].shape[-1] for t in batched] == [1, 6, 2]
+    assert_same(per_task, batched, *grads)
+
+
+def test_batched_loss_equals_per_task_with_dps_adapters_in_stage_1():
+    model = three_task_discrete(moe=True)
+    apply_staged_lora(model, num_stages=3, rank=4, alpha=4.0, dropout=0.0)
+    set_dps_stage(model, 1)
+    with torch.no_grad():  # a trained-looking adapter: B != 0, so the adapter path contributes
+        for name, param in model.named_parameters():
+            if 'lora_B' in name:
+                param.normal_(0.0, 0.1)
+    assert_same(*per_task_and_batched(model, mixed_batches([4, 6, 3], [2, 2, 2])))
+
+
+def test_batched_loss_with_concat_task_embedding_and_a_task_subset():
+    model = three_task_discrete(moe=True, task_embed_option='concat', task_embed_dim=8)
+    batches = mixed_batches([4, 6, 3], [2, 2, 2])
+    del batches[1]  # a rank (or a DPS stage) may train only some of the tasks
+    assert_same(*per_task_and_batched(model, batches))
+
+
+def test_batched_expert_usage_is_per_task():
+    model = three_task_discrete(moe=True)
+    wm = model.world_model.train()
+    losses = wm.compute_task_losses(mixed_batches([4, 6, 3], [2, 3, 1]), copy.deepcopy(wm.tokenizer), None)
+    for t, task_losses in losses.items():
+        usage = task_losses.router_stats['usage_per_task']  # (L, tasks, E): only task t's tokens
+        assert torch.allclose(usage[:, t].sum(-1), torch.ones(usage.shape[0]))
+        assert usage[:, [o for o in range(3) if o != t]].sum() == 0
+
+
+# ---------------------------------------------------------------- inference
+def _initial(model, obs, task_id, timestep, last_obs=None, last_action=None):
+    n = obs.shape[0]
+    last_obs = torch.zeros_like(obs) if last_obs is None else last_obs
+    last_action = [-1] * n if last_action is None else last_action
+    return model.initial_inference(last_obs, last_action, obs, np.full(n, timestep), task_id=task_id)
+
+
+def test_mixed_batch_inference_equals_per_task_inference_over_two_steps():
+    """Collect-style initial inference (two steps, so the KV cache of every (task, env) slot is reused) and a
+    recurrent step over a mixed batch give each row what that task's own inference gives."""
+    model = three_task_discrete(moe=True, obs_type='image')
+    tasks, envs = [0, 1, 2], 2
+    g = torch.Generator().manual_seed(3)
+    obs = [torch.rand(len(tasks) * envs, 3, 64, 64, generator=g) for _ in range(2)]
+    actions = [int(a) for a in torch.randint(0, 5, (len(tasks) * envs,), generator=g)]
+    row_tasks = torch.tensor(tasks).repeat_interleave(envs)
+
+    mixed = [_initial(model, obs[0], row_tasks, 0)]
+    mixed.append(_initial(model, obs[1], row_tasks, 1, last_obs=obs[0], last_action=actions))
+    rec_actions = torch.randint(0, 5, (len(tasks) * envs,), generator=g)
+    mixed_rec = model.recurrent_inference([(mixed[-1].latent_state.numpy(), rec_actions)], 0, [0] * 6, np.ones(6),
+                                          task_id=row_tasks)
+    model.world_model.clear_caches()
+    for t in tasks:
+        rows = slice(t * envs, (t + 1) * envs)
+        first = _initial(model, obs[0][rows], t, 0)
+        second = _initial(model, obs[1][rows], t, 1, last_obs=obs[0][rows], last_action=actions[rows])
+        rec = model.recurrent_inference([(second.latent_state.numpy(), rec_actions[rows])], 0, [0] * envs,
+                                        np.ones(envs), task_id=t)
+        for got, want in ((mixed[0], first), (mixed[1], second)):
+            torch.testing.assert_close(got.policy_logits[rows], want.policy_logits, **TOL)
+            torch.testing.assert_close(got.value[rows], want.value, **TOL)
+            torch.testing.assert_close(got.latent_state[rows], want.latent_state, **TOL)
+        torch.testing.assert_close(mixed_rec.reward[rows], rec.reward, **TOL)
+        torch.testing.assert_close(mixed_rec.policy_logits[rows], rec.policy_logits, **TOL)
+        torch.testing.assert_close(mixed_rec.latent_state[rows], rec.latent_state, **TOL)
+
+
+def _search(model, mcts, task_ids, observations):
+    n = observations.shape[0]
+    timestep = np.zeros(n, dtype=int)
+    with model.acting_for(task_ids):  # lightzero's MCTS calls the model without a task: the rows stay bound
+        out = model.initial_inference(torch.zeros_like(observations), [-1] * n, observations, timestep)
+        roots = UniZeroMCTSCtree.roots(n, [list(range(5))] * n)
+        roots.prepare_no_noise(out.reward, out.policy_logits.tolist(), [-1] * n)
+        mcts.search(roots, model, out.latent_state.numpy(), [-1] * n, timestep)
+    return roots.get_distributions(), roots.get_values()
+
+
+def test_one_ctree_search_over_every_tasks_roots_uses_each_tasks_heads():
+    """One lightzero ctree search over three tasks' roots: every root gets its simulations and each task's policy
+    head runs on its own roots only. (Per-root results are not compared with per-task searches: lightzero's search
+    depends on the batch's composition, since it pads the KV caches to the batch's longest context.)"""
+    model = three_task_discrete(moe=True, obs_type='image')
+    heads = model.world_model.head_policy.per_task
+    rows_seen = {t: [] for t in range(3)}
+    for t, head in enumerate(heads):
+        head.register_forward_hook(lambda module, inputs, output, t=t: rows_seen[t].append(inputs[0].shape[0]))
+    mcts = UniZeroMCTSCtree(EasyDict(num_simulations=5, discount_factor=0.997, device='cpu', pb_c_base=19652,
+                                     pb_c_init=1.25, root_dirichlet_alpha=0.3, root_noise_weight=0.25,
+                                     model=EasyDict(support_scale=50, categorical_distribution=True)))
+    obs = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    distributions, values = _search(model, mcts, torch.tensor([0, 0, 1, 1, 2, 2]), obs)
+    assert [sum(d) for d in distributions] == [5] * 6 and np.isfinite(values).all()
+    for t in range(3):  # batched calls see this task's 2 roots; lightzero's one-env cache-miss forwards see 1 row
+        assert rows_seen[t].count(2) >= 5 + 1 and set(rows_seen[t]) <= {1, 2}
+    assert model.world_model.env_num == 2 and model.world_model.task_rows is None  # row mode left cleanly
+
+
+def test_task_rows_validation():
+    assert TaskRows.from_task_ids([2, 2, 0]).segments == ((2, 0, 2), (0, 2, 3))
+    with pytest.raises(ValueError, match="once"):
+        TaskRows.from_task_ids([0, 1, 0])
+    model = three_task_continuous(moe=False)
+    with pytest.raises(ValueError, match="one action dim"):
+        with model.world_model.rows(TaskRows.from_sizes([(0, 1), (1, 1)]), inference=True):
+            pass
