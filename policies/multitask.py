@@ -13,6 +13,7 @@ One policy object owns the shared model, optimizer and target model. Each task g
 """
 import contextlib
 import copy
+import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -27,10 +28,12 @@ from lzero_ext.diagnostics import (DEFAULT_PREFIX, KEY_LATENT_NORM, DormantNeuro
 from lzero_ext.distributed import average_gradients, get_world_size
 from lzero_ext.model.text_encoder import frozen_pretrained_state_keys
 from lzero_ext.dps import LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage
+from policies.lockstep import LockstepInference, Request, combine_requests, forward_groups, split_output, task_rows_of
 from policies.world_model_batch import build_world_model_batch
 
 TaskBatch = Tuple[int, Sequence[Any], Sequence[Any]]  # (task_id, current_batch, target_batch)
 MODES = frozenset({"collect", "eval"})
+ENGINES = frozenset({"batched", "per_task"})
 _STATE_ATTRS = {  # per-(task, mode) attributes that lightzero's UniZero collect/eval code reads and writes
     "collect": ("_cfg", "last_batch_obs", "last_batch_action", "collector_env_num", "_mcts_collect"),
     "eval": ("_cfg", "last_batch_obs", "last_batch_action", "evaluator_env_num", "_mcts_eval"),
@@ -47,6 +50,17 @@ def build_optimizer(module: torch.nn.Module, *, learning_rate: float, weight_dec
     no_decay = [p for p in module.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, foreach=True)  # one fused op per group, also on CPU
+
+
+def _loss_log(losses: Any, stats: Dict[str, float]) -> Dict[str, float]:
+    """One task's scalar log entries: the batch statistics, the total and every scalar intermediate loss."""
+    log = dict(stats, loss_total=losses.loss_total.item())
+    for name, value in losses.intermediate_losses.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            log[name] = value.item()
+        elif isinstance(value, (int, float)):
+            log[name] = float(value)
+    return log
 
 
 class MultiTaskPolicyMixin:
@@ -98,7 +112,10 @@ class MultiTaskPolicyMixin:
     def _bind_interface(self, interface: tuple, task_id: int, mode: str) -> tuple:
         def bound(name: str, fn: Callable) -> Callable:
             def call(*args, **kwargs):
-                with self.task_context(task_id, mode):
+                lockstep = self.lockstep(mode)
+                if name == "forward" and lockstep.is_member(task_id):  # waits for the other tasks: no lock held
+                    return lockstep.forward(task_id, *args, **kwargs)
+                with self._policy_lock, self.task_context(task_id, mode):
                     out = fn(*args, **kwargs)
                     if name == "forward":
                         self._after_inference_step(task_id, mode)
@@ -106,15 +123,73 @@ class MultiTaskPolicyMixin:
             return call
         return type(interface)(*[bound(name, fn) for name, fn in zip(interface._fields, interface)])
 
-    def _after_inference_step(self, task_id: int, mode: str) -> None:
+    # ------------------------------------------------------------------ lockstep collect / eval (engine='batched')
+    @property
+    def _policy_lock(self) -> threading.RLock:
+        """Serialises the task-bound calls of workers running in threads (they swap per-task state in and out)."""
+        return self.__dict__.setdefault("_lock", threading.RLock())
+
+    def lockstep(self, mode: str) -> LockstepInference:
+        """The barrier through which the task-bound ``mode`` workers of one lockstep round share each forward."""
+        barriers = self.__dict__.setdefault("_lockstep", {})
+        if mode not in barriers:
+            barriers[mode] = LockstepInference(lambda requests: self.lockstep_forward(mode, requests))
+        return barriers[mode]
+
+    def lockstep_forward(self, mode: str, requests: Dict[int, Request]) -> Dict[int, Dict[int, Any]]:
+        """lightzero's ``_forward_collect`` / ``_forward_eval`` once per :func:`forward_groups` group (one group on
+        most steps): one initial inference and one MCTS search over every task's roots, in row mode."""
+        with self._policy_lock:
+            states = {t: self._task_state(t, mode) for t in requests}
+            dims = self._model.world_model._action_dims
+            outputs = {}
+            for tasks in forward_groups(requests, states, dims, self._continuous_actions):
+                outputs.update(self._forward_group(mode, tasks, requests, states))
+                for task_id in tasks:
+                    self._after_inference_step(task_id, mode, lockstep=True)
+            return outputs
+
+    def _forward_group(self, mode: str, tasks: List[int], requests: Dict[int, Request],
+                       states: Dict[int, Dict[str, Any]]) -> Dict[int, Dict[int, Any]]:
+        args, kwargs, offsets = combine_requests(requests, tasks, mode)
+        env_num_key = "collector_env_num" if mode == "collect" else "evaluator_env_num"
+        saved = {name: getattr(self, name, None) for name in _STATE_ATTRS[mode]}
+        first = states[tasks[0]]  # config and MCTS of the group's first task: the keys they read are shared
+        mcts_name = "_mcts_collect" if mode == "collect" else "_mcts_eval"
+        self._cfg, mcts = first["_cfg"], first[mcts_name]
+        setattr(self, mcts_name, mcts)
+        self.last_batch_obs = torch.cat([states[t]["last_batch_obs"] for t in tasks])
+        self.last_batch_action = [a for t in tasks for a in states[t]["last_batch_action"]]
+        setattr(self, env_num_key, args[0].shape[0])
+        try:
+            with self._model.acting_for(task_rows_of(tasks, requests), cache_key=mode):
+                output = getattr(self, f"_forward_{mode}")(*args, **kwargs)
+            for task_id, offset in zip(tasks, offsets):  # each task keeps its rows of the state lightzero updated
+                rows = slice(offset, offset + requests[task_id][0][0].shape[0])
+                states[task_id]["last_batch_obs"] = self.last_batch_obs[rows]
+                states[task_id]["last_batch_action"] = list(self.last_batch_action[rows])
+        finally:
+            for name, value in saved.items():
+                setattr(self, name, value)
+        return split_output(output, tasks, offsets, requests)
+
+    def _task_state(self, task_id: int, mode: str) -> Dict[str, Any]:
+        states = self.__dict__.setdefault("_task_states", {})
+        if (task_id, mode) not in states:
+            states[(task_id, mode)] = self._initial_task_state(task_id, mode)
+        return states[(task_id, mode)]
+
+    def _after_inference_step(self, task_id: int, mode: str, lockstep: bool = False) -> None:
         """Clears the bound task's KV caches every ``cache_clear_interval`` collect/eval steps:
         lightzero's collector does so only for policy type 'unizero', and its evaluator never does,
-        so caches (keyed by latent hashes) would otherwise grow for a whole long episode."""
+        so caches (keyed by latent hashes) would otherwise grow for a whole long episode. Lockstep
+        forwards share one cache namespace per task group: every task's interval clears all of them."""
         counts = self.__dict__.setdefault("_inference_steps", {})
         counts[(task_id, mode)] = counts.get((task_id, mode), 0) + 1
         interval = self._cfg.cache_clear_interval
         if interval and counts[(task_id, mode)] % interval == 0:
-            self._model.world_model.clear_task_caches()
+            world_model = self._model.world_model
+            world_model.clear_caches() if lockstep else world_model.clear_task_caches()
 
     @contextmanager
     def task_context(self, task_id: int, mode: str) -> Iterator[None]:
@@ -124,10 +199,8 @@ class MultiTaskPolicyMixin:
             raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
         states = self.__dict__.setdefault("_task_states", {})
         key = (task_id, mode)
-        if key not in states:
-            states[key] = self._initial_task_state(task_id, mode)
         saved = {name: getattr(self, name, None) for name in _STATE_ATTRS[mode]}
-        for name, value in states[key].items():
+        for name, value in self._task_state(task_id, mode).items():
             setattr(self, name, value)
         try:
             with self._model.bind_task(task_id):
@@ -151,6 +224,8 @@ class MultiTaskPolicyMixin:
 
     # ------------------------------------------------------------------ learning
     def _init_learn(self) -> None:
+        if self._cfg.engine not in ENGINES:
+            raise ValueError(f"policy.engine must be one of {sorted(ENGINES)}, got {self._cfg.engine!r}")
         super()._init_learn()
         # Rebuilt over every parameter: the parent's optimizer drops frozen ones (see build_optimizer).
         self._optimizer_world_model = build_optimizer(
@@ -178,8 +253,7 @@ class MultiTaskPolicyMixin:
         diagnose = self._diagnostics_due()
         probe = DormantNeuronProbe.for_transformer(self._learn_model) if diagnose else contextlib.nullcontext()
         with probe:
-            for task_id, current_batch, target_batch in task_batches:
-                losses, task_log = self._task_loss(task_id, current_batch, target_batch)
+            for task_id, (losses, task_log) in self._task_losses(task_batches).items():
                 task_losses[task_id] = losses.loss_total * (1.0 if weights is None else weights[task_id])
                 log.update({f"task{task_id}/{name}": value for name, value in task_log.items()})
                 if diagnose and "latent_state_l2_norms" in task_log:  # lightzero's mean L2 norm of the encoder latents
@@ -243,22 +317,25 @@ class MultiTaskPolicyMixin:
         freq = self._cfg.diagnostics_freq
         return bool(freq) and step % freq == 0
 
-    def _task_loss(self, task_id: int, current_batch: Sequence[Any], target_batch: Sequence[Any]):
-        cfg = self.task_cfg(task_id)
-        batch, stats = build_world_model_batch(
-            current_batch, target_batch, observation_shape=cfg.model.observation_shape, policy_cfg=cfg,
-            support=self.value_support, continuous_actions=self._continuous_actions,
-        )
-        losses = self._learn_model.world_model.compute_loss(
-            batch, self._target_model.world_model.tokenizer, self.inverse_scalar_transform_handle, task_id=task_id
-        )
-        task_log = dict(stats, loss_total=losses.loss_total.item())
-        for name, value in losses.intermediate_losses.items():
-            if isinstance(value, torch.Tensor) and value.numel() == 1:
-                task_log[name] = value.item()
-            elif isinstance(value, (int, float)):
-                task_log[name] = float(value)
-        return losses, task_log
+    def _task_losses(self, task_batches: Sequence[TaskBatch]) -> Dict[int, Tuple[Any, Dict[str, float]]]:
+        """``{task_id: (losses, log)}``: from one world-model forward over every task's rows (``engine='batched'``),
+        or task by task (``'per_task'``); both give the same losses and gradients."""
+        batches, stats = {}, {}
+        for task_id, current_batch, target_batch in task_batches:
+            cfg = self.task_cfg(task_id)
+            batches[task_id], stats[task_id] = build_world_model_batch(
+                current_batch, target_batch, observation_shape=cfg.model.observation_shape, policy_cfg=cfg,
+                support=self.value_support, continuous_actions=self._continuous_actions,
+            )
+        world_model, target_tokenizer = self._learn_model.world_model, self._target_model.world_model.tokenizer
+        if not batches:
+            losses = {}
+        elif self._cfg.engine == "batched":
+            losses = world_model.compute_task_losses(batches, target_tokenizer, self.inverse_scalar_transform_handle)
+        else:
+            losses = {t: world_model.compute_loss(batch, target_tokenizer, self.inverse_scalar_transform_handle,
+                                                  task_id=t) for t, batch in batches.items()}
+        return {t: (task_losses, _loss_log(task_losses, stats[t])) for t, task_losses in losses.items()}
 
     def _monitor_vars_learn(self) -> List[str]:
         return super()._monitor_vars_learn() + ["num_task_batches"]

@@ -33,6 +33,10 @@ MULTITASK_POLICY_KEYS = dict(
     task_id=0,
     # (list[float] | None) Per-task weights of the summed loss; None weighs every task 1.
     task_loss_weights=None,
+    # (str) Multi-task engine: 'batched' runs every task's batch through one world-model forward per learn step
+    # (and collects all tasks in lockstep, one search over every task's roots); 'per_task' runs them one after
+    # another (lightzero's single-task code per task). Both give the same losses and gradients.
+    engine='batched',
     # (int) Learn steps between training diagnostics (per-task gradient cosine on the transformer, dormant-neuron
     # ratio of its FFNs, per-task expert usage), logged under ``diag/``; 0 turns them off. Each costs one extra
     # partial backward per task on that step.

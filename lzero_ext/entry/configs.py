@@ -27,7 +27,28 @@ SHARED_POLICY_KEYS = (
     "task_num",
     "num_unroll_steps",
     "dps",  # one curriculum and one set of adapters for the shared model
+    # Run-level learner settings: one optimizer, one clip, one target model and one engine serve every task, so a
+    # per-task value would be silently ignored (the learner reads the first task's).
+    "engine",
+    "learning_rate",
+    "weight_decay",
+    "grad_clip_value",
+    "target_update_theta",
+    "cos_lr_scheduler",
+    "task_loss_weights",
+    "diagnostics_freq",
+    "replay_ratio",
+    "update_per_collect",
+    "cache_clear_interval",
 )
+# lightzero UniZero keys that ScaleZero's learn step does not honour, with the only value it supports.
+UNSUPPORTED_POLICY_KEYS = {
+    "use_augmentation": False,
+    "model.frame_stack_num": 1,
+    "accumulation_steps": 1,
+    "piecewise_decay_lr_scheduler": False,
+    "model.world_model_cfg.analysis_dormant_ratio": False,
+}
 SHARED_CREATE_KEYS = ("policy.type",)
 MIN_UNROLL_STEPS = 4  # lightzero's WorldModel.compute_loss raises IndexError for shorter unrolls
 DISCRETE_SHARED_KEYS = ("model.action_space_size",)  # discrete tasks share one action embedding
@@ -57,8 +78,13 @@ def validate_task_configs(task_configs: Sequence[TaskConfig]) -> None:
             if _get(main.policy, key) != _get(first_main.policy, key):
                 raise TaskConfigError(
                     f"task {task_id} has policy.{key}={_get(main.policy, key)!r} but task 0 has "
-                    f"{_get(first_main.policy, key)!r}; all tasks share one model, so it must match"
+                    f"{_get(first_main.policy, key)!r}; all tasks share one model and learner, so it must match"
                 )
+        for key, supported in UNSUPPORTED_POLICY_KEYS.items():
+            value = _get(main.policy, key)
+            if value is not None and value != supported:
+                raise TaskConfigError(f"task {task_id} sets policy.{key}={value!r}; ScaleZero's multi-task learn step "
+                                      f"does not implement it (only {supported!r})")
         for key in SHARED_CREATE_KEYS:
             if _get(create, key) != _get(first_create, key):
                 raise TaskConfigError(f"task {task_id} has create_config.{key}={_get(create, key)!r}, task 0 has {_get(first_create, key)!r}")

@@ -7,6 +7,7 @@ tasks split over ranks each rank owns its tasks, so they are built and run in a 
 (:func:`rank_local`; the collector reads the rank only when built, the evaluator on every ``eval``).
 """
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -27,17 +28,29 @@ from lzero_ext.summary import TaskRecord
 BUFFER_CLASSES = {"scalezero": UniZeroGameBuffer, "sampled_scalezero": SampledUniZeroGameBuffer}
 
 
+_RANK_LOCAL_LOCK = threading.Lock()
+_RANK_LOCAL_DEPTH: Dict[Any, Tuple[int, Any, Any]] = {}  # module -> (depth, its get_rank, its get_world_size)
+
+
 @contextmanager
 def rank_local(*modules: Any) -> Iterator[None]:
-    """Make lightzero worker modules see a one-process world while one rank works on its own tasks."""
-    saved = [(m, m.get_rank, m.get_world_size) for m in modules]
-    for module in modules:
-        module.get_rank, module.get_world_size = (lambda: 0), (lambda: 1)
+    """Make lightzero worker modules see a one-process world while one rank works on its own tasks.
+    Re-entrant and thread-safe (lockstep workers of several tasks nest it): the outermost exit restores."""
+    with _RANK_LOCAL_LOCK:
+        for module in modules:
+            depth, get_rank, get_world_size = _RANK_LOCAL_DEPTH.get(module, (0, module.get_rank, module.get_world_size))
+            _RANK_LOCAL_DEPTH[module] = (depth + 1, get_rank, get_world_size)
+            module.get_rank, module.get_world_size = (lambda: 0), (lambda: 1)
     try:
         yield
     finally:
-        for module, get_rank, get_world_size in saved:
-            module.get_rank, module.get_world_size = get_rank, get_world_size
+        with _RANK_LOCAL_LOCK:
+            for module in modules:
+                depth, get_rank, get_world_size = _RANK_LOCAL_DEPTH.pop(module)
+                if depth > 1:
+                    _RANK_LOCAL_DEPTH[module] = (depth - 1, get_rank, get_world_size)
+                else:
+                    module.get_rank, module.get_world_size = get_rank, get_world_size
 
 
 @dataclass

@@ -13,7 +13,8 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Sequence
+from functools import partial
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 from ding.policy import create_policy
@@ -24,6 +25,7 @@ from lzero_ext.checkpoint import CheckpointError, capture_rng_state, load_checkp
 from lzero_ext.distributed import all_gather_object, all_reduce_scalar, broadcast_module, init_distributed, split_tasks
 from lzero_ext.entry.configs import TaskConfig, compile_task_configs, validate_task_configs
 from lzero_ext.entry.dps_curriculum import DPSCurriculum, active_tasks
+from lzero_ext.entry.lockstep_round import run_in_lockstep
 from lzero_ext.entry.run_logging import DiagnosticsRecorder, quiet_worker_chatter
 from lzero_ext.entry.task_runtime import TaskRuntime
 from lzero_ext.summary import plot_learning_curves, print_summary_table, summarize, write_summary
@@ -95,21 +97,25 @@ class MultiTaskTrainer:
         return active_tasks(self.tasks, self.dps)
 
     def evaluate(self, force: bool = False) -> None:
-        for task in self.active:
-            first = not task.record.history  # lightzero's should_eval(0) is False; we want the baseline point
-            if force or first or task.evaluator.should_eval(self.train_iter):
-                mean_return = task.evaluate(self.train_iter)
-                logger.info(f"[eval] {task.name}: mean return {mean_return:.2f} at {task.env_steps} env steps")
+        # lightzero's should_eval(0) is False; the first evaluation gives the baseline point
+        due = [task for task in self.active
+               if force or not task.record.history or task.evaluator.should_eval(self.train_iter)]
+        returns = self._run_tasks("eval", {task.task_id: partial(task.evaluate, self.train_iter) for task in due})
+        for task in due:
+            logger.info(f"[eval] {task.name}: mean return {returns[task.task_id]:.2f} at {task.env_steps} env steps")
 
     def collect(self) -> int:
         """One collection round for every task with budget left; returns the transitions collected here."""
-        collected = 0
-        for task in self.active:
-            if task.env_steps < self.max_env_step:
-                before = task.env_steps
-                task.collect(self.train_iter)
-                collected += task.env_steps - before
-        return collected
+        todo = [task for task in self.active if task.env_steps < self.max_env_step]
+        before = {task.task_id: task.env_steps for task in todo}
+        self._run_tasks("collect", {task.task_id: partial(task.collect, self.train_iter) for task in todo})
+        return sum(task.env_steps - before[task.task_id] for task in todo)
+
+    def _run_tasks(self, mode: str, jobs: Dict[int, Callable[[], Any]]) -> Dict[int, Any]:
+        """Every task's worker call: in lockstep (one forward per step for all of them) with engine='batched'."""
+        if self.cfg.engine == "batched":
+            return run_in_lockstep(self.policy, mode, jobs)
+        return {task_id: job() for task_id, job in jobs.items()}
 
     def updates_this_round(self, collected_here: int) -> int:
         """Replay ratio over the mean per-task transitions (same count on every rank)."""

@@ -162,12 +162,13 @@ class ScaleZeroModel(UniZeroModel):
         """Bind ``task_id`` now; ``with model.bind_task(t):`` restores the previous task on exit."""
         return self.world_model.bind_task(task_id)
 
-    def acting_for(self, task_id: TaskIds) -> Any:
-        """A context acting for one task (an int; None: the bound task) or for a mixed batch (one id per row)."""
+    def acting_for(self, task_id: TaskIds, *, cache_key: Any = None) -> Any:
+        """A context acting for one task (an int; None: the bound task) or for a mixed batch (one id per row).
+        A mixed batch's KV caches live in a namespace of its tasks and ``cache_key`` (e.g. collect vs eval)."""
         if task_id is None or isinstance(task_id, (int, np.integer)):
             return self.bind_task(task_id)
         rows = task_id if isinstance(task_id, TaskRows) else TaskRows.from_task_ids(task_id)
-        return self.world_model.rows(rows, inference=True)
+        return self.world_model.rows(rows, inference=True, cache_key=cache_key)
 
     def initial_inference(self, obs_batch: Tensor, action_batch: Optional[Any] = None,
                           current_obs_batch: Optional[Tensor] = None, start_pos: Any = 0,

@@ -51,7 +51,7 @@ _CACHE_ATTRS = (
     'shared_pool_index_init_envs', 'shared_pool_wm', 'shared_pool_index_wm', 'latent_state',
     'env_num', 'shared_pool_size', 'shared_pool_size_wm',  # sized per namespace: row mode serves every task's envs
 )
-ROWS_NAMESPACE = 'rows'  # the cache namespace of row-mode inference: env slot i of the mixed batch is one (task, env)
+ROWS_NAMESPACE = 'rows'  # row-mode inference caches: env slot i of a mixed batch is one (task, env)
 
 
 class TaskBinding:
@@ -263,13 +263,14 @@ class MultiTaskWorldModel(WorldModel):
         self.action_space_size = self._action_dims[task_id]
 
     @contextmanager
-    def rows(self, rows: TaskRows, *, inference: bool = False) -> Iterator['MultiTaskWorldModel']:
+    def rows(self, rows: TaskRows, *, inference: bool = False, cache_key: Any = None) -> Iterator['MultiTaskWorldModel']:
         """Row mode: every forward inside acts on a mixed batch whose rows belong to ``rows``' tasks (one
         encoder, transformer and head pass for all of them; see ``lzero_ext.model.task_routing``).
 
-        ``inference=True`` (lightzero's initial/recurrent inference) uses one cache namespace for all rows:
-        env slot i of the mixed batch is one (task, env) pair, so its KV caches never mix with another's. The
-        tasks must then share one action dim (lightzero reshapes actions by ``action_space_size``)."""
+        ``inference=True`` (lightzero's initial/recurrent inference) uses one cache namespace per row layout
+        (tasks and their row counts) and ``cache_key``: env slot i of the mixed batch is one (task, env) pair, so
+        its KV caches never mix with another's. The tasks must then share one action dim (lightzero reshapes
+        actions by ``action_space_size``)."""
         dims = {self._action_dims[t] for t in rows.tasks}
         if inference and len(dims) > 1:
             raise ValueError(f"mixed-batch inference needs one action dim, tasks {rows.tasks} have {sorted(dims)}: "
@@ -283,7 +284,7 @@ class MultiTaskWorldModel(WorldModel):
         first = rows.tasks[0]
         self.task_rows = rows
         if inference:
-            self._use_cache_namespace(ROWS_NAMESPACE, max(self.config.env_num, rows.num_rows))
+            self._use_cache_namespace((ROWS_NAMESPACE, cache_key, rows.segments), max(self.config.env_num, rows.num_rows))
         if self._task_configs is not None and len(dims) == 1:
             self.config = self._task_configs[first]
         self.action_space_size = max(dims)
