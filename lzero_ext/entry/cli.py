@@ -37,6 +37,8 @@ def scalezero_arg_parser(doc: str, *, presets: Mapping[str, Any], default_preset
                         help="Dynamic Parameter Scaling: staged LoRA adapters added as tasks get solved; solved tasks stop")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --exp-name")
     parser.add_argument("--save-replay-buffer", action="store_true", help="also checkpoint the replay buffers")
+    parser.add_argument("--per-task", action="store_true",
+                        help="task-by-task engine (one forward per task) instead of the batched one, for comparison")
     return parser
 
 
@@ -63,6 +65,8 @@ def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]]
 
     try:
         configs = build_configs()
+        for main, _ in configs:
+            main.policy.engine = "per_task" if args.per_task else "batched"
         train_scalezero(configs, seed=args.seed, max_train_iter=args.max_train_iter, resume=args.resume,
                         save_replay_buffer=args.save_replay_buffer, **train_kwargs)
     except (ValueError, CheckpointError, FileNotFoundError) as error:  # bad input: one clear line
