@@ -218,3 +218,32 @@ def test_task_rows_validation():
     with pytest.raises(ValueError, match="one action dim"):
         with model.world_model.rows(TaskRows.from_sizes([(0, 1), (1, 1)]), inference=True):
             pass
+
+
+# ---------------------------------------------------------------- one run config
+@pytest.mark.parametrize("key, value", [("learning_rate", 3e-4), ("grad_clip_value", 1.0), ("engine", "per_task"),
+                                        ("task_loss_weights", [1.0, 2.0]), ("diagnostics_freq", 7),
+                                        ("target_update_theta", 0.5)])
+def test_a_run_level_key_set_differently_on_two_tasks_is_a_clear_error(key, value, tmp_path):
+    from lzero_ext.entry.configs import TaskConfigError, validate_task_configs
+    from zoo.atari.config.scalezero_multitask_config import build_configs
+
+    configs = build_configs("smoke", exp_name=str(tmp_path), cuda=False)
+    configs[1][0].policy[key] = value
+    with pytest.raises(TaskConfigError, match=f"task 1 has policy.{key}="):
+        validate_task_configs(configs)
+
+
+@pytest.mark.parametrize("key, value", [("use_augmentation", True), ("accumulation_steps", 2),
+                                        ("model.frame_stack_num", 4)])
+def test_lightzero_keys_the_learn_step_ignores_are_rejected(key, value, tmp_path):
+    from lzero_ext.entry.configs import TaskConfigError, validate_task_configs
+    from zoo.atari.config.scalezero_multitask_config import build_configs
+
+    configs = build_configs("smoke", exp_name=str(tmp_path), cuda=False)
+    target, *path = [configs[0][0].policy] + key.split(".")
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    with pytest.raises(TaskConfigError, match=f"policy.{key}={value!r}.*does not implement"):
+        validate_task_configs(configs)
