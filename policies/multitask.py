@@ -22,6 +22,7 @@ from ding.utils import deep_merge_dicts
 from easydict import EasyDict
 from lzero.entry.utils import initialize_zeros_batch
 
+from lzero_ext.amp import autocast, compile_world_model
 from lzero_ext.diagnostics import (DEFAULT_PREFIX, KEY_LATENT_NORM, DormantNeuronProbe, expert_usage_log,
                                    expert_usage_metrics, gradient_conflict, shared_backbone_parameters)
 from lzero_ext.distributed import average_gradients, get_world_size
@@ -98,7 +99,7 @@ class MultiTaskPolicyMixin:
     def _bind_interface(self, interface: tuple, task_id: int, mode: str) -> tuple:
         def bound(name: str, fn: Callable) -> Callable:
             def call(*args, **kwargs):
-                with self.task_context(task_id, mode):
+                with self.task_context(task_id, mode), autocast(self._cfg.amp, self._cfg.device, self._model):
                     out = fn(*args, **kwargs)
                     if name == "forward":
                         self._after_inference_step(task_id, mode)
@@ -156,6 +157,7 @@ class MultiTaskPolicyMixin:
         self._optimizer_world_model = build_optimizer(
             self._model.world_model, learning_rate=self._cfg.learning_rate, weight_decay=self._cfg.weight_decay
         )
+        compile_world_model(self._learn_model, device=self._cfg.device, enabled=self._cfg.compile)
         self.lr_scheduler = None
         if self._cfg.cos_lr_scheduler:
             self.lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self._optimizer_world_model, 1e5, eta_min=0)
@@ -249,9 +251,10 @@ class MultiTaskPolicyMixin:
             current_batch, target_batch, observation_shape=cfg.model.observation_shape, policy_cfg=cfg,
             support=self.value_support, continuous_actions=self._continuous_actions,
         )
-        losses = self._learn_model.world_model.compute_loss(
-            batch, self._target_model.world_model.tokenizer, self.inverse_scalar_transform_handle, task_id=task_id
-        )
+        with autocast(self._cfg.amp, self._cfg.device):  # bf16 forward and loss; backward runs outside
+            losses = self._learn_model.world_model.compute_loss(
+                batch, self._target_model.world_model.tokenizer, self.inverse_scalar_transform_handle, task_id=task_id
+            )
         task_log = dict(stats, loss_total=losses.loss_total.item())
         for name, value in losses.intermediate_losses.items():
             if isinstance(value, torch.Tensor) and value.numel() == 1:

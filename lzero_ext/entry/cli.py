@@ -37,6 +37,10 @@ def scalezero_arg_parser(doc: str, *, presets: Mapping[str, Any], default_preset
                         help="Dynamic Parameter Scaling: staged LoRA adapters added as tasks get solved; solved tasks stop")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --exp-name")
     parser.add_argument("--save-replay-buffer", action="store_true", help="also checkpoint the replay buffers")
+    parser.add_argument("--amp", choices=["off", "bf16"], default="off",
+                        help="bf16 autocast of the learn step and inference (for GPUs; default off)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the world model (eager, with a warning, where it cannot compile)")
     return parser
 
 
@@ -63,6 +67,8 @@ def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]]
 
     try:
         configs = build_configs()
+        for main, _ in configs:  # --amp / --compile: policy keys amp and compile (lzero_ext.amp)
+            main.policy.update(amp=args.amp, compile=args.compile)
         train_scalezero(configs, seed=args.seed, max_train_iter=args.max_train_iter, resume=args.resume,
                         save_replay_buffer=args.save_replay_buffer, **train_kwargs)
     except (ValueError, CheckpointError, FileNotFoundError) as error:  # bad input: one clear line
