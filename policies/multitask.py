@@ -23,6 +23,7 @@ from ding.utils import deep_merge_dicts
 from easydict import EasyDict
 from lzero.entry.utils import initialize_zeros_batch
 
+from lzero_ext.amp import autocast, compile_world_model
 from lzero_ext.diagnostics import (DEFAULT_PREFIX, KEY_LATENT_NORM, DormantNeuronProbe, expert_usage_log,
                                    expert_usage_metrics, gradient_conflict, shared_backbone_parameters)
 from lzero_ext.distributed import average_gradients, get_world_size
@@ -115,7 +116,8 @@ class MultiTaskPolicyMixin:
                 lockstep = self.lockstep(mode)
                 if name == "forward" and lockstep.is_member(task_id):  # waits for the other tasks: no lock held
                     return lockstep.forward(task_id, *args, **kwargs)
-                with self._policy_lock, self.task_context(task_id, mode):
+                with self._policy_lock, self.task_context(task_id, mode), \
+                        autocast(self._cfg.amp, self._cfg.device, self._model):
                     out = fn(*args, **kwargs)
                     if name == "forward":
                         self._after_inference_step(task_id, mode)
@@ -162,7 +164,8 @@ class MultiTaskPolicyMixin:
         self.last_batch_action = [a for t in tasks for a in states[t]["last_batch_action"]]
         setattr(self, env_num_key, args[0].shape[0])
         try:
-            with self._model.acting_for(task_rows_of(tasks, requests), cache_key=mode):
+            with self._model.acting_for(task_rows_of(tasks, requests), cache_key=mode), \
+                    autocast(self._cfg.amp, self._cfg.device, self._model):
                 output = getattr(self, f"_forward_{mode}")(*args, **kwargs)
             for task_id, offset in zip(tasks, offsets):  # each task keeps its rows of the state lightzero updated
                 rows = slice(offset, offset + requests[task_id][0][0].shape[0])
@@ -231,6 +234,7 @@ class MultiTaskPolicyMixin:
         self._optimizer_world_model = build_optimizer(
             self._model.world_model, learning_rate=self._cfg.learning_rate, weight_decay=self._cfg.weight_decay
         )
+        compile_world_model(self._learn_model, device=self._cfg.device, enabled=self._cfg.compile)
         self.lr_scheduler = None
         if self._cfg.cos_lr_scheduler:
             self.lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self._optimizer_world_model, 1e5, eta_min=0)
@@ -328,13 +332,14 @@ class MultiTaskPolicyMixin:
                 support=self.value_support, continuous_actions=self._continuous_actions,
             )
         world_model, target_tokenizer = self._learn_model.world_model, self._target_model.world_model.tokenizer
-        if not batches:
-            losses = {}
-        elif self._cfg.engine == "batched":
-            losses = world_model.compute_task_losses(batches, target_tokenizer, self.inverse_scalar_transform_handle)
-        else:
-            losses = {t: world_model.compute_loss(batch, target_tokenizer, self.inverse_scalar_transform_handle,
-                                                  task_id=t) for t, batch in batches.items()}
+        with autocast(self._cfg.amp, self._cfg.device):  # bf16 forward and loss; backward runs outside
+            if not batches:
+                losses = {}
+            elif self._cfg.engine == "batched":
+                losses = world_model.compute_task_losses(batches, target_tokenizer, self.inverse_scalar_transform_handle)
+            else:
+                losses = {t: world_model.compute_loss(batch, target_tokenizer, self.inverse_scalar_transform_handle,
+                                                      task_id=t) for t, batch in batches.items()}
         return {t: (task_losses, _loss_log(task_losses, stats[t])) for t, task_losses in losses.items()}
 
     def _monitor_vars_learn(self) -> List[str]:

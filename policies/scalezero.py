@@ -44,6 +44,12 @@ MULTITASK_POLICY_KEYS = dict(
     # (int) Collect/eval steps of one task between clearing that task's inference KV caches (lightzero clears every
     # 200 steps in its collector for policy type 'unizero' only, never in its evaluator); 0 never clears mid-round.
     cache_clear_interval=200,
+    # (str) Mixed precision of the learn step and of collect/eval inference: 'off' or 'bf16' (torch.autocast, for
+    # GPUs; see lzero_ext.amp). Off by default.
+    amp='off',
+    # (bool) torch.compile the world model's transformer blocks and encoder (lzero_ext.amp); where it cannot compile,
+    # a warning says so and they run eagerly. Off by default.
+    compile=False,
     # Dynamic Parameter Scaling (REFERENCE.md section 4): staged LoRA adapters on the transformer's attention and
     # expert linears, a new one trained (backbone frozen) each time enough tasks are solved; solved tasks stop.
     dps=dict(

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lzero_ext.model import moe as moe_module
@@ -38,7 +39,7 @@ def test_one_expert_equals_dense_ffn(expert_type, dense_cls):
 
 def test_expert_linears_are_named_for_lora():
     names = {name for name, module in MoEFeedForward(8, num_experts=2).named_modules() if isinstance(module, nn.Linear)}
-    assert {"gate", "experts.0.w1", "experts.0.w2", "experts.0.w3", "shared_experts.0.w1"} <= names
+    assert {"gate", "experts.0.w1", "experts.0.w2", "experts.0.w3", "shared_experts.0.fc1"} <= names
     assert MoEFeedForward(8, num_experts=2).gate.bias is None
     gelu_names = {n for n, _ in MoEFeedForward(8, num_experts=2, expert_type="gelu").named_modules()}
     assert {"experts.1.fc1", "experts.1.fc2"} <= gelu_names
@@ -193,6 +194,24 @@ def test_moe_statistics():
     assert "usage_per_task" not in moe_statistics(logits, top_k=1)
 
 
+def test_shared_expert_is_the_authors_gelu_mlp_by_default():
+    """Shared expert: Linear(D, 4D) -> GELU -> Linear(4D, D) with biases; routed experts stay SwiGLU."""
+    dim = 256
+    moe = MoEFeedForward(dim, num_experts=2)
+    shared = moe.shared_experts[0]
+    assert isinstance(shared, GELUExpert) and all(isinstance(e, SwiGLUExpert) for e in moe.experts)
+    assert shared.fc1.weight.shape == (4 * dim, dim) and shared.fc2.weight.shape == (dim, 4 * dim)
+    assert shared.fc1.bias.shape == (4 * dim,) and shared.fc2.bias.shape == (dim,)
+    x = torch.randn(5, dim)
+    torch.testing.assert_close(shared(x), shared.fc2(F.gelu(shared.fc1(x))))
+    swiglu = MoEFeedForward(dim, num_experts=2, shared_expert_type="swiglu")
+    assert isinstance(swiglu.shared_experts[0], SwiGLUExpert)
+    count = lambda m: sum(p.numel() for p in m.shared_experts.parameters())  # noqa: E731
+    assert count(swiglu) - count(moe) == 3 * dim * 4 * dim - (2 * dim * 4 * dim + 4 * dim + dim) == 260_864
+    with pytest.raises(ValueError, match="shared_expert_type"):
+        MoEFeedForward(8, shared_expert_type="relu")
+
+
 def test_shared_expert_is_added():
     with_shared = MoEFeedForward(16, num_experts=4, top_k=2, num_shared_experts=1).eval()
     without_shared = MoEFeedForward(16, num_experts=4, top_k=2, num_shared_experts=0).eval()
@@ -268,8 +287,8 @@ def test_few_token_path_respects_hooks_and_wrapped_linears():
     """Forward hooks (the dormant-neuron probe) and LoRA wrappers must still run in eval/no-grad."""
     moe = MoEFeedForward(8, num_experts=2, top_k=1, num_shared_experts=1).eval()
     seen = []
-    handles = [expert.w2.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].shape[0]))
-               for expert in [*moe.experts, *moe.shared_experts]]
+    handles = [linear.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].shape[0]))
+               for linear in [*(expert.w2 for expert in moe.experts), moe.shared_experts[0].fc2]]
     with torch.no_grad():
         moe(torch.randn(2, 8))
     assert sum(seen) == 4  # 2 tokens through the shared expert + 2 through routed experts
@@ -280,7 +299,7 @@ def test_few_token_path_respects_hooks_and_wrapped_linears():
         def forward(self, x):
             return 2 * super().forward(x)
 
-    expert = moe.shared_experts[0]
+    expert = moe.experts[0]
     doubled = Doubling(expert.w2.in_features, 8, bias=False)
     doubled.weight = nn.Parameter(expert.w2.weight.detach().clone())
     x = torch.randn(2, 8)

@@ -274,15 +274,16 @@ def test_param_count_active_excludes_unrouted_experts():
     model = discrete_model(moe=dict(enabled=True, num_experts=4, top_k=1))
     counts = count_parameters(model)
     routed = sum(p.numel() for block in model.world_model.transformer.blocks for p in block.mlp.experts.parameters())
-    assert counts['experts']['total'] == routed
+    assert counts['routed_experts']['total'] == routed
     assert counts['all']['total'] == sum(p.numel() for p in model.parameters())
     assert counts['all']['total'] - counts['all']['active'] == pytest.approx(
         (4 - 1) / 4 * routed + sum(counts[p]['total'] - counts[p]['active'] for p in ('encoder', 'heads',
                                                                                      'embeddings')))
-    assert counts['experts']['total'] - counts['experts']['active'] == pytest.approx(3 / 4 * routed)
+    assert counts['routed_experts']['total'] - counts['routed_experts']['active'] == pytest.approx(3 / 4 * routed)
     assert counts['heads']['active'] == pytest.approx(counts['heads']['total'] / 2)  # one of two task copies
-    assert 'experts' in format_parameter_table(counts)
-    assert count_parameters(discrete_model(moe=dict(enabled=False)))['experts']['total'] == 0
+    assert 'routed_experts' in format_parameter_table(counts)
+    dense = count_parameters(discrete_model(moe=dict(enabled=False)))
+    assert dense['routed_experts']['total'] == 0 and dense['ffn']['total'] > 0
 
 
 # ---------------------------------------------------------------- lightzero MCTS on a bound task

@@ -18,6 +18,7 @@ BENCHMARKS: Dict[str, str] = {
     "collect": "lzero_ext.bench.collect",  # env steps/s with MCTS vs lightzero's UniZero collector
     "learning": "lzero_ext.bench.learning",  # returns of UniZero per task vs multi-task dense vs MoE, 3 seeds
     "engine": "lzero_ext.bench.engine",  # batched multi-task engine vs task by task: collection and learn step
+    "full_size": "lzero_ext.bench.full_size",  # a paper preset at full model size: build, collect, 2 learn steps
 }
 
 

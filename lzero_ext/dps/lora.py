@@ -248,7 +248,7 @@ def apply_staged_lora(model: nn.Module, *, num_stages: int, rank: int, alpha: fl
         >>> cfg = EasyDict(embed_dim=16, num_heads=2, num_layers=1, gru_gating=False, embed_pdrop=0.,
         ...                attn_pdrop=0., resid_pdrop=0., max_tokens=4, rotary_emb=False)
         >>> net = ScaleZeroTransformer(cfg, moe=dict(enabled=True, num_experts=2, top_k=1, num_shared_experts=1,
-        ...                                        expert_type='swiglu', hidden_dim=None))
+        ...                                        expert_type='swiglu', shared_expert_type='gelu', hidden_dim=None))
         >>> names = apply_staged_lora(net, num_stages=3, rank=4, alpha=8.0)
         >>> len(names), names[0], names[-1]
         (10, 'blocks.0.attn.query', 'blocks.0.mlp.experts.1.w2')

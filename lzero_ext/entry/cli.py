@@ -39,6 +39,10 @@ def scalezero_arg_parser(doc: str, *, presets: Mapping[str, Any], default_preset
     parser.add_argument("--save-replay-buffer", action="store_true", help="also checkpoint the replay buffers")
     parser.add_argument("--per-task", action="store_true",
                         help="task-by-task engine (one forward per task) instead of the batched one, for comparison")
+    parser.add_argument("--amp", choices=["off", "bf16"], default="off",
+                        help="bf16 autocast of the learn step and inference (for GPUs; default off)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the world model (eager, with a warning, where it cannot compile)")
     return parser
 
 
@@ -65,8 +69,8 @@ def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]]
 
     try:
         configs = build_configs()
-        for main, _ in configs:
-            main.policy.engine = "per_task" if args.per_task else "batched"
+        for main, _ in configs:  # --per-task: policy key engine; --amp / --compile: amp and compile (lzero_ext.amp)
+            main.policy.update(engine="per_task" if args.per_task else "batched", amp=args.amp, compile=args.compile)
         train_scalezero(configs, seed=args.seed, max_train_iter=args.max_train_iter, resume=args.resume,
                         save_replay_buffer=args.save_replay_buffer, **train_kwargs)
     except (ValueError, CheckpointError, FileNotFoundError) as error:  # bad input: one clear line

@@ -4,6 +4,9 @@ The FFN sublayer of every transformer block becomes ``num_experts`` routed exper
 ``num_shared_experts`` always-on experts (REFERENCE.md section 3). Routing is Switch style:
 
 * a bias-free ``gate = nn.Linear(D, E)`` gives router logits (no task id in the gate);
+* routed experts are SwiGLU (bias-free); the shared expert is, as the authors built it, a GELU
+  MLP ``Linear(D, 4D) -> GELU -> Linear(4D, D)`` with biases (``shared_expert_type``; SwiGLU is
+  an option);
 * softmax over **all** experts in float32, *then* top-k, so the gate value of the chosen expert
   depends on the logits and the router is trained even at k = 1 (REFERENCE.md section 8,
   pitfall 1); for k > 1 the k weights are renormalised to sum to 1;
@@ -125,7 +128,9 @@ class MoEFeedForward(nn.Module):
         num_experts: number of routed experts ``E``.
         top_k: experts per token, ``1 <= top_k <= num_experts``.
         num_shared_experts: always-on experts whose output is added to every token (0 allowed).
-        expert_type: ``"swiglu"`` or ``"gelu"`` (see ``EXPERT_TYPES``), used for all experts.
+        expert_type: ``"swiglu"`` or ``"gelu"`` (see ``EXPERT_TYPES``), the routed experts' type.
+        shared_expert_type: the always-on experts' type, ``"gelu"`` (the authors' D->4D->D MLP with
+            biases) or ``"swiglu"``.
         hidden_dim: expert hidden width, default ``4 * embed_dim``.
         dropout: dropout on each expert's output.
 
@@ -144,7 +149,8 @@ class MoEFeedForward(nn.Module):
     """
 
     def __init__(self, embed_dim: int, *, num_experts: int = 8, top_k: int = 1, num_shared_experts: int = 1,
-                 expert_type: str = "swiglu", hidden_dim: Optional[int] = None, dropout: float = 0.0) -> None:
+                 expert_type: str = "swiglu", shared_expert_type: str = "gelu", hidden_dim: Optional[int] = None,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         if embed_dim < 1:
             raise ValueError(f"embed_dim must be >= 1, got {embed_dim}")
@@ -154,8 +160,9 @@ class MoEFeedForward(nn.Module):
             raise ValueError(f"top_k must satisfy 1 <= top_k <= num_experts={num_experts}, got top_k={top_k}")
         if num_shared_experts < 0:
             raise ValueError(f"num_shared_experts must be >= 0, got {num_shared_experts}")
-        if expert_type not in EXPERT_TYPES:
-            raise ValueError(f"unknown expert_type {expert_type!r}; expected one of {sorted(EXPERT_TYPES)}")
+        for key, value in (("expert_type", expert_type), ("shared_expert_type", shared_expert_type)):
+            if value not in EXPERT_TYPES:
+                raise ValueError(f"unknown {key} {value!r}; expected one of {sorted(EXPERT_TYPES)}")
         if hidden_dim is not None and hidden_dim < 1:
             raise ValueError(f"hidden_dim must be >= 1 or None (4 * embed_dim), got {hidden_dim}")
         if not 0.0 <= dropout < 1.0:
@@ -163,12 +170,12 @@ class MoEFeedForward(nn.Module):
         self.embed_dim = embed_dim
         self.num_experts = num_experts
         self.top_k = top_k
-        self.expert_type = expert_type
+        self.expert_type, self.shared_expert_type = expert_type, shared_expert_type
         self.gate = nn.Linear(embed_dim, num_experts, bias=False)
         self.experts = nn.ModuleList(
             make_expert(expert_type, embed_dim, hidden_dim=hidden_dim, dropout=dropout) for _ in range(num_experts))
         self.shared_experts = nn.ModuleList(
-            make_expert(expert_type, embed_dim, hidden_dim=hidden_dim, dropout=dropout)
+            make_expert(shared_expert_type, embed_dim, hidden_dim=hidden_dim, dropout=dropout)
             for _ in range(num_shared_experts))
 
     def route(self, flat: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

@@ -28,9 +28,11 @@ from lzero.model.unizero_world_models.tokenizer import Tokenizer
 
 from lzero_ext.model.text_encoder import TextEncoder
 from lzero_ext.model.task_routing import TaskAware, TaskRows, TaskSwitch
+from lzero_ext.model.vit_encoder import build_vit_encoder
 from lzero_ext.model.world_model import MultiTaskWorldModel, TaskBinding
 
 OBS_TYPES = frozenset({'image', 'vector', 'text'})
+IMAGE_ENCODERS = frozenset({'resnet', 'vit'})
 TaskIds = Union[None, int, Sequence[int], Tensor, TaskRows]  # one task, or one task id per row of a mixed batch
 
 
@@ -77,10 +79,15 @@ def build_observation_encoder(cfg: EasyDict, observation_shapes: Sequence[Union[
         shapes = {tuple(shape) for shape in observation_shapes}
         if len(shapes) != 1:
             raise ValueError(f"image tasks share one encoder and need one observation shape, got {sorted(shapes)}")
-        body = RepresentationNetworkUniZero(
-            shapes.pop(), num_res_blocks, num_channels, downsample, activation=activation, norm_type=cfg.norm_type,
-            embedding_dim=latent_dim, group_size=cfg.group_size)
-        body.sim_norm = nn.Identity()  # its built-in SimNorm gives way to the encoder's latent norm
+        if cfg.encoder not in IMAGE_ENCODERS:
+            raise ValueError(f"encoder must be one of {sorted(IMAGE_ENCODERS)}, got {cfg.encoder!r}")
+        if cfg.encoder == 'vit':
+            body = build_vit_encoder(shapes.pop(), latent_dim, cfg.vit)
+        else:
+            body = RepresentationNetworkUniZero(
+                shapes.pop(), num_res_blocks, num_channels, downsample, activation=activation, norm_type=cfg.norm_type,
+                embedding_dim=latent_dim, group_size=cfg.group_size)
+            body.sim_norm = nn.Identity()  # its built-in SimNorm gives way to the encoder's latent norm
     elif cfg.obs_type == 'text':  # token ids of any length: one pretrained encoder for every task
         body = TextEncoder(latent_dim, model_path=cfg.text_encoder.model_path, freeze=cfg.text_encoder.freeze,
                            cache_size=cfg.text_encoder.cache_size)

@@ -28,7 +28,8 @@ class ScaleZeroBlock(Block):
         >>> from easydict import EasyDict
         >>> cfg = EasyDict(embed_dim=32, num_heads=4, gru_gating=False, attn_pdrop=0., resid_pdrop=0.,
         ...                max_tokens=8, rotary_emb=False)
-        >>> moe = dict(enabled=True, num_experts=4, top_k=1, num_shared_experts=1, expert_type='swiglu', hidden_dim=None)
+        >>> moe = dict(enabled=True, num_experts=4, top_k=1, num_shared_experts=1, expert_type='swiglu',
+        ...            shared_expert_type='gelu', hidden_dim=None)
         >>> block = ScaleZeroBlock(cfg, moe=moe)
         >>> block(torch.randn(2, 3, 32)).shape, block.router_logits.shape
         (torch.Size([2, 3, 32]), torch.Size([6, 4]))
@@ -41,6 +42,7 @@ class ScaleZeroBlock(Block):
             self.mlp = MoEFeedForward(
                 config.embed_dim, num_experts=moe['num_experts'], top_k=moe['top_k'],
                 num_shared_experts=moe['num_shared_experts'], expert_type=moe['expert_type'],
+                shared_expert_type=moe['shared_expert_type'],
                 hidden_dim=moe['hidden_dim'], dropout=config.resid_pdrop,
             )
 
@@ -72,7 +74,8 @@ class ScaleZeroTransformer(Transformer):
         >>> from easydict import EasyDict
         >>> cfg = EasyDict(embed_dim=32, num_heads=4, num_layers=2, gru_gating=False, embed_pdrop=0.,
         ...                attn_pdrop=0., resid_pdrop=0., max_tokens=8, rotary_emb=False)
-        >>> moe = dict(enabled=True, num_experts=4, top_k=1, num_shared_experts=1, expert_type='swiglu', hidden_dim=None)
+        >>> moe = dict(enabled=True, num_experts=4, top_k=1, num_shared_experts=1, expert_type='swiglu',
+        ...            shared_expert_type='gelu', hidden_dim=None)
         >>> net = ScaleZeroTransformer(cfg, moe=moe)
         >>> with net.record_router_logits() as record:
         ...     y = net(torch.randn(2, 3, 32))

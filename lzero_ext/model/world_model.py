@@ -109,6 +109,12 @@ class MultiTaskWorldModel(WorldModel):
         task_embed_option=None,
         # (int) Width of the 'concat' task embedding.
         task_embed_dim=96,
+        # (str) Image encoder (obs_type 'image'), shared by all tasks: 'resnet' (lightzero's RepresentationNetworkUniZero)
+        # or 'vit' (the paper's Vision Transformer, lzero_ext.model.vit_encoder; sizes in ``vit``).
+        encoder='resnet',
+        # (dict) ViT sizes, read when encoder='vit': patch_size, width, depth, num_heads, mlp_dim (paper: 8 / 768 /
+        # 6 / 6 / 2048 'small' for <= 8 tasks, depth 12 'base' for 26; VIT_SIZES in lzero_ext.model.vit_encoder).
+        vit=dict(patch_size=8, width=768, depth=6, num_heads=6, mlp_dim=2048),
         # (str) Normalisation of encoder output, next-latent head and continuous action embedding: 'layernorm' or 'simnorm'.
         latent_norm='layernorm',
         # (str) Latent prediction loss: 'mse' (required with layernorm) or 'group_kl' (simnorm only).
@@ -122,8 +128,10 @@ class MultiTaskWorldModel(WorldModel):
             top_k=1,
             # (int) Always-on experts added to every token.
             num_shared_experts=1,
-            # (str) Expert type: 'swiglu' (paper) or 'gelu'.
+            # (str) Routed expert type: 'swiglu' (paper) or 'gelu'.
             expert_type='swiglu',
+            # (str) Shared expert type: 'gelu' (the authors' Linear(D, 4D) -> GELU -> Linear(4D, D), with biases) or 'swiglu'.
+            shared_expert_type='gelu',
             # (int|None) Expert hidden width; None: 4 * embed_dim.
             hidden_dim=None,
             # (float) Weight of the Switch load-balancing loss (0: off, as in the paper; still logged).

@@ -16,6 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from easydict import EasyDict
 
+from lzero_ext.model.vit_encoder import VIT_SIZES
+
 ATARI8 = ["Pong", "MsPacman", "Seaquest", "Boxing", "Alien", "ChopperCommand", "Hero", "RoadRunner"]
 ATARI26 = ATARI8 + ["Amidar", "Assault", "Asterix", "BankHeist", "BattleZone", "CrazyClimber", "DemonAttack",
                     "Freeway", "Frostbite", "Gopher", "Jamesbond", "Kangaroo", "Krull", "KungFuMaster",
@@ -47,6 +49,7 @@ class Preset:
     dps_min_stage0_iters: int = 50_000  # --dps: train iterations before the first stage switch (REFERENCE §4)
     dps_max_stage_iters: int = 20_000  # --dps: a stage ends after this many iterations at the latest
     torch_threads: Optional[int] = None  # intra-op CPU threads of a CPU run (--threads overrides); None: torch's default
+    vit: Optional[str] = None  # image encoder: a ViT size of lzero_ext.model.vit_encoder.VIT_SIZES; None: lightzero's ResNet
 
 
 PRESETS: Dict[str, Preset] = {
@@ -57,8 +60,11 @@ PRESETS: Dict[str, Preset] = {
     "cpu": Preset(("Pong", "Breakout", "MsPacman"), 4000, 64, 2, 4, 4, 8, 8, 2, 1, 1, 20, 5, 2, 400, 4000, 100_000, 200,
                   300, 150),
     # Paper settings (REFERENCE §3, §5): Atari-8 / Atari-26, 768-wide backbone, 50 simulations.
-    "atari8": Preset(tuple(ATARI8), 400_000, 768, 2, 8, 8, 50, 64, 8, 3, 3, 20, 10, 4, 10_000, 108_000, 500_000, 10_000),
-    "atari26": Preset(tuple(ATARI26), 400_000, 768, 4, 24, 8, 50, 64, 8, 3, 3, 20, 10, 4, 10_000, 108_000, 500_000, 10_000),
+    # Paper encoder: ViT 'small' (depth 6) for up to 8 tasks, 'base' (depth 12) for 26.
+    "atari8": Preset(tuple(ATARI8), 400_000, 768, 2, 8, 8, 50, 64, 8, 3, 3, 20, 10, 4, 10_000, 108_000, 500_000, 10_000,
+                     vit="small"),
+    "atari26": Preset(tuple(ATARI26), 400_000, 768, 4, 24, 8, 50, 64, 8, 3, 3, 20, 10, 4, 10_000, 108_000, 500_000, 10_000,
+                      vit="base"),
 }
 
 
@@ -101,6 +107,7 @@ def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *,
                     device="cuda" if cuda else "cpu",
                     predict_latent_loss_type="mse",  # with LayerNorm latents (REFERENCE §3)
                     moe=dict(enabled=not dense, num_experts=preset.num_experts, top_k=1, num_shared_experts=1),
+                    **({} if preset.vit is None else dict(encoder="vit", vit=dict(VIT_SIZES[preset.vit]))),
                 ),
             ),
             num_unroll_steps=preset.num_unroll_steps,
