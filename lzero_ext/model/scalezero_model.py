@@ -22,10 +22,11 @@ from ding.utils import MODEL_REGISTRY, SequenceType
 from easydict import EasyDict
 from torch import Tensor, nn
 
-from lzero.model.common import MZNetworkOutput, RepresentationNetworkMLP, RepresentationNetworkUniZero, SimNorm
+from lzero.model.common import MZNetworkOutput, RepresentationNetworkMLP, SimNorm
 from lzero.model.unizero_model import UniZeroModel
 from lzero.model.unizero_world_models.tokenizer import Tokenizer
 
+from lzero_ext.model.grid_encoder import image_representation_network
 from lzero_ext.model.text_encoder import TextEncoder
 from lzero_ext.model.world_model import MultiTaskWorldModel, TaskAware, TaskBinding, TaskSwitch
 
@@ -69,7 +70,7 @@ def build_observation_encoder(cfg: EasyDict, observation_shapes: Sequence[Union[
         shapes = {tuple(shape) for shape in observation_shapes}
         if len(shapes) != 1:
             raise ValueError(f"image tasks share one encoder and need one observation shape, got {sorted(shapes)}")
-        body = RepresentationNetworkUniZero(
+        body = image_representation_network(
             shapes.pop(), num_res_blocks, num_channels, downsample, activation=activation, norm_type=cfg.norm_type,
             embedding_dim=latent_dim, group_size=cfg.group_size)
         body.sim_norm = nn.Identity()  # its built-in SimNorm gives way to the encoder's latent norm
