@@ -97,6 +97,7 @@ def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *,
                 image_channel=OBSERVATION_SHAPE[0],  # lightzero slices stacked frames by it (its default is RGB's 3)
                 frame_stack_num=1,
                 downsample=False,  # 10x10 grids: lzero_ext.model.grid_encoder keeps every cell
+                norm_type="LN",
                 num_channels=preset.encoder_channels,
                 world_model_cfg=dict(
                     num_tasks=task_num,
