@@ -320,6 +320,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--seeds", type=int, nargs="+", help="override the mode's seeds")
     parser.add_argument("--env-steps", type=int, help="override the mode's env steps per task")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--tasks", nargs="+", metavar="NAME",
+                        help="only these tasks of the suite (e.g. --tasks Breakout Freeway); a multi-task run is a "
+                             "different run for each task set, single-task runs are shared through the cache")
     parser.add_argument("--out", help="output directory (default data_scalezero/bench_learning_<mode>)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="runs in parallel, one process each (default: 2, or 1 on a one-core machine)")
@@ -329,6 +332,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
     mode = SUITES[args.suite][args.mode]
+    if args.tasks:
+        names = [t.name for t in mode.tasks]
+        unknown = sorted(set(args.tasks) - set(names))
+        if unknown:
+            parser.error(f"unknown task(s) {unknown} in the {args.suite} suite; choose from {names}")
+        mode = dataclasses.replace(mode, tasks=tuple(t for t in mode.tasks if t.name in args.tasks),
+                                   description=mode.description + f" (tasks {list(args.tasks)} only)")
     if args.seeds or args.env_steps:
         settings = dataclasses.replace(mode.settings, env_steps=args.env_steps or mode.settings.env_steps)
         mode = dataclasses.replace(mode, seeds=tuple(args.seeds or mode.seeds), settings=settings,

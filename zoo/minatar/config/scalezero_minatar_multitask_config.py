@@ -57,9 +57,9 @@ PRESETS: Dict[str, Preset] = {
                     infer_context=2, eval_freq=20, max_episode_steps=30, replay_buffer_size=2000, checkpoint_freq=10,
                     encoder_channels=8, dps_min_stage0_iters=4, dps_max_stage_iters=4, torch_threads=1),
     # All five games on a 2-core CPU in at most 45 minutes (docs/results/minatar_budget_notes.md: how it was chosen).
-    "cpu": Preset(max_env_step=4000, embed_dim=64, num_layers=2, num_heads=2, num_experts=4, num_simulations=16,
-                  batch_size=32, collector_env_num=4, evaluator_env_num=3, game_segment_length=20, num_unroll_steps=5,
-                  infer_context=4, eval_freq=100, max_episode_steps=1000, replay_buffer_size=100_000,
+    "cpu": Preset(max_env_step=3000, embed_dim=64, num_layers=2, num_heads=2, num_experts=4, num_simulations=16,
+                  batch_size=32, collector_env_num=8, evaluator_env_num=3, game_segment_length=20, num_unroll_steps=5,
+                  infer_context=4, eval_freq=100, max_episode_steps=500, replay_buffer_size=100_000,
                   checkpoint_freq=200, encoder_channels=16, updates_per_round=40, learning_rate=1e-3,
                   dps_min_stage0_iters=300, dps_max_stage_iters=150, torch_threads=1),
     # A bigger machine (GPU): 8 experts, 50 simulations, 1M frames per game (MinAtar papers train 5M).
