@@ -100,7 +100,7 @@ MODES: Dict[str, Mode] = {
 # score's 1 is the best return any arm reached (no reference_return).
 MINATAR_SUITE = tuple(MinAtarTask(game, target_return=MINATAR_TARGETS[game], max_episode_steps=500)
                       for game in ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders"))
-MINATAR_SETTINGS = Settings(env_steps=3000, num_experts=8)  # arm (c): 8 routed experts, top-1, 1 shared
+MINATAR_SETTINGS = Settings(env_steps=3000, num_experts=8, eval_freq=200)  # (c): 8 routed experts, top-1, 1 shared
 MINATAR_MODES: Dict[str, Mode] = {
     "full": Mode("MinAtar benchmark: 5 games, 3 seeds, 3000 env steps per game", MINATAR_SUITE, (0, 1, 2),
                  MINATAR_SETTINGS),
