@@ -3,7 +3,10 @@
 ``python -m lzero_ext.bench learning [--suite classic|minatar] [--quick] [--seeds 0 1 2] [--jobs 2] [--out DIR]``
 
 Two suites: ``classic`` (the default, below) and ``minatar`` (MinAtar's five games, :data:`MINATAR_SUITE`;
-its modes in :data:`MINATAR_MODES`, its arms' configs in ``lzero_ext.bench.learning_minatar``).
+its modes in :data:`MINATAR_MODES`, its arms' configs in ``lzero_ext.bench.learning_minatar``). The
+MinAtar suite runs the same four arms (arm ``moe`` with 8 experts), normalises each game from the
+random policy (0) to the best return any arm reached (1), and adds the MoE arms' expert usage per
+game; ``--tasks`` runs a subset (single-task runs are shared with the full set through the cache).
 
 Full: 3 tasks x 3000 env steps x 3 seeds, 4 arms, about 45 minutes with 2 jobs on the 2-core CPU; ``--quick``:
 1 seed x 1000 env steps, about 8 minutes (indicative only, and labelled so in every output).
