@@ -61,11 +61,9 @@ class GridUniZeroModel(UniZeroModel):
     """lightzero's ``UniZeroModel`` (``obs_type='image'``) with a :class:`GridRepresentationNetwork` as the
     encoder; everything else (world model, SimNorm latents, heads, inference) is lightzero's.
 
-    Example:
-        >>> cfg = dict(obs_type='image', embed_dim=32, num_heads=2, num_layers=1, env_num=1, max_blocks=4,
-        ...            max_tokens=8, context_length=4, action_space_size=6, device='cpu')
-        >>> model = GridUniZeroModel(observation_shape=(10, 10, 10), action_space_size=6, num_channels=16,
-        ...                          downsample=False, world_model_cfg=cfg)  # doctest: +SKIP
+    It takes lightzero's full UniZero policy config (``policy.model`` with ``type='GridUniZeroModel'``,
+    ``import_names=['lzero_ext.model.grid_encoder']``); ``lzero_ext.bench.learning_minatar.minatar_unizero_config``
+    builds one, and ``tests/test_minatar_env.py`` checks the encoder itself.
     """
 
     def __init__(self, observation_shape: SequenceType = (10, 10, 10), action_space_size: int = 6,
