@@ -63,7 +63,7 @@ class GridUniZeroModel(UniZeroModel):
 
     It takes lightzero's full UniZero policy config (``policy.model`` with ``type='GridUniZeroModel'``,
     ``import_names=['lzero_ext.model.grid_encoder']``); ``lzero_ext.bench.learning_minatar.minatar_unizero_config``
-    builds one, and ``tests/test_minatar_env.py`` checks the encoder itself.
+    builds one, and ``tests/test_bench_learning_minatar.py`` trains it (arm ``unizero``).
     """
 
     def __init__(self, observation_shape: SequenceType = (10, 10, 10), action_space_size: int = 6,
