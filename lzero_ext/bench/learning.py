@@ -1,6 +1,12 @@
 """Learning benchmark: single-task lightzero UniZero vs one multi-task model (dense) vs ScaleZero (MoE, and MoE + DPS).
 
-``python -m lzero_ext.bench learning [--quick] [--seeds 0 1 2] [--jobs 2] [--out DIR]``
+``python -m lzero_ext.bench learning [--suite classic|minatar] [--quick] [--seeds 0 1 2] [--jobs 2] [--out DIR]``
+
+Two suites: ``classic`` (the default, below) and ``minatar`` (MinAtar's five games, :data:`MINATAR_SUITE`;
+its modes in :data:`MINATAR_MODES`, its arms' configs in ``lzero_ext.bench.learning_minatar``). The
+MinAtar suite runs the same four arms (arm ``moe`` with 8 experts), normalises each game from the
+random policy (0) to the best return any arm reached (1), and adds the MoE arms' expert usage per
+game; ``--tasks`` runs a subset (single-task runs are shared with the full set through the cache).
 
 Full: 3 tasks x 3000 env steps x 3 seeds, 4 arms, about 45 minutes with 2 jobs on the 2-core CPU; ``--quick``:
 1 seed x 1000 env steps, about 8 minutes (indicative only, and labelled so in every output).
@@ -45,9 +51,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from lzero_ext.bench.common import machine_load
-from lzero_ext.bench.learning_report import (aggregate, diagnostics_table, efficiency_table, plot_curves, results_table,
-                                             target_efficiency)
+from lzero_ext.bench.learning_minatar import MinAtarTask
+from lzero_ext.bench.learning_report import (aggregate, best_returns, diagnostics_table, efficiency_table, expert_usage_table,
+                                             plot_curves, results_table, target_efficiency)
 from lzero_ext.bench.learning_runs import ARM_LABELS, ARMS, RunResult, RunSpec, Settings, TaskSpec, run
+from lzero_ext.envs.minatar_scores import DPS_TARGETS as MINATAR_TARGETS
 from lzero_ext.checkpoint import atomic_write
 
 # Three tasks of different observation and action sizes (obs 4/5/3, actions 2/3/5), all dense-reward
@@ -64,7 +72,7 @@ SUITE = (
              max_episode_steps=100, continuous_action_bins=3),
     TaskSpec("Pendulum", "Pendulum-v1", reference_return=-150.0, target_return=-400.0, continuous_action_bins=5),
 )
-DIAGNOSTIC_KEYS = ("grad_cos_mean", "grad_neg_frac", "dormant_ratio")
+DIAGNOSTIC_KEYS = ("grad_cos_mean", "grad_neg_frac", "dormant_ratio", "latent_norm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,13 +98,33 @@ MODES: Dict[str, Mode] = {
 }
 
 
-def random_returns(tasks: Sequence[TaskSpec], *, episodes: int = 20, seed: int = 12345) -> Dict[str, float]:
-    """Mean return of the uniformly random policy per task (the 0 of the normalised score)."""
-    from lzero_ext.envs.classic_control_env import ClassicControlEnv
+# MinAtar's five games, episodes capped at 500 steps (evaluations of Freeway, which never ends early, stay
+# affordable). Targets (DPS, steps-to-target): lzero_ext.envs.minatar_scores.DPS_TARGETS. The normalised
+# score's 1 is the best return any arm reached (no reference_return).
+MINATAR_SUITE = tuple(MinAtarTask(game, target_return=MINATAR_TARGETS[game], max_episode_steps=500)
+                      for game in ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders"))
+MINATAR_SETTINGS = Settings(env_steps=3000, num_experts=8, eval_freq=200)  # (c): 8 routed experts, top-1, 1 shared
+MINATAR_MODES: Dict[str, Mode] = {
+    "full": Mode("MinAtar benchmark: 5 games, 3 seeds, 3000 env steps per game", MINATAR_SUITE, (0, 1, 2),
+                 MINATAR_SETTINGS),
+    "quick": Mode("QUICK MinAtar mode: 5 games, 1 seed, 1500 env steps per game; numbers are indicative only",
+                  MINATAR_SUITE, (0,), dataclasses.replace(MINATAR_SETTINGS, env_steps=1500)),
+    # Code-path check (tests): two games, one seed, a few dozen env steps, tiny model and search.
+    "smoke": Mode("SMOKE MinAtar mode: a code-path check, not a measurement",
+                  tuple(dataclasses.replace(t, max_episode_steps=20) for t in MINATAR_SUITE[1:3]), (0,),
+                  Settings(env_steps=40, embed_dim=16, num_layers=1, num_heads=2, num_simulations=2, batch_size=4,
+                           updates_per_round=4, collector_env_num=1, evaluator_env_num=1, game_segment_length=10,
+                           num_unroll_steps=4, infer_context=2, eval_freq=4, diagnostics_freq=2, encoder_channels=4,
+                           dps_min_stage0_iters=4, dps_max_stage_iters=4, dps_rank=2, dps_alpha=2.0)),
+}
+SUITES: Dict[str, Dict[str, Mode]] = {"classic": MODES, "minatar": MINATAR_MODES}
 
+
+def random_returns(tasks: Sequence[Any], *, episodes: int = 20, seed: int = 12345) -> Dict[str, float]:
+    """Mean return of the uniformly random policy (over the legal actions) per task (the 0 of the normalised score)."""
     means = {}
     for task in tasks:
-        env = ClassicControlEnv(task.env_config())
+        env = task.make_env()
         env.seed(seed)
         returns = []
         for _ in range(episodes):
@@ -205,7 +233,7 @@ def _json_ready(obj: Any) -> Any:
 
 def report(results: Sequence[RunResult], *, mode_name: str, mode: Mode, arms: Sequence[str], out_dir: Path,
            randoms: Mapping[str, float], wall_s: float, loads: Sequence[str], jobs: int, threads: int,
-           cached: int = 0) -> Dict[str, Any]:
+           cached: int = 0, suite: str = "classic") -> Dict[str, Any]:
     """Prints the tables and writes ``results.json``, ``table.txt`` and ``learning_curves.png``."""
     settings, tasks = mode.settings, mode.tasks
     curves: Dict[str, Dict[str, Dict[int, Any]]] = {arm: {t.name: {} for t in tasks} for arm in arms}
@@ -217,7 +245,10 @@ def report(results: Sequence[RunResult], *, mode_name: str, mode: Mode, arms: Se
             env_steps[r.arm][task][r.seed] = r.env_steps[task]
         if r.arm in diagnostics:
             diagnostics[r.arm][r.seed] = r.diagnostics
-    references = {t.name: t.reference_return for t in tasks}
+    best = best_returns(curves)
+    # No reference return (MinAtar): the best return any arm reached; one reward point above random if none beat it.
+    references = {t.name: t.reference_return if t.reference_return is not None else max(best[t.name], randoms[t.name] + 1.0)
+                  for t in tasks}
     summary = aggregate(curves, budget=settings.env_steps, random_returns=randoms, reference_returns=references)
     targets = {t.name: t.target_return for t in tasks}
     efficiency = target_efficiency(curves, env_steps, targets)
@@ -225,7 +256,7 @@ def report(results: Sequence[RunResult], *, mode_name: str, mode: Mode, arms: Se
               for arm in arms}
     run_time = sum(r.wall_s for r in results)
     reused = f"; {cached} of {len(results)} runs loaded from the cache" if cached else ""
-    header = (f"learning benchmark, {mode.description}\n{settings.env_steps} env steps per task, seeds "
+    header = (f"learning benchmark ({suite} suite), {mode.description}\n{settings.env_steps} env steps per task, seeds "
               f"{list(mode.seeds)}; wall {_hms(wall_s)} (load {loads[0]} at start, {loads[-1]} at end; "
               f"{jobs} job(s) x {threads} torch thread(s){reused}); the runs' own times sum to {_hms(run_time)}")
     text = [header, "", results_table(summary, labels, randoms, references), "",
@@ -239,8 +270,13 @@ def report(results: Sequence[RunResult], *, mode_name: str, mode: Mode, arms: Se
     diag_numbers: Dict[str, Any] = {}
     if diagnostics:
         diag_text, diag_numbers = diagnostics_table(diagnostics, labels, DIAGNOSTIC_KEYS)
-        text += ["", "gradient conflict on the shared transformer (per-task gradient cosine; every "
-                 f"{settings.diagnostics_freq} learner steps):", diag_text]
+        text += ["", "gradient conflict on the shared transformer (per-task gradient cosine), dormant-neuron ratio and "
+                 f"latent norm (every {settings.diagnostics_freq} learner steps):", diag_text]
+        usage_text, usage_numbers = expert_usage_table(diagnostics, labels, [t.name for t in tasks])
+        if usage_text:
+            text += ["", "expert usage per task (MoE arms; normalised routing entropy, 1 = uniform, and the largest "
+                     "expert's share of the task's tokens, run means):", usage_text]
+            diag_numbers["expert_usage"] = usage_numbers
     table = "\n".join(text)
     print("\n" + table, flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -250,13 +286,13 @@ def report(results: Sequence[RunResult], *, mode_name: str, mode: Mode, arms: Se
                                                     f"shaded min-max")
     payload = {
         "benchmark": "learning",
+        "suite_name": suite,
         "mode": mode_name,
         "description": mode.description,
         "env_steps_per_task": settings.env_steps,
         "seeds": list(mode.seeds),
         "arms": labels,
-        "suite": [dict(dataclasses.asdict(t), obs_dim=t.obs_dim, num_actions=t.num_actions, random_return=randoms[t.name])
-                  for t in tasks],
+        "suite": [dict(t.describe(), random_return=randoms[t.name], reference_used=references[t.name]) for t in tasks],
         "settings": dataclasses.asdict(settings),
         "summary": summary,
         "targets": efficiency,
@@ -279,12 +315,17 @@ def report(results: Sequence[RunResult], *, mode_name: str, mode: Mode, arms: Se
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=sorted(SUITES), default="classic",
+                        help="classic control (default) or MinAtar's five games")
     parser.add_argument("--quick", action="store_const", dest="mode", const="quick", default="full",
                         help="fewer env steps and one seed (under 15 minutes)")
     parser.add_argument("--mode", choices=sorted(MODES), help="benchmark size (default full; --quick = quick)")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the mode's seeds")
     parser.add_argument("--env-steps", type=int, help="override the mode's env steps per task")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--tasks", nargs="+", metavar="NAME",
+                        help="only these tasks of the suite (e.g. --tasks Breakout Freeway); a multi-task run is a "
+                             "different run for each task set, single-task runs are shared through the cache")
     parser.add_argument("--out", help="output directory (default data_scalezero/bench_learning_<mode>)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="runs in parallel, one process each (default: 2, or 1 on a one-core machine)")
@@ -293,12 +334,20 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
-    mode = MODES[args.mode]
+    mode = SUITES[args.suite][args.mode]
+    if args.tasks:
+        names = [t.name for t in mode.tasks]
+        unknown = sorted(set(args.tasks) - set(names))
+        if unknown:
+            parser.error(f"unknown task(s) {unknown} in the {args.suite} suite; choose from {names}")
+        mode = dataclasses.replace(mode, tasks=tuple(t for t in mode.tasks if t.name in args.tasks),
+                                   description=mode.description + f" (tasks {list(args.tasks)} only)")
     if args.seeds or args.env_steps:
         settings = dataclasses.replace(mode.settings, env_steps=args.env_steps or mode.settings.env_steps)
         mode = dataclasses.replace(mode, seeds=tuple(args.seeds or mode.seeds), settings=settings,
                                    description=mode.description + " (overridden: seeds/env steps from the command line)")
-    out_dir = Path(args.out or f"data_scalezero/bench_learning_{args.mode}").resolve()
+    prefix = "bench_learning" if args.suite == "classic" else f"bench_learning_{args.suite}"
+    out_dir = Path(args.out or f"data_scalezero/{prefix}_{args.mode}").resolve()
     loads = [machine_load()]
     print(f"{mode.description}; {len(mode.tasks)} tasks x {mode.settings.env_steps} env steps, seeds {list(mode.seeds)}, "
           f"arms {args.arms}; output {out_dir} (load {loads[0]})", flush=True)
@@ -308,7 +357,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     results, cached = execute(specs, jobs=args.jobs, fresh=args.fresh)
     loads.append(machine_load())
     return report(results, mode_name=args.mode, mode=mode, arms=args.arms, out_dir=out_dir, randoms=randoms,
-                  wall_s=time.perf_counter() - start, loads=loads, jobs=args.jobs, threads=args.threads, cached=cached)
+                  wall_s=time.perf_counter() - start, loads=loads, jobs=args.jobs, threads=args.threads, cached=cached,
+                  suite=args.suite)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@
 * :func:`aggregate`: per task and arm, the final return and the AUC over seeds, plus per arm the mean
   over tasks of the random-to-reference normalised score ``(R - R_random) / (R_ref - R_random)``;
 * :func:`steps_to_target` / :func:`target_efficiency`: env steps until a task first reaches its target
-  return, and the env steps each arm spent in all (the DPS comparison).
+  return, and the env steps each arm spent in all (the DPS comparison);
+* :func:`best_returns`: per task the best evaluation return of any arm and seed (MinAtar's reference);
+* :func:`expert_usage_table`: the MoE arms' routing entropy and largest expert share per task.
 
 Example:
     >>> normalized_auc([(0, 0.0), (100, 10.0)], budget=100)
@@ -112,6 +114,22 @@ def aggregate(curves: Mapping[str, Mapping[str, Mapping[int, Curve]]], *, budget
     return out
 
 
+def best_returns(curves: Mapping[str, Mapping[str, Mapping[int, Curve]]]) -> Dict[str, float]:
+    """Per task, the best finite evaluation return of any arm and seed, ``curves[arm][task][seed]``.
+
+    Example:
+        >>> best_returns({"a": {"t": {0: [(0, 1.0), (9, 4.0)]}}, "b": {"t": {0: [(0, 2.0), (9, float("nan"))]}}})
+        {'t': 4.0}
+    """
+    best: Dict[str, float] = {}
+    for by_task in curves.values():
+        for task, by_seed in by_task.items():
+            values = [r for c in by_seed.values() for _, r in c if math.isfinite(r)]
+            if values:
+                best[task] = max(best.get(task, -math.inf), max(values))
+    return best
+
+
 def steps_to_target(curve: Curve, target: float) -> Optional[float]:
     """Env step of the first evaluation whose return is ``>= target``; None if none reaches it.
 
@@ -202,6 +220,31 @@ def diagnostics_table(diagnostics: Mapping[str, Mapping[int, Mapping[str, Any]]]
             numbers[arm][key] = {"per_seed": dict(zip(by_seed, values)), **spread(values)}
         rows.append([arm_labels.get(arm, arm)] + [_fmt(numbers[arm][k], 3) for k in keys])
     return tabulate(rows, headers=["arm"] + [f"{k} (run mean)" for k in keys]), numbers
+
+
+def expert_usage_table(diagnostics: Mapping[str, Mapping[int, Mapping[str, Any]]], arm_labels: Mapping[str, str],
+                       task_names: Sequence[str]) -> Tuple[str, Dict[str, Any]]:
+    """Per MoE arm and task: the run mean of the normalised routing entropy (``expert_entropy/task<i>``) and
+    of the largest expert's share (``expert_max_share/task<i>``), spread over seeds; task i is ``task_names[i]``.
+    Arms without these keys (dense) are left out; an empty table when none has them."""
+    numbers: Dict[str, Any] = {}
+    rows = []
+    for arm, by_seed in diagnostics.items():
+        per_task = {}
+        for i, task in enumerate(task_names):
+            cells = {}
+            for key in ("expert_entropy", "expert_max_share"):
+                values = [(d.get(f"{key}/task{i}") or {}).get("mean") for d in by_seed.values()]
+                cells[key] = spread(values)
+            per_task[task] = cells
+        if not any(c["expert_entropy"]["n"] for c in per_task.values()):
+            continue
+        numbers[arm] = per_task
+        rows += [[arm_labels.get(arm, arm), task, _fmt(c["expert_entropy"], 3), _fmt(c["expert_max_share"], 3)]
+                 for task, c in per_task.items()]
+    if not rows:
+        return "", numbers
+    return tabulate(rows, headers=["arm", "task", "routing entropy (normalised)", "largest expert share"]), numbers
 
 
 def plot_curves(path: Path, curves: Mapping[str, Mapping[str, Mapping[int, Curve]]], *, budget: float,

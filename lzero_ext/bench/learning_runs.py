@@ -1,4 +1,4 @@
-"""The three arms of the learning benchmark, each one training run returning eval curves.
+"""The four arms of the learning benchmark, each one training run returning eval curves.
 
 * ``unizero``: lightzero 0.2.0's own single-task UniZero: policy type ``unizero`` trained by its
   ``lzero.entry.train_unizero_segment`` entry (lightzero's UniZero entry with the segment collector,
@@ -10,7 +10,8 @@
   its ``target_return`` is solved and stops collecting and training; staged LoRA adapters take over
   the frozen transformer as tasks get solved (or a stage times out).
 
-All arms share the env (``classic_control_scalezero``), the transformer's width, depth and heads,
+All arms share the env (``classic_control_scalezero``, or ``minatar_scalezero`` for the MinAtar suite:
+``lzero_ext.bench.learning_minatar``), the transformer's width, depth and heads,
 the simulations, batch size per task, replay ratio, learning rate and evaluation schedule.
 Runs are plain functions of a picklable :class:`RunSpec`, so they can run in worker processes.
 """
@@ -19,8 +20,8 @@ import functools
 import importlib
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from easydict import EasyDict
 
@@ -47,10 +48,20 @@ class TaskSpec:
     max_episode_steps: Optional[int] = None
     continuous_action_bins: Optional[int] = None
     make_kwargs: Tuple[Tuple[str, Any], ...] = ()  # extra gymnasium.make arguments, as (key, value) pairs
+    kind: ClassVar[str] = "classic"  # which config builders run it (MinAtarTask: "minatar")
 
     def env_config(self) -> Dict[str, Any]:
         return dict(env_id=self.env_id, max_episode_steps=self.max_episode_steps,
                     continuous_action_bins=self.continuous_action_bins, make_kwargs=dict(self.make_kwargs))
+
+    def make_env(self) -> Any:
+        from lzero_ext.envs.classic_control_env import ClassicControlEnv
+
+        return ClassicControlEnv(self.env_config())
+
+    def describe(self) -> Dict[str, Any]:
+        """The task's entry in ``results.json``."""
+        return dict(asdict(self), obs_dim=self.obs_dim, num_actions=self.num_actions)
 
     @property
     def obs_dim(self) -> int:
@@ -96,6 +107,7 @@ class Settings:
     collect_temperature: float = 0.25  # visit-count temperature of the collectors' action sampling (lightzero's default)
     eval_freq: int = 100  # learner iterations between evaluations
     diagnostics_freq: int = 20  # learner steps between gradient-conflict diagnostics (multi-task arms)
+    encoder_channels: int = 16  # conv channels of the grid encoder (image suites only)
     # Arm ``dps`` (policy.dps keys, REFERENCE section 4 scaled to this budget): stages, the iterations before the
     # first switch and per stage at most, and the LoRA rank and alpha (alpha / rank = 1) of each adapter.
     dps_num_stages: int = 3
@@ -236,14 +248,30 @@ def task_config(task: TaskSpec, task_id: int, tasks: Sequence[TaskSpec], setting
 def unizero_config(task: TaskSpec, settings: Settings, *, exp_name: str, seed: int) -> Tuple[EasyDict, EasyDict]:
     """The same task for lightzero's own single-task UniZero: the task's own action count, policy
     type ``unizero``, this project's keys removed (lightzero's defaults for everything else)."""
+    return lightzero_arm_config(task_config(task, 0, [task], settings, moe=False, exp_name=exp_name, seed=seed))
+
+
+def lightzero_arm_config(config: Tuple[EasyDict, EasyDict]) -> Tuple[EasyDict, EasyDict]:
+    """A one-task ScaleZero config as lightzero's UniZero for ``train_unizero_segment``: policy ``unizero``,
+    this project's keys removed, and the entry's reanalysis keys added."""
     from lzero_ext.bench.common import lightzero_unizero_config
 
-    main, create = lightzero_unizero_config(task_config(task, 0, [task], settings, moe=False, exp_name=exp_name, seed=seed))
-    main.policy.pop("diagnostics_freq", None)
+    main, create = lightzero_unizero_config(config)
+    for key in ("diagnostics_freq", "dps"):
+        main.policy.pop(key, None)
     # Keys train_unizero_segment reads that UniZeroPolicy's config lacks; reanalysis of the whole buffer is
     # effectively off (once per 1e5 collection rounds), as in our trainer.
     main.policy.update(buffer_reanalyze_freq=1e-5, reanalyze_batch_size=160, reanalyze_partition=0.75)
     return main, create
+
+
+def _builders(task: Any) -> Tuple[Any, Any]:
+    """(multi-task config builder, lightzero-arm config builder) of the task's suite."""
+    if task.kind == "minatar":
+        from lzero_ext.bench.learning_minatar import minatar_task_config, minatar_unizero_config
+
+        return minatar_task_config, minatar_unizero_config
+    return task_config, unizero_config
 
 
 @contextlib.contextmanager
@@ -286,8 +314,9 @@ def run(spec: RunSpec) -> RunResult:
 def _run_multitask(spec: RunSpec) -> RunResult:
     from lzero_ext.entry.train_scalezero import MultiTaskTrainer
 
-    configs = [task_config(t, i, spec.tasks, spec.settings, moe=spec.arm in ("moe", "dps"), dps=spec.arm == "dps",
-                           exp_name=spec.exp_name, seed=spec.seed)
+    build = _builders(spec.tasks[0])[0]
+    configs = [build(t, i, spec.tasks, spec.settings, moe=spec.arm in ("moe", "dps"), dps=spec.arm == "dps",
+                     exp_name=spec.exp_name, seed=spec.seed)
                for i, t in enumerate(spec.tasks)]
     trainer = MultiTaskTrainer(configs, seed=spec.seed, exp_name=spec.exp_name, score_kind="raw",
                                max_env_step=spec.settings.env_steps, max_train_iter=int(1e10), checkpoint_freq=int(1e10),
@@ -308,7 +337,7 @@ def _run_unizero(spec: RunSpec) -> RunResult:
     uses too), with its evaluator and collector swapped for recording subclasses so that the eval
     history and the final env step can be read back."""
     (task,) = spec.tasks
-    main, create = unizero_config(task, spec.settings, exp_name=spec.exp_name, seed=spec.seed)
+    main, create = _builders(task)[1](task, spec.settings, exp_name=spec.exp_name, seed=spec.seed)
     recorder = _Recorder()
     with recorder.hooked(importlib.import_module("lzero.entry.train_unizero_segment")) as entry:
         entry.train_unizero_segment((main, create), seed=spec.seed, max_env_step=spec.settings.env_steps)

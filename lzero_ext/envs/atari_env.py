@@ -18,7 +18,7 @@ from ding.utils import ENV_REGISTRY, deep_merge_dicts
 from easydict import EasyDict
 
 from lzero_ext.envs.atari_games import action_set, game_name, list_games, resolve_game  # noqa: F401
-from lzero_ext.envs.base import ScaleZeroEnv, positive_int
+from lzero_ext.envs.base import ScaleZeroEnv, positive_int, probability
 
 NOOP = 0  # ALE action id of "do nothing"
 SUPPORTED_CHANNELS = {1: "grayscale", 3: "RGB"}  # observation_shape[0] -> colour mode
@@ -93,7 +93,7 @@ class AtariMultiTaskEnv(ScaleZeroEnv):
         self._frame_skip = positive_int('frame_skip', self._cfg.frame_skip)
         self._max_episode_frames = positive_int('max_episode_frames', self._cfg.max_episode_frames)
         self._noop_max = _non_negative_int('noop_max', self._cfg.noop_max)
-        self._repeat_action_probability = _probability('repeat_action_probability', self._cfg.repeat_action_probability)
+        self._repeat_action_probability = probability('repeat_action_probability', self._cfg.repeat_action_probability)
         self._episode_life = bool(self._cfg.episode_life)
         self._clip_rewards = bool(self._cfg.clip_rewards)
         self._action_set = action_set(self._rom_id, bool(self._cfg.full_action_space))
@@ -303,9 +303,3 @@ def _non_negative_int(key: str, value: Any) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{key} must be a non-negative int, got {value!r}")
     return int(value)
-
-
-def _probability(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0. <= value <= 1.:
-        raise ValueError(f"{key} must be a probability in [0, 1], got {value!r}")
-    return float(value)

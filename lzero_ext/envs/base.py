@@ -1,5 +1,5 @@
 """What every ScaleZero env shares: ding's default-config convention, per-worker env configs, and
-positive-int validation of config values."""
+validation of positive-int and probability config values."""
 import copy
 from typing import Any, Dict, List
 
@@ -45,3 +45,10 @@ def positive_int(key: str, value: Any) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{key} must be a positive int, got {value!r}")
     return int(value)
+
+
+def probability(key: str, value: Any) -> float:
+    """``value`` as a float in [0, 1]; a clear error names ``key`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0. <= value <= 1.:
+        raise ValueError(f"{key} must be a probability in [0, 1], got {value!r}")
+    return float(value)

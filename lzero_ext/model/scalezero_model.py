@@ -22,10 +22,11 @@ from ding.utils import MODEL_REGISTRY, SequenceType
 from easydict import EasyDict
 from torch import Tensor, nn
 
-from lzero.model.common import MZNetworkOutput, RepresentationNetworkMLP, RepresentationNetworkUniZero, SimNorm
+from lzero.model.common import MZNetworkOutput, RepresentationNetworkMLP, SimNorm
 from lzero.model.unizero_model import UniZeroModel
 from lzero.model.unizero_world_models.tokenizer import Tokenizer
 
+from lzero_ext.model.grid_encoder import image_representation_network
 from lzero_ext.model.text_encoder import TextEncoder
 from lzero_ext.model.task_routing import TaskAware, TaskRows, TaskSwitch
 from lzero_ext.model.vit_encoder import build_vit_encoder
@@ -84,7 +85,7 @@ def build_observation_encoder(cfg: EasyDict, observation_shapes: Sequence[Union[
         if cfg.encoder == 'vit':
             body = build_vit_encoder(shapes.pop(), latent_dim, cfg.vit)
         else:
-            body = RepresentationNetworkUniZero(
+            body = image_representation_network(  # lightzero's ResNet, or a grid encoder for small boards
                 shapes.pop(), num_res_blocks, num_channels, downsample, activation=activation, norm_type=cfg.norm_type,
                 embedding_dim=latent_dim, group_size=cfg.group_size)
             body.sim_norm = nn.Identity()  # its built-in SimNorm gives way to the encoder's latent norm

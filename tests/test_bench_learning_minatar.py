@@ -1,0 +1,58 @@
+"""The learning benchmark's MinAtar suite: a smoke run of every arm (two games, one seed, a few dozen
+env steps) that writes the tables, and the report helpers it adds."""
+import json
+import math
+
+import pytest
+
+from lzero_ext.bench.learning_report import best_returns, expert_usage_table
+
+
+def test_best_returns_and_expert_usage_known_answers():
+    curves = {"a": {"t": {0: [(0, 1.0), (5, 3.0)], 1: [(0, 2.0)]}, "u": {0: [(0, -1.0)]}},
+              "b": {"t": {0: [(0, 2.5), (5, float("nan"))]}, "u": {0: [(0, -3.0)]}}}
+    assert best_returns(curves) == {"t": 3.0, "u": -1.0}
+    diagnostics = {"dense": {0: {"grad_cos_mean": {"mean": 0.1}}},
+                   "moe": {0: {"expert_entropy/task0": {"mean": 0.5}, "expert_max_share/task0": {"mean": 0.7},
+                               "expert_entropy/task1": {"mean": 0.9}, "expert_max_share/task1": {"mean": 0.3}},
+                           1: {"expert_entropy/task0": {"mean": 0.7}, "expert_max_share/task0": {"mean": 0.5}}}}
+    text, numbers = expert_usage_table(diagnostics, {"moe": "MoE"}, ["Breakout", "Freeway"])
+    assert set(numbers) == {"moe"}  # the dense arm has no routing
+    assert numbers["moe"]["Breakout"]["expert_entropy"]["mean"] == pytest.approx(0.6)
+    assert numbers["moe"]["Freeway"]["expert_max_share"]["n"] == 1
+    assert "MoE" in text and "Freeway" in text
+    assert expert_usage_table({"dense": {0: {}}}, {}, ["t"]) == ("", {})
+
+
+def test_minatar_benchmark_smoke(tmp_path, capsys):
+    from lzero_ext.bench.learning import MINATAR_MODES, main
+
+    main(["--suite", "minatar", "--mode", "smoke", "--out", str(tmp_path), "--jobs", "1"])
+    out = capsys.readouterr().out
+    assert "minatar suite" in out and "SMOKE" in out
+    table = (tmp_path / "table.txt").read_text()
+    for heading in ("final return", "env steps to reach the target return", "gradient conflict", "latent_norm",
+                    "expert usage per task", "DPS stage switches"):
+        assert heading in table, heading
+    assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
+    results = json.loads((tmp_path / "results.json").read_text())
+    games = [t.name for t in MINATAR_MODES["smoke"].tasks]
+    assert results["suite_name"] == "minatar" and [t["name"] for t in results["suite"]] == games
+    assert set(results["summary"]) == {"unizero", "dense", "moe", "dps"}
+    for arm, block in results["summary"].items():
+        for game in games:
+            assert math.isfinite(block["tasks"][game]["final"]["mean"]), (arm, game)
+        assert math.isfinite(block["normalized_mean"]["auc"]["mean"])
+    for task in results["suite"]:  # reference = best return any arm reached (or random + 1 when none beat random)
+        best = max(r for run in results["runs"] for c in [run["curves"].get(task["name"], [])] for _, r in c)
+        assert task["reference_used"] == pytest.approx(max(best, task["random_return"] + 1.0))
+    for arm in ("dense", "moe", "dps"):
+        for key in ("grad_cos_mean", "dormant_ratio", "latent_norm"):
+            assert math.isfinite(results["diagnostics"][arm][key]["mean"]), (arm, key)
+    assert set(results["diagnostics"]["expert_usage"]) == {"moe", "dps"}
+    assert sorted(r["arm"] for r in results["runs"]) == ["dense", "dps", "moe", "unizero", "unizero"]
+    for arm, block in results["targets"].items():
+        if arm != "dps":
+            assert block["total_env_steps"]["mean"] >= len(games) * results["env_steps_per_task"]
+    main(["--suite", "minatar", "--mode", "smoke", "--out", str(tmp_path), "--jobs", "1"])
+    assert "5 of 5 runs loaded from the cache" in capsys.readouterr().out
