@@ -149,8 +149,6 @@ def apply_finetune(policy: Any, spec: FinetuneSpec, *, task_names: Sequence[str]
     from lzero_ext.dps import apply_staged_lora, set_dps_stage
     from lzero_ext.dps.lora import is_lora_name
     from lzero_ext.model.text_encoder import frozen_pretrained_state_keys
-    from policies.multitask import build_optimizer
-
     ckpt = load_checkpoint(_checkpoint_path(spec.checkpoint), required_keys=("policy",))
     source = ckpt["policy"]["model"]
     if any(is_lora_name(k) for k in source):
@@ -173,8 +171,7 @@ def apply_finetune(policy: Any, spec: FinetuneSpec, *, task_names: Sequence[str]
         for name, param in model.named_parameters():
             if name in base:  # encoder / embeddings outside the transformer too: the base stays as loaded
                 param.requires_grad_(False)
-    policy._optimizer_world_model = build_optimizer(policy._model.world_model, learning_rate=policy._cfg.learning_rate,
-                                                    weight_decay=policy._cfg.weight_decay)
+    _rebuild_optimizer(policy)
     policy.recompute_pos_emb_diff_and_clear_cache()  # position-embedding caches follow the loaded weights
     report = FinetuneReport(str(spec.checkpoint), shared, origin,
                             sum(p.numel() for p in model.parameters() if p.requires_grad))
@@ -197,4 +194,12 @@ def prepare_model_like_run(policy: Any, exp_dir: str) -> Optional[FinetuneSpec]:
         for net in (policy._model, policy._target_model):
             apply_staged_lora(net, num_stages=2, rank=spec.lora_rank, alpha=spec.lora_alpha)
             set_dps_stage(net, 1)
+        _rebuild_optimizer(policy)  # the checkpoint's optimizer state covers the adapters
     return spec
+
+
+def _rebuild_optimizer(policy: Any) -> None:
+    from policies.multitask import build_optimizer
+
+    policy._optimizer_world_model = build_optimizer(policy._model.world_model, learning_rate=policy._cfg.learning_rate,
+                                                    weight_decay=policy._cfg.weight_decay)

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 import warnings
-from typing import IO, Any, Dict, Iterator, List, Mapping, Sequence
+from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from torch.utils.tensorboard import SummaryWriter
 
@@ -130,8 +130,7 @@ def run_console(*, verbose: bool = False) -> Iterator[IO[str]]:
             if verbose:
                 replay_import_noise(bar_stream)
                 root.setLevel(logging.INFO)
-                if not root.handlers:
-                    root.addHandler(ProjectLogHandler(bar_stream, everything=True))
+                root.addHandler(ProjectLogHandler(bar_stream, everything=True))  # ding's try_init_root then adds none
             else:
                 warnings.simplefilter("ignore")
                 os.environ["PYTHONWARNINGS"] = "ignore"
@@ -157,11 +156,15 @@ class DiagnosticsRecorder:
         self.writer = SummaryWriter(os.path.join(log_dir, "diagnostics", f"rank{rank}"))
         self.task_writers = dict(task_writers)
         self.history: List[Dict[str, float]] = []
+        self.latest_arrays: Dict[str, Any] = {}  # the latest diagnostics step's full arrays (lzero_ext.pictures)
 
-    def record(self, train_iter: int, learn_log: Mapping[str, Any]) -> None:
+    def record(self, train_iter: int, learn_log: Mapping[str, Any], arrays: Optional[Mapping[str, Any]] = None) -> None:
+        """``arrays``: the policy's ``diagnostic_arrays`` (kept when this step ran the diagnostics)."""
         entries = {k: float(v) for k, v in learn_log.items() if k.startswith(DEFAULT_PREFIX)}
         if not entries:
             return
+        if arrays:
+            self.latest_arrays = dict(arrays, train_iter=train_iter)
         self.history.append(dict(entries, train_iter=train_iter))
         for key, value in entries.items():
             match = _PER_TASK_KEY.match(key)
@@ -182,10 +185,11 @@ class DiagnosticsRecorder:
         return {f"rank{r}": summarize_diagnostics(h) for r, h in enumerate(histories)}
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"history": list(self.history)}
+        return {"history": list(self.history), "latest_arrays": dict(self.latest_arrays)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.history = list(state.get("history", []))
+        self.latest_arrays = dict(state.get("latest_arrays", {}))
 
     def close(self) -> None:
         self.writer.close()

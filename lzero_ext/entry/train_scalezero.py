@@ -27,6 +27,7 @@ from lzero_ext.entry.finetune import FinetuneSpec, apply_finetune
 from lzero_ext.entry.progress import RunProgress
 from lzero_ext.entry.run_logging import DiagnosticsRecorder
 from lzero_ext.entry.task_runtime import TaskRuntime
+from lzero_ext.pictures import plot_diagnostics
 from lzero_ext.summary import plot_learning_curves, print_summary_table, summarize, write_summary
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class MultiTaskTrainer:
             log = self.policy.learn_mode.forward(batches)
             self.train_iter += 1
             self.bar.learning(self.train_iter)
-            self.diagnostics.record(self.train_iter, log)
+            self.diagnostics.record(self.train_iter, log, getattr(self.policy, "diagnostic_arrays", None))
             for task in ready:
                 prefix = f"task{task.task_id}/"
                 task.log_learn(self.train_iter, {k[len(prefix):]: v for k, v in log.items() if k.startswith(prefix)})
@@ -221,10 +222,12 @@ class MultiTaskTrainer:
         summary["diagnostics"] = self.diagnostics.summary(all_gather_object(self.diagnostics.history))
         if self.dps is not None:
             summary["dps"] = self.dps.report({r.name: r.env_steps for r in records})
+        arrays = all_gather_object(self.diagnostics.latest_arrays)
         if self.dist.rank == 0:
             print_summary_table(summary)
+            summary["files"] = {"learning_curves": plot_learning_curves(self.exp_dir, records).name,
+                                **plot_diagnostics(self.exp_dir, arrays, self.task_names)}
             write_summary(self.exp_dir, summary, extra={"train_iter": self.train_iter, "world_size": self.dist.world_size})
-            plot_learning_curves(self.exp_dir, records)
         return summary
 
     def close(self) -> None:
