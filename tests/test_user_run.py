@@ -96,7 +96,7 @@ def test_smoke_run_console_has_only_project_lines_and_bar(smoke_run):
     assert any(line.startswith("collect ") for line in bar) and any(line.startswith("learn it ") for line in bar)
     assert any("Pong" in line and "Breakout" in line for line in bar)  # latest returns
     others = [line for line in lines if line not in bar]
-    assert others and all(line.startswith(("[eval]", "ScaleZero multi-task")) for line in others), others
+    assert others and all(line.startswith(("[eval]", "ScaleZero multi-task", "wall time: eval")) for line in others), others
 
 
 def test_no_initial_eval_skips_the_baseline(tmp_path, monkeypatch):

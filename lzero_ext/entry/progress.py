@@ -48,6 +48,8 @@ class RunProgress:
         self.returns: Dict[str, float] = {}
         self.phase = ""
         self._last_draw = 0.0
+        self._start = time.monotonic()
+        self.seconds: Dict[str, float] = {"eval": 0.0, "collect": 0.0}  # wall time inside each phase
         self.set_phase("start")
 
     # ------------------------------------------------------------------ display
@@ -75,6 +77,21 @@ class RunProgress:
         """Shows ``value`` as ``name``'s latest evaluation return."""
         self.returns[name] = float(value)
         self.bar.set_postfix_str(" ".join(f"{n} {v:.1f}" for n, v in self.returns.items()), refresh=self.enabled)
+
+    def time_shares(self) -> str:
+        """``eval 41%, collect 35%, learn and the rest 24%`` of the wall time since the bar was made."""
+        total = max(time.monotonic() - self._start, 1e-9)
+        shares = {name: s / total for name, s in self.seconds.items()}
+        rest = max(0.0, 1.0 - sum(shares.values()))
+        return ", ".join([f"{name} {share:.0%}" for name, share in shares.items()] + [f"learn and the rest {rest:.0%}"])
+
+    @contextlib.contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.monotonic() - start
 
     # ------------------------------------------------------------------ phases
     @contextlib.contextmanager
@@ -108,11 +125,12 @@ class RunProgress:
             self.set_phase(f"eval {task.name} {done}{limit}", force=False)
 
         self.set_phase(f"eval {task.name} 0{limit}")
-        if not self.enabled:
-            yield
-            return
-        with self._counting_steps(task.evaluator, on_step):
-            yield
+        with self._timed("eval"):
+            if not self.enabled:
+                yield
+                return
+            with self._counting_steps(task.evaluator, on_step):
+                yield
 
     @contextlib.contextmanager
     def collecting(self, task: Any) -> Iterator[None]:
@@ -127,11 +145,12 @@ class RunProgress:
             self.set_phase(f"collect {task.name}", force=False)
 
         self.set_phase(f"collect {task.name}")
-        if not self.enabled:
-            yield
-            return
-        with self._counting_steps(task.collector, on_step):
-            yield
+        with self._timed("collect"):
+            if not self.enabled:
+                yield
+                return
+            with self._counting_steps(task.collector, on_step):
+                yield
         self.add_env_steps((task.env_steps - before) - counted)  # settle on the collector's count
 
     def learning(self, train_iter: int) -> None:

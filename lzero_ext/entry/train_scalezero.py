@@ -211,6 +211,7 @@ class MultiTaskTrainer:
             self.save()
         finally:
             bar.close()
+        logger.info(f"wall time: {bar.time_shares()}")
         return TrainResult(self.exp_dir, self.report(), self.train_iter, self.last_learn_log, self.policy)
 
     def report(self) -> Dict[str, Any]:
