@@ -232,6 +232,47 @@ def test_evaluate_errors_are_one_clear_line(smoke_run, tmp_path):
         load_run_policy(str(other), str(smoke_run["exp"] / "ckpt" / "rank0"))
 
 
+def test_watch_films_dmc_frames_with_mujoco(tmp_path, monkeypatch):
+    """DMC frames rendered headless (MUJOCO_GL=egl where an EGL library exists; skipped where MuJoCo cannot render)."""
+    import imageio.v3 as iio
+
+    from lzero_ext.entry.watch import EpisodeRecorder, VideoUnavailable
+    from lzero_ext.envs.dmc_env import DMCMultiTaskEnv
+
+    recorder = EpisodeRecorder("cartpole-swingup", record=True)
+    env = recorder.wrap(lambda: DMCMultiTaskEnv(dict(env_id="cartpole-swingup", max_episode_steps=4)), film=True)
+    env.seed(0)
+    env.reset()
+    done = False
+    while not done:
+        done = env.step(np.zeros(env.action_space.shape, dtype=np.float32)).done
+    env.close()
+    if recorder.error is not None:
+        pytest.skip(f"MuJoCo cannot render here: {recorder.error}")
+    frames = iio.imread(recorder.write(str(tmp_path)))
+    assert frames.shape[0] == 5 and frames.max() > 0 and len(recorder.returns) == 1
+    assert isinstance(recorder.error, (type(None), VideoUnavailable))
+
+
+@pytest.mark.skipif(not __import__("lzero_ext.envs.jericho_env", fromlist=["game_dir"]).game_dir().joinpath(
+    "detective.z5").is_file(), reason="Jericho game files not found")
+def test_watch_writes_a_jericho_transcript(tmp_path):
+    from lzero_ext.entry.watch import EpisodeRecorder
+    from lzero_ext.envs.jericho_env import JerichoMultiTaskEnv
+
+    recorder = EpisodeRecorder("detective", record=True)
+    env = recorder.wrap(lambda: JerichoMultiTaskEnv(dict(game="detective", max_steps=3)), film=True)
+    env.reset()
+    commands = []
+    for _ in range(3):
+        commands.append(env.valid_actions[0])
+        if env.step(0).done:
+            break
+    env.close()
+    text = Path(recorder.write(str(tmp_path))).read_text()
+    assert Path(tmp_path / "detective.txt").is_file() and f"> {commands[0]}" in text and "[score" in text
+
+
 # ---------------------------------------------------------------------- fine-tuning
 def _fresh_policy(configs, exp):
     from ding.policy import create_policy

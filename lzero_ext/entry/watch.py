@@ -42,6 +42,10 @@ def _frame_of(env: Any) -> Optional[np.ndarray]:
     return None
 
 
+def _score(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}"
+
+
 def draw_score(frame: np.ndarray, text: str, *, scale: int = 2) -> np.ndarray:
     """``frame`` enlarged ``scale`` times with ``text`` drawn in its top-left corner on a dark strip."""
     from PIL import Image, ImageDraw
@@ -99,10 +103,11 @@ class EpisodeRecorder:
 
     @staticmethod
     def _command(env: Any, action: Any) -> Optional[str]:
-        valid = getattr(env, "valid_actions", None)
-        if not callable(valid):
+        """The command a text game's action index stands for (``valid_actions``: Jericho's), else None."""
+        actions = getattr(env, "valid_actions", None)
+        if actions is None:
             return None
-        actions = valid()
+        actions = actions() if callable(actions) else actions
         index = int(np.asarray(action).reshape(-1)[0])
         return actions[index] if 0 <= index < len(actions) else str(index)
 
@@ -117,9 +122,10 @@ class EpisodeRecorder:
         if frame is None:  # a text game: the transcript
             if command is not None:
                 self.transcript.append(f"> {command}")
-            self.transcript.append(f"{getattr(env, 'text', '').strip()}\n[score {self.score:g}, step {self.steps}]\n")
+            self.transcript.append(f"{getattr(env, 'text', '').strip()}\n[score {_score(self.score)}, step {self.steps}]\n")
         elif len(self.frames) < MAX_FRAMES:
-            self.frames.append(draw_score(frame, f"{self.task_name}  score {self.score:g}  step {self.steps}"))
+            self.frames.append(draw_score(frame, f"{self.task_name}  score {_score(self.score)}  step {self.steps}",
+                                          scale=2 if frame.shape[1] < 320 else 1))
 
     def write(self, out_dir: str) -> str:
         """Writes ``<out_dir>/<task>.gif`` (or ``.txt`` for text games); returns the path."""
