@@ -1,18 +1,20 @@
 """ScaleZero for LightZero: importing this package registers the project's envs, models and
 policies in DI-engine's registries (``ENV_REGISTRY``, ``MODEL_REGISTRY``, ``POLICY_REGISTRY``).
+
+Importing it changes nothing global: the banners and warnings that gym, DI-engine and lightzero
+print on import are captured (``lzero_ext.import_scope.import_noise()``), and the root logger keeps
+its level, handlers and filters (lightzero's world-model module sets it to DEBUG on import).
 """
-import logging
 from typing import Dict, List
 
-# lightzero's unizero world_model module sets the root logger to DEBUG when imported; import it
-# first and undo that at once, before later imports (matplotlib, git, docker) log their debug noise.
-import lzero.model.unizero_world_models.world_model  # noqa: F401,E402
-logging.getLogger().setLevel(logging.INFO)
+from lzero_ext.import_scope import captured_imports
 
-from ding.utils import ENV_REGISTRY, MODEL_REGISTRY, POLICY_REGISTRY  # noqa: E402
+with captured_imports():
+    import lzero.model.unizero_world_models.world_model  # noqa: F401  (sets the root logger to DEBUG; undone)
+    from ding.utils import ENV_REGISTRY, MODEL_REGISTRY, POLICY_REGISTRY
 
-from lzero_ext import envs, model  # noqa: F401,E402  (registers envs and models)
-import policies  # noqa: E402  (registers policies; imports lzero_ext.model, so it comes last)
+    from lzero_ext import envs, model  # noqa: F401  (registers envs and models)
+    import policies  # (registers policies; imports lzero_ext.model, so it comes last)
 
 # Names this project adds to each ding registry; tests check they are all present.
 REGISTERED: Dict[str, List[str]] = {

@@ -255,6 +255,7 @@ class MultiTaskPolicyMixin:
         log: Dict[str, float] = {}
         latent_norms: Dict[int, float] = {}
         diagnose = self._diagnostics_due()
+        arrays: Dict[str, Any] = {}  # this step's full diagnostics (pictures): usage (L, E) per task, cosine matrix
         probe = DormantNeuronProbe.for_transformer(self._learn_model) if diagnose else contextlib.nullcontext()
         with probe:
             for task_id, (losses, task_log) in self._task_losses(task_batches).items():
@@ -264,14 +265,19 @@ class MultiTaskPolicyMixin:
                     latent_norms[task_id] = task_log["latent_state_l2_norms"]
                 if diagnose and losses.router_stats:
                     log.update(expert_usage_log(expert_usage_metrics(losses.router_stats["usage_per_task"])))
+                    arrays[f"expert_usage/task{task_id}"] = losses.router_stats["usage_per_task"][:, task_id].tolist()
         total_loss: Optional[torch.Tensor] = sum(task_losses.values()) if task_losses else None
         if latent_norms:
             key = f"{DEFAULT_PREFIX}{KEY_LATENT_NORM}"
             log.update({f"{key}/task{task_id}": value for task_id, value in latent_norms.items()})
             log[key] = sum(latent_norms.values()) / len(latent_norms)
         if diagnose and task_losses:  # before backward: autograd.grad leaves .grad untouched
-            log.update(gradient_conflict(task_losses, shared_backbone_parameters(self._learn_model)).as_log())
+            conflict = gradient_conflict(task_losses, shared_backbone_parameters(self._learn_model))
+            log.update(conflict.as_log())
+            arrays["grad_cos"] = {"task_ids": conflict.task_ids, "matrix": conflict.matrix.tolist()}
             log.update(probe.result().as_log())
+        if diagnose:
+            self.diagnostic_arrays = arrays  # read by the trainer's DiagnosticsRecorder (the learn log holds scalars)
 
         self._optimizer_world_model.zero_grad(set_to_none=True)
         if total_loss is not None:  # a rank whose tasks have no data yet still joins the collectives

@@ -19,6 +19,7 @@ BENCHMARKS: Dict[str, str] = {
     "learning": "lzero_ext.bench.learning",  # returns of UniZero per task vs multi-task dense vs MoE, 3 seeds
     "engine": "lzero_ext.bench.engine",  # batched multi-task engine vs task by task: collection and learn step
     "full_size": "lzero_ext.bench.full_size",  # a paper preset at full model size: build, collect, 2 learn steps
+    "finetune": "lzero_ext.bench.finetune",  # held-out task: env steps to target from scratch vs from a checkpoint
 }
 
 

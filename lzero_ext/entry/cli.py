@@ -17,6 +17,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
+from lzero_ext.entry.finetune import FINETUNE_MODES, FinetuneSpec
+from lzero_ext.entry.run_logging import run_console
+
 
 def scalezero_arg_parser(doc: str, *, presets: Mapping[str, Any], default_preset: str,
                          task_flag: str = "--games", task_help: str = "override the preset's tasks") -> argparse.ArgumentParser:
@@ -43,6 +46,15 @@ def scalezero_arg_parser(doc: str, *, presets: Mapping[str, Any], default_preset
                         help="bf16 autocast of the learn step and inference (for GPUs; default off)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the world model (eager, with a warning, where it cannot compile)")
+    parser.add_argument("--no-initial-eval", dest="initial_eval", action="store_false",
+                        help="skip the baseline evaluation before training")
+    parser.add_argument("--verbose", action="store_true", help="show lightzero / ding / gym output and warnings too")
+    parser.add_argument("--init-from", metavar="CKPT", help="start from a multi-task checkpoint (file, checkpoint or "
+                        "experiment directory); shared weights are loaded, tasks it trained keep their heads")
+    parser.add_argument("--init-heads-from", metavar="GAME", help="with --init-from: new tasks start from this trained "
+                        "task's heads (default: fresh heads)")
+    parser.add_argument("--finetune", choices=sorted(FINETUNE_MODES), default="full",
+                        help="with --init-from: train everything, or LoRA adapters (and heads) on a frozen base")
     return parser
 
 
@@ -52,6 +64,8 @@ def parse_scalezero_args(parser: argparse.ArgumentParser, argv: Optional[Sequenc
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda given but no CUDA device is available")
     args.cuda = None if args.device is None else args.device == "cuda"
+    if args.init_from is None and (args.init_heads_from or args.finetune != "full"):
+        parser.error("--init-heads-from and --finetune need --init-from")
     return args
 
 
@@ -59,21 +73,25 @@ def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]]
             torch_threads: Optional[int] = None, **train_kwargs: Any) -> None:
     """Builds the task configs and trains; bad input and Ctrl-C end with one line (exit status 1).
 
-    ``torch_threads`` (the preset's; ``--threads`` overrides) is applied to CPU runs only."""
+    ``torch_threads`` (the preset's; ``--threads`` overrides) is applied to CPU runs only. The run's console
+    is quiet (the project's lines and the bar) unless ``--verbose``: see ``run_logging.run_console``."""
     threads = args.threads or torch_threads
     if threads and not (args.cuda or (args.cuda is None and torch.cuda.is_available())):
         torch.set_num_threads(threads)
-    import lzero_ext  # noqa: F401  (registers envs, models, policies)
     from lzero_ext.checkpoint import CheckpointError
     from lzero_ext.entry.train_scalezero import train_scalezero
 
-    try:
-        configs = build_configs()
-        for main, _ in configs:  # --per-task: policy key engine; --amp / --compile: amp and compile (lzero_ext.amp)
-            main.policy.update(engine="per_task" if args.per_task else "batched", amp=args.amp, compile=args.compile)
-        train_scalezero(configs, seed=args.seed, max_train_iter=args.max_train_iter, resume=args.resume,
-                        save_replay_buffer=args.save_replay_buffer, **train_kwargs)
-    except (ValueError, CheckpointError, FileNotFoundError) as error:  # bad input: one clear line
-        raise SystemExit(f"error: {error}") from None
-    except KeyboardInterrupt:
-        raise SystemExit("interrupted: resume with --resume (the last checkpoint is intact)") from None
+    with run_console(verbose=args.verbose) as bar_stream:
+        try:
+            init_from = None if args.init_from is None else FinetuneSpec(args.init_from, heads_from=args.init_heads_from,
+                                                                         mode=args.finetune)
+            configs = build_configs()
+            for main, _ in configs:  # --per-task: policy key engine; --amp / --compile: amp and compile (lzero_ext.amp)
+                main.policy.update(engine="per_task" if args.per_task else "batched", amp=args.amp, compile=args.compile)
+            train_scalezero(configs, seed=args.seed, max_train_iter=args.max_train_iter, resume=args.resume,
+                            save_replay_buffer=args.save_replay_buffer, initial_eval=args.initial_eval,
+                            init_from=init_from, bar_stream=bar_stream, **train_kwargs)
+        except (ValueError, CheckpointError, FileNotFoundError) as error:  # bad input: one clear line
+            raise SystemExit(f"error: {error}") from None
+        except KeyboardInterrupt:
+            raise SystemExit("interrupted: resume with --resume (the last checkpoint is intact)") from None

@@ -1,9 +1,13 @@
-"""Run-level logging of the multi-task entry: quiet lightzero worker chatter, and record the
-learn step's ``diag/`` diagnostics (TensorBoard + a history summarised into ``summary.json``)."""
+"""Run-level logging of the multi-task entry: the run's console (:func:`run_console`: the project's
+lines and the bar only, unless ``--verbose``), and the learn step's ``diag/`` diagnostics
+(TensorBoard + a history summarised into ``summary.json``)."""
+import contextlib
 import logging
 import os
 import re
-from typing import Any, Dict, List, Mapping, Sequence
+import sys
+import warnings
+from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from torch.utils.tensorboard import SummaryWriter
 
@@ -33,6 +37,117 @@ def quiet_worker_chatter() -> None:
             target.addFilter(WorkerChatterFilter())
 
 
+# Top-level module names whose log records and prints a quiet run shows ("__main__": a script's own prints).
+PROJECT_MODULES = frozenset({"lzero_ext", "policies", "zoo", "__main__"})
+
+
+def _is_project(module_name: str) -> bool:
+    return module_name.split(".", 1)[0] in PROJECT_MODULES
+
+
+class ProjectOnlyStream:
+    """A text stream that passes on what the project's own modules write (``print`` from
+    ``lzero_ext``, ``policies``, ``zoo``) and drops the rest: lightzero's worker prints, warnings,
+    third-party log handlers. The writer is read from the calling frame's module."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if _is_project(sys._getframe(1).f_globals.get("__name__", "")):
+            return self.stream.write(text)
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding, ...
+        return getattr(self.stream, name)
+
+
+class ProjectLogHandler(logging.Handler):
+    """Writes log records above the progress bar (``tqdm.write``): the project's (and anyone's errors), or
+    with ``everything`` all records."""
+
+    def __init__(self, stream: IO[str], *, everything: bool = False) -> None:
+        super().__init__(logging.INFO)
+        self.stream, self.everything = stream, everything
+        self.setFormatter(logging.Formatter("%(message)s" if not everything else "%(levelname)s %(name)s: %(message)s"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.everything or record.levelno >= logging.ERROR or _is_project(record.name)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # a logging handler never raises
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _restored_environ(name: str) -> Iterator[None]:
+    saved = os.environ.get(name)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
+
+
+@contextlib.contextmanager
+def run_console(*, verbose: bool = False) -> Iterator[IO[str]]:
+    """The console of one run; yields the stream the progress bar writes to (the real stderr).
+
+    Quiet (default): the project's log lines (INFO and up) and prints, errors from anyone, nothing
+    else: third-party warnings (also in forked env workers and, through ``PYTHONWARNINGS``, spawned
+    ones), INFO lines and prints of lightzero / ding / gym are dropped. ``verbose``: everything,
+    including what gym / ding / lightzero printed when first imported. Sets ``MUJOCO_GL`` for
+    dm_control if unset. Everything (root logger level, handlers and filters, project logger levels,
+    warning filters, ``sys.stdout`` / ``sys.stderr``, environment) is restored on exit.
+
+    Example::
+
+        with run_console(verbose=args.verbose) as bar_stream:
+            import lzero_ext  # noqa: F401  (import-time banners are captured, see lzero_ext.import_scope)
+            train_scalezero(configs, ...)
+    """
+    from lzero_ext.envs.dmc_env import default_mujoco_gl
+    from lzero_ext.import_scope import replay_import_noise
+
+    root = logging.getLogger()
+    saved_root = (root.level, list(root.handlers), list(root.filters))
+    project_loggers = [logging.getLogger(name) for name in sorted(PROJECT_MODULES - {"__main__"})]
+    saved_levels = [logger.level for logger in project_loggers]
+    saved_streams = (sys.stdout, sys.stderr)
+    bar_stream = sys.stderr
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(warnings.catch_warnings())
+        for name in ("MUJOCO_GL", "PYTHONWARNINGS"):
+            stack.enter_context(_restored_environ(name))
+        os.environ.setdefault("MUJOCO_GL", default_mujoco_gl())
+        try:
+            if verbose:
+                replay_import_noise(bar_stream)
+                root.setLevel(logging.INFO)
+                root.addHandler(ProjectLogHandler(bar_stream, everything=True))  # ding's try_init_root then adds none
+            else:
+                warnings.simplefilter("ignore")
+                os.environ["PYTHONWARNINGS"] = "ignore"
+                root.setLevel(logging.ERROR)
+                root.handlers, root.filters = [ProjectLogHandler(bar_stream)], []
+                for logger in project_loggers:
+                    logger.setLevel(logging.INFO)
+                sys.stdout, sys.stderr = ProjectOnlyStream(sys.stdout), ProjectOnlyStream(sys.stderr)
+            yield bar_stream
+        finally:
+            sys.stdout, sys.stderr = saved_streams
+            root.setLevel(saved_root[0])
+            root.handlers, root.filters = saved_root[1], saved_root[2]
+            for logger, level in zip(project_loggers, saved_levels):
+                logger.setLevel(level)
+
+
 class DiagnosticsRecorder:
     """Collects ``diag/...`` entries of learn logs. Per-task entries (``.../task{t}``) go to that
     task's TensorBoard writer, the rest (over this rank's tasks) to ``<log_dir>/diagnostics/rank{r}``."""
@@ -41,11 +156,15 @@ class DiagnosticsRecorder:
         self.writer = SummaryWriter(os.path.join(log_dir, "diagnostics", f"rank{rank}"))
         self.task_writers = dict(task_writers)
         self.history: List[Dict[str, float]] = []
+        self.latest_arrays: Dict[str, Any] = {}  # the latest diagnostics step's full arrays (lzero_ext.pictures)
 
-    def record(self, train_iter: int, learn_log: Mapping[str, Any]) -> None:
+    def record(self, train_iter: int, learn_log: Mapping[str, Any], arrays: Optional[Mapping[str, Any]] = None) -> None:
+        """``arrays``: the policy's ``diagnostic_arrays`` (kept when this step ran the diagnostics)."""
         entries = {k: float(v) for k, v in learn_log.items() if k.startswith(DEFAULT_PREFIX)}
         if not entries:
             return
+        if arrays:
+            self.latest_arrays = dict(arrays, train_iter=train_iter)
         self.history.append(dict(entries, train_iter=train_iter))
         for key, value in entries.items():
             match = _PER_TASK_KEY.match(key)
@@ -66,10 +185,11 @@ class DiagnosticsRecorder:
         return {f"rank{r}": summarize_diagnostics(h) for r, h in enumerate(histories)}
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"history": list(self.history)}
+        return {"history": list(self.history), "latest_arrays": dict(self.latest_arrays)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.history = list(state.get("history", []))
+        self.latest_arrays = dict(state.get("latest_arrays", {}))
 
     def close(self) -> None:
         self.writer.close()

@@ -19,15 +19,17 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import torch
 from ding.policy import create_policy
 from ding.utils import set_pkg_seed
-from tqdm import tqdm
 
 from lzero_ext.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from lzero_ext.distributed import all_gather_object, all_reduce_scalar, broadcast_module, init_distributed, split_tasks
 from lzero_ext.entry.configs import TaskConfig, compile_task_configs, validate_task_configs
 from lzero_ext.entry.dps_curriculum import DPSCurriculum, active_tasks
+from lzero_ext.entry.finetune import FinetuneSpec, apply_finetune
 from lzero_ext.entry.lockstep_round import run_in_lockstep
-from lzero_ext.entry.run_logging import DiagnosticsRecorder, quiet_worker_chatter
+from lzero_ext.entry.progress import RunProgress
+from lzero_ext.entry.run_logging import DiagnosticsRecorder
 from lzero_ext.entry.task_runtime import TaskRuntime
+from lzero_ext.pictures import plot_diagnostics
 from lzero_ext.summary import plot_learning_curves, print_summary_table, summarize, write_summary
 
 logger = logging.getLogger(__name__)
@@ -59,15 +61,16 @@ class MultiTaskTrainer:
 
     def __init__(self, task_configs: Sequence[TaskConfig], *, seed: int, exp_name: str, score_kind: str,
                  max_env_step: int, max_train_iter: int, checkpoint_freq: int, save_replay_buffer: bool,
-                 progress: bool) -> None:
+                 progress: bool, initial_eval: bool = True, bar_stream: Any = None) -> None:
         validate_task_configs(task_configs)
-        quiet_worker_chatter()
         self.dist = init_distributed()
         self.local_task_ids = split_tasks(list(range(len(task_configs))), self.dist.rank, self.dist.world_size)
         self.exp_dir = exp_name
         self.max_env_step, self.max_train_iter = max_env_step, max_train_iter
         self.checkpoint_freq, self.save_replay_buffer = checkpoint_freq, save_replay_buffer
         self.progress = progress and self.dist.rank == 0
+        self.initial_eval, self.bar_stream = initial_eval, bar_stream  # False: no baseline evaluation before training
+        self.bar = RunProgress(total=0, enabled=False)  # the run's bar, made in run()
         self.score_kind = score_kind
         self.train_iter = 0
         self.last_learn_log: Dict[str, float] = {}
@@ -84,9 +87,8 @@ class MultiTaskTrainer:
             TaskRuntime.build(t, _task_name(cfgs[t], t), cfgs[t], self.policy, log_dir, score_kind)
             for t in self.local_task_ids
         ]
-        quiet_worker_chatter()  # again: building the workers may have added a root handler
         self.cfg = cfgs[0].policy
-        task_names = [_task_name(cfg, t) for t, cfg in enumerate(cfgs)]
+        task_names = self.task_names = [_task_name(cfg, t) for t, cfg in enumerate(cfgs)]
         self.dps = DPSCurriculum(self.policy, task_names) if self.cfg.dps.enabled else None
         self.diagnostics = DiagnosticsRecorder(log_dir, self.dist.rank, {t.task_id: t.writer for t in self.tasks})
 
@@ -97,19 +99,30 @@ class MultiTaskTrainer:
         return active_tasks(self.tasks, self.dps)
 
     def evaluate(self, force: bool = False) -> None:
-        # lightzero's should_eval(0) is False; the first evaluation gives the baseline point
-        due = [task for task in self.active
-               if force or not task.record.history or task.evaluator.should_eval(self.train_iter)]
-        returns = self._run_tasks("eval", {task.task_id: partial(task.evaluate, self.train_iter) for task in due})
-        for task in due:
+        def due(task) -> bool:  # lightzero's should_eval(0) is False: the first evaluation gives the baseline
+            first = not task.record.history and self.initial_eval
+            return force or first or task.evaluator.should_eval(self.train_iter)
+
+        tasks = [task for task in self.active if due(task)]
+        returns = self._run_tasks("eval", {task.task_id: partial(self._evaluate_task, task) for task in tasks})
+        for task in tasks:
+            self.bar.task_return(task.name, returns[task.task_id])
             logger.info(f"[eval] {task.name}: mean return {returns[task.task_id]:.2f} at {task.env_steps} env steps")
+
+    def _evaluate_task(self, task: TaskRuntime) -> float:
+        with self.bar.evaluating(task):
+            return task.evaluate(self.train_iter)
 
     def collect(self) -> int:
         """One collection round for every task with budget left; returns the transitions collected here."""
         todo = [task for task in self.active if task.env_steps < self.max_env_step]
         before = {task.task_id: task.env_steps for task in todo}
-        self._run_tasks("collect", {task.task_id: partial(task.collect, self.train_iter) for task in todo})
+        self._run_tasks("collect", {task.task_id: partial(self._collect_task, task) for task in todo})
         return sum(task.env_steps - before[task.task_id] for task in todo)
+
+    def _collect_task(self, task: TaskRuntime) -> None:
+        with self.bar.collecting(task):
+            task.collect(self.train_iter)
 
     def _run_tasks(self, mode: str, jobs: Dict[int, Callable[[], Any]]) -> Dict[int, Any]:
         """Every task's worker call: in lockstep (one forward per step for all of them) with engine='batched'."""
@@ -135,7 +148,8 @@ class MultiTaskTrainer:
             batches = [task.sample(self.policy) for task in ready]
             log = self.policy.learn_mode.forward(batches)
             self.train_iter += 1
-            self.diagnostics.record(self.train_iter, log)
+            self.bar.learning(self.train_iter)
+            self.diagnostics.record(self.train_iter, log, getattr(self.policy, "diagnostic_arrays", None))
             for task in ready:
                 prefix = f"task{task.task_id}/"
                 task.log_learn(self.train_iter, {k[len(prefix):]: v for k, v in log.items() if k.startswith(prefix)})
@@ -153,6 +167,7 @@ class MultiTaskTrainer:
         state = {
             "policy": self.policy.learn_mode.state_dict(),
             "train_iter": self.train_iter,
+            "task_names": self.task_names,
             "tasks": {t.task_id: t.state_dict(self.save_replay_buffer) for t in self.tasks},
             "rng": capture_rng_state(),
             "world_size": self.dist.world_size,
@@ -187,21 +202,22 @@ class MultiTaskTrainer:
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
         budget = self.max_env_step * len(self.tasks)
-        bar = tqdm(total=budget, desc="env steps", unit="step", disable=not self.progress, dynamic_ncols=True)
-        bar.update(min(budget, sum(t.env_steps for t in self.tasks)))
+        bar = self.bar = RunProgress(total=budget, initial=sum(t.env_steps for t in self.tasks), enabled=self.progress,
+                                     file=self.bar_stream)
+        for task in self.tasks:  # resumed runs show their latest returns from the start
+            if task.record.eval_return is not None:
+                bar.task_return(task.name, task.record.eval_return)
         last_checkpoint = self.train_iter
         try:
             while not self.finished():
                 self.evaluate()
                 collected = self.collect()
-                bar.update(min(collected, budget - bar.n))  # the last round may overshoot the budget
                 log = self.learn(self.updates_this_round(collected))
                 if self.dps is not None:
                     self.dps.step(self.train_iter, [t.record for t in self.tasks])
                     self.diagnostics.add_scalars(self.dps.log_vars(), self.train_iter)
                 if log is not None:
                     self.last_learn_log = log
-                    bar.set_postfix(iter=self.train_iter, loss=f"{log['weighted_total_loss']:.3f}")
                 if self.train_iter - last_checkpoint >= self.checkpoint_freq:
                     self.save()
                     last_checkpoint = self.train_iter
@@ -209,6 +225,7 @@ class MultiTaskTrainer:
             self.save()
         finally:
             bar.close()
+        logger.info(f"wall time: {bar.time_shares()}")
         return TrainResult(self.exp_dir, self.report(), self.train_iter, self.last_learn_log, self.policy)
 
     def report(self) -> Dict[str, Any]:
@@ -220,10 +237,12 @@ class MultiTaskTrainer:
         summary["diagnostics"] = self.diagnostics.summary(all_gather_object(self.diagnostics.history))
         if self.dps is not None:
             summary["dps"] = self.dps.report({r.name: r.env_steps for r in records})
+        arrays = all_gather_object(self.diagnostics.latest_arrays)
         if self.dist.rank == 0:
             print_summary_table(summary)
+            summary["files"] = {"learning_curves": plot_learning_curves(self.exp_dir, records).name,
+                                **plot_diagnostics(self.exp_dir, arrays, self.task_names)}
             write_summary(self.exp_dir, summary, extra={"train_iter": self.train_iter, "world_size": self.dist.world_size})
-            plot_learning_curves(self.exp_dir, records)
         return summary
 
     def close(self) -> None:
@@ -235,19 +254,27 @@ class MultiTaskTrainer:
 def train_scalezero(task_configs: Sequence[TaskConfig], *, seed: int = 0, max_env_step: int = int(1e10),
                     max_train_iter: int = int(1e10), exp_name: Optional[str] = None, resume: bool = False,
                     score_kind: str = "raw", checkpoint_freq: int = 1000, save_replay_buffer: bool = False,
-                    progress: bool = True) -> TrainResult:
+                    progress: bool = True, initial_eval: bool = True, init_from: Optional[FinetuneSpec] = None,
+                    bar_stream: Any = None) -> TrainResult:
     """Trains one ScaleZero model on every task in ``task_configs`` (one ``(main, create)`` pair each).
 
     ``max_env_step`` is a per-task budget: a task that spent it stops collecting; the run ends when
     all have, or after ``max_train_iter`` learner iterations. ``resume`` continues from the latest
     checkpoint in ``<exp_name>/ckpt``. Returns a :class:`TrainResult`; rank 0 also writes
-    ``summary.json`` and ``learning_curves.png`` into the experiment directory.
+    ``summary.json`` and ``learning_curves.png`` into the experiment directory. ``initial_eval=False`` skips
+    the baseline evaluation before training; ``init_from`` starts from another run's checkpoint
+    (:mod:`lzero_ext.entry.finetune`); ``bar_stream``: where the progress bar goes (default stderr).
     """
     exp_name = exp_name or task_configs[0][0].exp_name
     trainer = MultiTaskTrainer(task_configs, seed=seed, exp_name=exp_name, score_kind=score_kind,
                                max_env_step=max_env_step, max_train_iter=max_train_iter,
-                               checkpoint_freq=checkpoint_freq, save_replay_buffer=save_replay_buffer, progress=progress)
+                               checkpoint_freq=checkpoint_freq, save_replay_buffer=save_replay_buffer, progress=progress,
+                               initial_eval=initial_eval, bar_stream=bar_stream)
     try:
+        if init_from is not None:
+            report = apply_finetune(trainer.policy, init_from, task_names=trainer.task_names, exp_dir=exp_name)
+            logger.info(f"initialised from {report.checkpoint}: {report.shared_loaded} shared tensors; per-task weights "
+                        f"from {report.copied} (None: fresh); {report.trainable_params:,} trainable parameters")
         if resume:
             trainer.resume()
         return trainer.run()

@@ -7,16 +7,12 @@ affinely onto the action spec's bounds. One agent step repeats the action for ``
 control steps (ScaleZero: 4, pendulum 8) and sums their rewards. ``dmc2gym`` (used by lightzero's
 own DMC env) is not on PyPI, hence this env.
 
-``MUJOCO_GL`` only matters for pixel rendering, which this env does not use; if unset it defaults to
-``egl`` (headless) when an EGL library is found, else rendering is disabled, so state observations
-work on any headless machine.
+``MUJOCO_GL`` only matters for pixel rendering (the observations are states). Importing this module
+leaves it alone; a run (``lzero_ext.entry.run_logging.run_console``) sets it to :func:`default_mujoco_gl`
+when unset, and restores it afterwards.
 """
 import ctypes.util
-import os
 from typing import Any, Dict, Optional
-
-if "MUJOCO_GL" not in os.environ:  # before dm_control is imported anywhere: it picks its GL backend on import
-    os.environ["MUJOCO_GL"] = "egl" if ctypes.util.find_library("EGL") else "disable"
 
 import gym
 import numpy as np
@@ -26,6 +22,12 @@ from easydict import EasyDict
 
 from lzero_ext.envs.dmc_tasks import DMC18, default_action_repeat, resolve_task  # noqa: F401
 from lzero_ext.envs.base import ScaleZeroEnv, positive_int
+
+
+def default_mujoco_gl() -> str:
+    """``egl`` (headless rendering) when an EGL library is found, else ``disable``: state observations work on any
+    headless machine. dm_control picks its GL backend when first imported, so set it before that."""
+    return "egl" if ctypes.util.find_library("EGL") else "disable"
 
 
 @ENV_REGISTRY.register('dmc_scalezero')
