@@ -25,6 +25,7 @@ from lzero.entry.utils import initialize_zeros_batch
 from lzero_ext.diagnostics import (DEFAULT_PREFIX, KEY_LATENT_NORM, DormantNeuronProbe, expert_usage_log,
                                    expert_usage_metrics, gradient_conflict, shared_backbone_parameters)
 from lzero_ext.distributed import average_gradients, get_world_size
+from lzero_ext.divergence import check_finite_gradient, check_finite_losses, check_finite_targets
 from lzero_ext.model.text_encoder import frozen_pretrained_state_keys
 from lzero_ext.dps import LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage
 from policies.world_model_batch import build_world_model_batch
@@ -205,6 +206,7 @@ class MultiTaskPolicyMixin:
         grad_norm = torch.nn.utils.clip_grad_norm_(
             [p for p in world_model_params if p.grad is not None], self._cfg.grad_clip_value
         )
+        check_finite_gradient(grad_norm)  # before the step: the parameters stay finite
         self._optimizer_world_model.step()
         if self._cfg.dps.enabled:
             clamp_adapter_scales_(self._learn_model)  # keep the adapter scales within their range
@@ -245,6 +247,7 @@ class MultiTaskPolicyMixin:
 
     def _task_loss(self, task_id: int, current_batch: Sequence[Any], target_batch: Sequence[Any]):
         cfg = self.task_cfg(task_id)
+        check_finite_targets(task_id, target_batch)  # NaN targets would crash inside lightzero's value transform
         batch, stats = build_world_model_batch(
             current_batch, target_batch, observation_shape=cfg.model.observation_shape, policy_cfg=cfg,
             support=self.value_support, continuous_actions=self._continuous_actions,
@@ -258,6 +261,7 @@ class MultiTaskPolicyMixin:
                 task_log[name] = value.item()
             elif isinstance(value, (int, float)):
                 task_log[name] = float(value)
+        check_finite_losses(task_id, task_log)
         return losses, task_log
 
     def _monitor_vars_learn(self) -> List[str]:

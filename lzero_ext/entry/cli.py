@@ -17,6 +17,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
+from lzero_ext.entry.cli_checks import exit_for, validate_args
+
 
 def scalezero_arg_parser(doc: str, *, presets: Mapping[str, Any], default_preset: str,
                          task_flag: str = "--games", task_help: str = "override the preset's tasks") -> argparse.ArgumentParser:
@@ -36,6 +38,7 @@ def scalezero_arg_parser(doc: str, *, presets: Mapping[str, Any], default_preset
     parser.add_argument("--dps", action="store_true",
                         help="Dynamic Parameter Scaling: staged LoRA adapters added as tasks get solved; solved tasks stop")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --exp-name")
+    parser.add_argument("--overwrite", action="store_true", help="start over in an --exp-name that holds a run (deletes it)")
     parser.add_argument("--save-replay-buffer", action="store_true", help="also checkpoint the replay buffers")
     return parser
 
@@ -43,6 +46,7 @@ def scalezero_arg_parser(doc: str, *, presets: Mapping[str, Any], default_preset
 def parse_scalezero_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parses ``argv``; ``args.cuda`` is True/False from ``--device``, or None (auto)."""
     args = parser.parse_args(argv)
+    validate_args(parser, args)  # positive budgets, no duplicate task, --exp-name not a file
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda given but no CUDA device is available")
     args.cuda = None if args.device is None else args.device == "cuda"
@@ -51,7 +55,8 @@ def parse_scalezero_args(parser: argparse.ArgumentParser, argv: Optional[Sequenc
 
 def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]], *,
             torch_threads: Optional[int] = None, **train_kwargs: Any) -> None:
-    """Builds the task configs and trains; bad input and Ctrl-C end with one line (exit status 1).
+    """Builds the task configs and trains; bad input, divergence, a busy directory, SIGINT and SIGTERM end
+    with one line (exit status 1; 130 / 143 for the signals, after the final checkpoint).
 
     ``torch_threads`` (the preset's; ``--threads`` overrides) is applied to CPU runs only."""
     threads = args.threads or torch_threads
@@ -59,13 +64,16 @@ def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]]
         torch.set_num_threads(threads)
     import lzero_ext  # noqa: F401  (registers envs, models, policies)
     from lzero_ext.checkpoint import CheckpointError
+    from lzero_ext.divergence import DivergenceError
+    from lzero_ext.entry.run_lock import RunLockError
+    from lzero_ext.entry.run_signals import RunInterrupted
     from lzero_ext.entry.train_scalezero import train_scalezero
 
     try:
         configs = build_configs()
         train_scalezero(configs, seed=args.seed, max_train_iter=args.max_train_iter, resume=args.resume,
-                        save_replay_buffer=args.save_replay_buffer, **train_kwargs)
-    except (ValueError, CheckpointError, FileNotFoundError) as error:  # bad input: one clear line
-        raise SystemExit(f"error: {error}") from None
-    except KeyboardInterrupt:
-        raise SystemExit("interrupted: resume with --resume (the last checkpoint is intact)") from None
+                        save_replay_buffer=args.save_replay_buffer, overwrite=args.overwrite,
+                        run_labels={"preset": args.preset}, **train_kwargs)
+    except (ValueError, CheckpointError, FileNotFoundError, PermissionError, RunLockError, DivergenceError,
+            RunInterrupted, KeyboardInterrupt) as error:  # one clear line (rank 0 only), no traceback
+        raise exit_for(error) from None
