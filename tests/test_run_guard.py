@@ -223,3 +223,50 @@ def test_policies_scalezero_imports_in_a_fresh_interpreter():
     result = subprocess.run([sys.executable, "-c", "import policies.scalezero; print(policies.scalezero.ScaleZeroPolicy)"],
                             capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0 and "ScaleZeroPolicy" in result.stdout, result.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------- command line and game files
+@pytest.mark.parametrize("argv, message", [
+    (["--max-env-step", "0"], "--max-env-step must be a positive integer, got 0"),
+    (["--max-env-step", "-5"], "--max-env-step must be a positive integer, got -5"),
+    (["--max-train-iter", "0"], "--max-train-iter must be a positive integer, got 0"),
+    (["--threads", "0"], "--threads must be a positive integer, got 0"),
+    (["--tasks", "CartPole", "CartPole"], "task 'CartPole' is given twice"),
+    (["--resume", "--overwrite"], "exclude each other"),
+])
+def test_cli_rejects_meaningless_values_in_one_line(argv, message, capsys):
+    from lzero_ext.bench.fault_job import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_cli_rejects_an_exp_name_that_is_a_file(tmp_path, capsys):
+    from lzero_ext.bench.fault_job import main
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SystemExit):
+        main(["--exp-name", str(tmp_path / "f")])
+    assert "is an existing file, not a directory" in capsys.readouterr().err
+
+
+def test_story_file_header_is_checked_before_jericho_loads_it(tmp_path):
+    from lzero_ext.envs.jericho_env import resolve_game_file
+    from lzero_ext.envs.zmachine import check_story_file
+
+    fake = tmp_path / "fake.z5"
+    fake.write_bytes(b"This is not a story file, just text that is long enough for a header." * 3)
+    with pytest.raises(ValueError, match=r"fake.z5 is not a Z-machine story file: version byte 84, expected 1..8"):
+        resolve_game_file("fake.z5", tmp_path)
+    (tmp_path / "short.z5").write_bytes(b"\x05abc")
+    with pytest.raises(ValueError, match="shorter than the 64-byte header"):
+        check_story_file(tmp_path / "short.z5")
+    games = Path("/work/shared/jericho-games")
+    if (games / "zork1.z5").is_file():
+        data = (games / "zork1.z5").read_bytes()
+        assert check_story_file(games / "zork1.z5") == 3
+        (tmp_path / "cut.z5").write_bytes(data[: len(data) // 2])
+        with pytest.raises(ValueError, match="truncated: its header says"):
+            check_story_file(tmp_path / "cut.z5")

@@ -17,6 +17,7 @@ BENCHMARKS: Dict[str, str] = {
     "learner": "lzero_ext.bench.learner",  # multi-task train step vs N lightzero UniZero steps; MoE vs dense
     "collect": "lzero_ext.bench.collect",  # env steps/s with MCTS vs lightzero's UniZero collector
     "learning": "lzero_ext.bench.learning",  # returns of UniZero per task vs multi-task dense vs MoE, 3 seeds
+    "faults": "lzero_ext.bench.faults",  # kill -9, signals, damaged checkpoints, NaN, full disk, second job: then resume
 }
 
 

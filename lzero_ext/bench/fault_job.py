@@ -8,6 +8,7 @@ deterministic for a seed. Every flag of ``lzero_ext.entry.cli`` works (``--resum
     python -m lzero_ext.bench.fault_job --exp-name runs/tiny --max-train-iter 8
     torchrun --nproc_per_node 2 -m lzero_ext.bench.fault_job --exp-name runs/tiny2 --tasks CartPole Acrobot
 """
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence
 
 from lzero_ext.bench.learning_runs import Settings, TaskSpec, task_config
@@ -24,13 +25,25 @@ PRESETS = {"tiny": TINY}
 CHECKPOINT_FREQ = 2  # learner iterations between checkpoints
 
 
-def build_configs(tasks: Sequence[str], *, exp_name: str, seed: int, settings: Settings = TINY) -> List[Any]:
-    """The ``(main, create)`` pairs of ``tasks`` (names of :data:`TASKS`)."""
+ENV_MANAGERS = frozenset({"base", "subprocess"})
+
+
+def build_configs(tasks: Sequence[str], *, exp_name: str, seed: int, settings: Settings = TINY,
+                  env_manager: str = "base") -> List[Any]:
+    """The ``(main, create)`` pairs of ``tasks`` (names of :data:`TASKS`); ``env_manager`` ``subprocess``
+    runs two collector envs per task in worker processes (as the paper presets do)."""
+    if env_manager not in ENV_MANAGERS:
+        raise ValueError(f"unknown env manager {env_manager!r}: choose from {sorted(ENV_MANAGERS)}")
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown task {unknown[0]!r}: choose from {sorted(TASKS)}")
     specs = [TASKS[t] for t in tasks]
-    return [task_config(spec, i, specs, settings, moe=True, exp_name=exp_name, seed=seed) for i, spec in enumerate(specs)]
+    if env_manager == "subprocess":
+        settings = replace(settings, collector_env_num=2)
+    configs = [task_config(spec, i, specs, settings, moe=True, exp_name=exp_name, seed=seed) for i, spec in enumerate(specs)]
+    for _, create in configs:
+        create.env_manager.type = env_manager
+    return configs
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -38,10 +51,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     parser = scalezero_arg_parser(__doc__, presets=PRESETS, default_preset="tiny", task_flag="--tasks",
                                   task_help=f"tasks, from {sorted(TASKS)} (default: CartPole)")
+    parser.add_argument("--env-manager", choices=sorted(ENV_MANAGERS), default="base", help="ding env manager")
     args = parse_scalezero_args(parser, argv)
     tasks = args.tasks or ["CartPole"]
     exp_name = args.exp_name or "data_scalezero/fault_job"
-    run_cli(args, lambda: build_configs(tasks, exp_name=exp_name, seed=args.seed), torch_threads=1,
+    run_cli(args, lambda: build_configs(tasks, exp_name=exp_name, seed=args.seed, env_manager=args.env_manager), torch_threads=1,
             max_env_step=args.max_env_step or TINY.env_steps, score_kind="raw", checkpoint_freq=CHECKPOINT_FREQ,
             progress=False, exp_name=exp_name)
 
