@@ -211,7 +211,7 @@ class FaultBench:
     def _drive(self, proc: Proc, fault: str, exp: Path, iters: int, ranks: int, root: Path, out: Outcome) -> Dict[str, Path]:
         """Runs the first job to its end with the fault injected; returns each rank's newest complete checkpoint."""
         seen: Dict[str, Path] = {}
-        delay = self.rng.uniform(0.0, 8.0)  # after the run started (lock taken): kill9 may also hit the start-up
+        delay = self.rng.uniform(0.0, 15.0)  # after the run started (lock taken): kill9 may also hit the start-up
         fire_at: Optional[float] = time.time() + self.rng.uniform(0.0, 30.0) if fault == "kill9" else None
         fired = False
         second: Optional[Proc] = None
@@ -304,17 +304,19 @@ class FaultBench:
         return result.returncode == 0
 
 
-def plan(runs: int, rng: random.Random, *, ranks: Sequence[int]) -> List[tuple]:
-    """``runs`` (fault, ranks) pairs: every fault kind in turn (shuffled), 2-rank runs every third slot when allowed."""
-    faults = []
+def plan(runs: int, rng: random.Random, *, ranks: Sequence[int], kinds: Sequence[str] = FAULTS_1RANK) -> List[tuple]:
+    """``runs`` (fault, ranks) pairs: the fault kinds in turn (shuffled); with both rank counts every third run
+    has 2 ranks (and a fault kind that applies to 2 ranks)."""
+    faults: List[str] = []
     while len(faults) < runs:
-        batch = list(FAULTS_1RANK)
+        batch = list(kinds)
         rng.shuffle(batch)
         faults.extend(batch)
+    two_rank_kinds = [k for k in kinds if k in FAULTS_2RANK] or list(FAULTS_2RANK)
     chosen = []
     for i, fault in enumerate(faults[:runs]):
-        two = 2 in ranks and i % 3 == 2
-        chosen.append((fault if not two or fault in FAULTS_2RANK else rng.choice(FAULTS_2RANK), 2 if two else 1))
+        two = 2 in ranks and (1 not in ranks or i % 3 == 2)
+        chosen.append((fault if not two or fault in FAULTS_2RANK else rng.choice(two_rank_kinds), 2 if two else 1))
     return chosen
 
 
@@ -324,6 +326,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault plan and moments")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds one job may take before it counts as hung")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2], choices=[1, 2], help="rank counts to use")
+    parser.add_argument("--faults", nargs="+", choices=FAULTS_1RANK, default=list(FAULTS_1RANK), help="fault kinds to use")
     parser.add_argument("--work-dir", help="where the runs go (default: a temporary directory, removed after)")
     args = parser.parse_args(argv)
     if args.runs < 1:
@@ -332,7 +335,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     bench = FaultBench(work, timeout=args.timeout, seed=args.seed)
     totals = [0, 0, 0]
     start = time.time()
-    for index, (fault, ranks) in enumerate(plan(args.runs, bench.rng, ranks=args.ranks)):
+    for index, (fault, ranks) in enumerate(plan(args.runs, bench.rng, ranks=args.ranks, kinds=args.faults)):
         t0 = time.time()
         outcome = bench.run_one(index, fault, ranks)
         totals = [totals[0] + outcome.hangs, totals[1] + outcome.lost, totals[2] + outcome.unclear]
