@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lzero_ext.bench.faults import session_members
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
 JOB = [sys.executable, "-m", "lzero_ext.bench.fault_job"]
@@ -25,18 +27,6 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
     while not path.exists():
         assert proc.poll() is None and time.time() < deadline, f"{path} never appeared"
         time.sleep(0.2)
-
-
-def _session_alive(sid: int) -> list:
-    alive = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            alive.append(int(entry))
-    return alive
 
 
 def test_ctrl_c_with_env_worker_processes_saves_and_prints_one_line(tmp_path):
@@ -55,7 +45,7 @@ def test_ctrl_c_with_env_worker_processes_saves_and_prints_one_line(tmp_path):
     iteration = int(last.split("at iteration ")[1].split(":")[0])
     assert saved == f"iteration_{iteration}.pth.tar" and str(exp / "ckpt" / "rank0" / saved) in last  # the truth
     time.sleep(2.0)
-    assert _session_alive(proc.pid) == []  # no env worker left behind
+    assert session_members(proc.pid) == []  # no env worker left behind
 
 
 def test_second_job_on_the_same_directory_is_refused(tmp_path):

@@ -270,3 +270,20 @@ def test_story_file_header_is_checked_before_jericho_loads_it(tmp_path):
         (tmp_path / "cut.z5").write_bytes(data[: len(data) // 2])
         with pytest.raises(ValueError, match="truncated: its header says"):
             check_story_file(tmp_path / "cut.z5")
+
+
+def test_signals_wait_for_the_deferred_block_and_handlers_are_restored():
+    import signal
+
+    from lzero_ext.entry.run_signals import RunInterrupted, RunSignals
+
+    before = signal.getsignal(signal.SIGTERM)
+    steps = []
+    with pytest.raises(RunInterrupted) as stop:
+        with RunSignals() as signals:
+            with signals.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                steps.append("the block finished")  # not interrupted in the middle
+            steps.append("not reached")
+    assert steps == ["the block finished"] and stop.value.exit_code == 143 and stop.value.signal_name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -85,7 +85,7 @@ def _start(command: List[str], log: Path, env: Dict[str, str]) -> Proc:
     return Proc(popen, log)
 
 
-def _session_members(sid: int) -> List[int]:
+def session_members(sid: int) -> List[int]:
     """PIDs of live processes in session ``sid`` (the job and everything it started)."""
     members = []
     for entry in os.listdir("/proc"):
@@ -110,7 +110,7 @@ def _wait(proc: Proc, timeout: float) -> None:
 
 
 def _kill_session(sid: int) -> None:
-    for pid in _session_members(sid):
+    for pid in session_members(sid):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -120,9 +120,9 @@ def _kill_session(sid: int) -> None:
 def _orphans(proc: Proc, grace: float = 10.0) -> int:
     """Processes the finished job left behind (after ``grace`` seconds); they are killed."""
     deadline = time.time() + grace
-    while time.time() < deadline and _session_members(proc.popen.pid):
+    while time.time() < deadline and session_members(proc.popen.pid):
         time.sleep(0.2)
-    left = _session_members(proc.popen.pid)
+    left = session_members(proc.popen.pid)
     _kill_session(proc.popen.pid)
     return len(left)
 

@@ -81,6 +81,9 @@ def agree_on_checkpoint(ckpt_dir: Path, *, required_keys: Sequence[str], candida
     ``candidate`` is this rank's newest intact checkpoint if already loaded. A single process just
     returns it. Raises :class:`CheckpointError` when the ranks cannot agree."""
     path, state = candidate or load_newest_intact(ckpt_dir, required_keys=required_keys)
+    missing = [key for key in required_keys if key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks required keys: {', '.join(missing)}")
     iterations = all_gather_object(int(state["train_iter"]))
     if len(set(iterations)) == 1:
         return path, state

@@ -193,6 +193,7 @@ class RunGuard:
 
         def guarded_resume(*args: Any, **kwargs: Any) -> Path:
             path = resume(*args, **kwargs)
+            self.resume_candidate = None  # the loaded state (maybe a replay buffer) is not kept for the whole run
             self.last_saved = (trainer.train_iter, str(path))
             return path
 
