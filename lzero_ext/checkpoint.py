@@ -16,14 +16,22 @@ Example::
     restore_rng_state(state["rng"])
 
 Checkpoints are pickles: load only files you trust (or pass ``weights_only=True``).
+:func:`load_newest_intact` resumes from the newest checkpoint that reads (``latest.json`` first,
+then its history, then a scan of ``iteration_<n>`` files), warning about every one it skips.
+Files are created with mode ``0o666 & ~umask`` (group/world-readable as the umask allows), and a
+failed write names the path and the cause (disk full, permission denied).
 """
+import errno
 import json
+import logging
 import os
+import re
+import shutil
 import random
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Iterable, Optional, Union
+from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -33,10 +41,54 @@ LATEST_FILE = "latest.json"
 CKPT_SUBDIR = "ckpt"  # an experiment dir keeps its checkpoints here
 
 PathLike = Union[str, os.PathLike]
+ITERATION_FILE = re.compile(r"^iteration_(\d+)\.pth\.tar$")  # what the trainer writes
+NEARLY_FULL_BYTES = 4 * 2**20  # a failed write with less free space than this was a full disk
+logger = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be found, read or used."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A file that could not be written; the message names the path and the cause (e.g. ENOSPC)."""
+
+
+def file_mode() -> int:
+    """``0o666 & ~umask``: the mode ``open()`` would give a new file (``mkstemp`` gives 0600).
+
+    The umask is read from ``/proc/self/status`` where possible: ``os.umask`` can only read it by
+    setting it, which races with other threads (TensorBoard's writer) creating files."""
+    try:
+        with open("/proc/self/status") as status:
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+_CAUSES = {errno.ENOSPC: "no space left on device (ENOSPC)", errno.EDQUOT: "disk quota exceeded (EDQUOT)",
+           errno.EACCES: "permission denied (EACCES)", errno.EPERM: "operation not permitted (EPERM)",
+           errno.EROFS: "read-only file system (EROFS)"}
+
+
+def write_failure_cause(error: BaseException, directory: Path) -> Optional[str]:
+    """The cause of a failed write, if it is one users can act on: ENOSPC, EACCES, ... .
+
+    torch's zip writer reports a full disk as ``RuntimeError: ... unexpected pos`` without the errno,
+    so a failure with (nearly) no free space left on ``directory``'s file system counts as ENOSPC too.
+    """
+    for exc in (error, error.__cause__, error.__context__):
+        if isinstance(exc, OSError) and exc.errno in _CAUSES:
+            return _CAUSES[exc.errno]
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return None
+    if free < NEARLY_FULL_BYTES:
+        return f"{_CAUSES[errno.ENOSPC]}: {free // 1024} KiB free"
+    return None
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -58,19 +110,25 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
+    except BaseException as error:
+        cause = write_failure_cause(error, path.parent) if isinstance(error, Exception) else None
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except FileNotFoundError:
+                pass
+        if cause is not None:
+            raise CheckpointWriteError(f"cannot write {path}: {cause}") from None
         raise
     _fsync_dir(path.parent)
     return path
@@ -170,6 +228,62 @@ def load_checkpoint(
     if state["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has format_version {state['format_version']}, newer than {FORMAT_VERSION}")
     return state
+
+
+def checkpoint_iteration(path: PathLike) -> Optional[int]:
+    """``n`` of an ``iteration_<n>.pth.tar`` file name, else None."""
+    match = ITERATION_FILE.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def list_checkpoints(directory: PathLike) -> List[Path]:
+    """Checkpoint candidates of ``directory``, newest first: ``latest.json``'s file, its history
+    (newest first), then every other ``iteration_<n>.pth.tar`` by decreasing ``n``. No file is read."""
+    directory = Path(directory)
+    names: List[str] = []
+    try:
+        pointer = _read_latest(directory)
+        names = [pointer["checkpoint"], *reversed([n for n in pointer.get("history", []) if isinstance(n, str)])]
+    except CheckpointError:
+        pass
+    scanned = sorted((p.name for p in directory.glob("iteration_*.pth.tar") if checkpoint_iteration(p) is not None),
+                     key=checkpoint_iteration, reverse=True)
+    ordered = list(dict.fromkeys(names + scanned))  # unique, first occurrence wins
+    return [directory / name for name in ordered]
+
+
+def load_newest_intact(
+    directory: PathLike,
+    *,
+    required_keys: Iterable[str] = (),
+    map_location: Union[str, torch.device, None] = "cpu",
+    below: Optional[int] = None,
+) -> Tuple[Path, Dict[str, Any]]:
+    """``(path, state)`` of the newest checkpoint in ``directory`` that loads and has ``required_keys``.
+
+    Tries :func:`list_checkpoints` in order and logs a warning for each one skipped (missing,
+    truncated, corrupt). ``below`` skips ``iteration_<n>`` files with ``n >= below`` silently.
+    Raises :class:`CheckpointError` when none is usable, with the first problem found.
+    """
+    directory = Path(directory)
+    required_keys = tuple(required_keys)
+    problems: List[str] = []
+    for path in list_checkpoints(directory):
+        iteration = checkpoint_iteration(path)
+        if below is not None and iteration is not None and iteration >= below:
+            continue
+        try:
+            state = load_checkpoint(path, required_keys=required_keys, map_location=map_location)
+        except CheckpointError as error:
+            problems.append(str(error))
+            logger.warning(f"skipping a checkpoint: {error}")
+            continue
+        if problems:
+            logger.warning(f"resuming from the older intact checkpoint {path} ({len(problems)} newer unusable)")
+        return path, state
+    if problems:
+        raise CheckpointError(f"no intact checkpoint in {directory}: {problems[0]}")
+    raise CheckpointError(f"no checkpoint in {directory}: nothing to resume from")
 
 
 def capture_rng_state() -> Dict[str, Any]:

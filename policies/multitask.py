@@ -27,6 +27,7 @@ from lzero_ext.amp import autocast, compile_world_model
 from lzero_ext.diagnostics import (DEFAULT_PREFIX, KEY_LATENT_NORM, DormantNeuronProbe, expert_usage_log,
                                    expert_usage_metrics, gradient_conflict, shared_backbone_parameters)
 from lzero_ext.distributed import average_gradients, get_world_size
+from lzero_ext.divergence import check_finite_gradient, check_finite_losses, check_finite_targets
 from lzero_ext.model.text_encoder import frozen_pretrained_state_keys
 from lzero_ext.dps import LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage
 from policies.lockstep import LockstepInference, Request, combine_requests, forward_groups, split_output, task_rows_of
@@ -289,6 +290,7 @@ class MultiTaskPolicyMixin:
         grad_norm = torch.nn.utils.clip_grad_norm_(
             [p for p in world_model_params if p.grad is not None], self._cfg.grad_clip_value
         )
+        check_finite_gradient(grad_norm)  # before the step: the parameters stay finite
         self._optimizer_world_model.step()
         if self._cfg.dps.enabled:
             clamp_adapter_scales_(self._learn_model)  # keep the adapter scales within their range
@@ -333,6 +335,7 @@ class MultiTaskPolicyMixin:
         batches, stats = {}, {}
         for task_id, current_batch, target_batch in task_batches:
             cfg = self.task_cfg(task_id)
+            check_finite_targets(task_id, target_batch)  # NaN targets would crash inside lightzero's value transform
             batches[task_id], stats[task_id] = build_world_model_batch(
                 current_batch, target_batch, observation_shape=cfg.model.observation_shape, policy_cfg=cfg,
                 support=self.value_support, continuous_actions=self._continuous_actions,
@@ -346,7 +349,10 @@ class MultiTaskPolicyMixin:
             else:
                 losses = {t: world_model.compute_loss(batch, target_tokenizer, self.inverse_scalar_transform_handle,
                                                       task_id=t) for t, batch in batches.items()}
-        return {t: (task_losses, _loss_log(task_losses, stats[t])) for t, task_losses in losses.items()}
+        logs = {t: _loss_log(task_losses, stats[t]) for t, task_losses in losses.items()}
+        for task_id, log in logs.items():
+            check_finite_losses(task_id, log)
+        return {t: (losses[t], logs[t]) for t in losses}
 
     def _monitor_vars_learn(self) -> List[str]:
         return super()._monitor_vars_learn() + ["num_task_batches"]

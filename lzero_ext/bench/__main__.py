@@ -20,6 +20,7 @@ BENCHMARKS: Dict[str, str] = {
     "engine": "lzero_ext.bench.engine",  # batched multi-task engine vs task by task: collection and learn step
     "full_size": "lzero_ext.bench.full_size",  # a paper preset at full model size: build, collect, 2 learn steps
     "finetune": "lzero_ext.bench.finetune",  # held-out task: env steps to target from scratch vs from a checkpoint
+    "faults": "lzero_ext.bench.faults",  # kill -9, signals, damaged checkpoints, NaN, full disk, second job: then resume
 }
 
 

@@ -19,6 +19,7 @@ import torch
 
 from lzero_ext.entry.finetune import FINETUNE_MODES, FinetuneSpec
 from lzero_ext.entry.run_logging import run_console
+from lzero_ext.entry.cli_checks import exit_for, validate_args
 
 
 def scalezero_arg_parser(doc: str, *, presets: Mapping[str, Any], default_preset: str,
@@ -39,6 +40,7 @@ def scalezero_arg_parser(doc: str, *, presets: Mapping[str, Any], default_preset
     parser.add_argument("--dps", action="store_true",
                         help="Dynamic Parameter Scaling: staged LoRA adapters added as tasks get solved; solved tasks stop")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --exp-name")
+    parser.add_argument("--overwrite", action="store_true", help="start over in an --exp-name that holds a run (deletes it)")
     parser.add_argument("--save-replay-buffer", action="store_true", help="also checkpoint the replay buffers")
     parser.add_argument("--per-task", action="store_true",
                         help="task-by-task engine (one forward per task) instead of the batched one, for comparison")
@@ -61,6 +63,7 @@ def scalezero_arg_parser(doc: str, *, presets: Mapping[str, Any], default_preset
 def parse_scalezero_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parses ``argv``; ``args.cuda`` is True/False from ``--device``, or None (auto)."""
     args = parser.parse_args(argv)
+    validate_args(parser, args)  # positive budgets, no duplicate task, --exp-name not a file
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda given but no CUDA device is available")
     args.cuda = None if args.device is None else args.device == "cuda"
@@ -71,7 +74,8 @@ def parse_scalezero_args(parser: argparse.ArgumentParser, argv: Optional[Sequenc
 
 def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]], *,
             torch_threads: Optional[int] = None, **train_kwargs: Any) -> None:
-    """Builds the task configs and trains; bad input and Ctrl-C end with one line (exit status 1).
+    """Builds the task configs and trains; bad input, divergence, a busy directory, SIGINT and SIGTERM end
+    with one line (exit status 1; 130 / 143 for the signals, after the final checkpoint).
 
     ``torch_threads`` (the preset's; ``--threads`` overrides) is applied to CPU runs only. The run's console
     is quiet (the project's lines and the bar) unless ``--verbose``: see ``run_logging.run_console``."""
@@ -79,6 +83,9 @@ def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]]
     if threads and not (args.cuda or (args.cuda is None and torch.cuda.is_available())):
         torch.set_num_threads(threads)
     from lzero_ext.checkpoint import CheckpointError
+    from lzero_ext.divergence import DivergenceError
+    from lzero_ext.entry.run_lock import RunLockError
+    from lzero_ext.entry.run_signals import RunInterrupted
     from lzero_ext.entry.train_scalezero import train_scalezero
 
     with run_console(verbose=args.verbose) as bar_stream:
@@ -89,9 +96,9 @@ def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]]
             for main, _ in configs:  # --per-task: policy key engine; --amp / --compile: amp and compile (lzero_ext.amp)
                 main.policy.update(engine="per_task" if args.per_task else "batched", amp=args.amp, compile=args.compile)
             train_scalezero(configs, seed=args.seed, max_train_iter=args.max_train_iter, resume=args.resume,
-                            save_replay_buffer=args.save_replay_buffer, initial_eval=args.initial_eval,
+                            save_replay_buffer=args.save_replay_buffer, overwrite=args.overwrite,
+                            run_labels={"preset": args.preset}, initial_eval=args.initial_eval,
                             init_from=init_from, bar_stream=bar_stream, **train_kwargs)
-        except (ValueError, CheckpointError, FileNotFoundError) as error:  # bad input: one clear line
-            raise SystemExit(f"error: {error}") from None
-        except KeyboardInterrupt:
-            raise SystemExit("interrupted: resume with --resume (the last checkpoint is intact)") from None
+        except (ValueError, CheckpointError, FileNotFoundError, PermissionError, RunLockError, DivergenceError,
+                RunInterrupted, KeyboardInterrupt) as error:  # one clear line (rank 0 only), no traceback
+            raise exit_for(error) from None

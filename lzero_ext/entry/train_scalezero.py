@@ -14,19 +14,22 @@ import math
 import os
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 from ding.policy import create_policy
 from ding.utils import set_pkg_seed
 
-from lzero_ext.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from lzero_ext.checkpoint import CheckpointError, capture_rng_state, restore_rng_state, save_checkpoint
 from lzero_ext.distributed import all_gather_object, all_reduce_scalar, broadcast_module, init_distributed, split_tasks
 from lzero_ext.entry.configs import TaskConfig, compile_task_configs, validate_task_configs
 from lzero_ext.entry.dps_curriculum import DPSCurriculum, active_tasks
 from lzero_ext.entry.finetune import FinetuneSpec, apply_finetune
 from lzero_ext.entry.lockstep_round import run_in_lockstep
 from lzero_ext.entry.progress import RunProgress
+from lzero_ext.entry.resume_check import agree_on_checkpoint
+from lzero_ext.entry.run_guard import RunGuard, close_quietly
 from lzero_ext.entry.run_logging import DiagnosticsRecorder
 from lzero_ext.entry.task_runtime import TaskRuntime
 from lzero_ext.pictures import plot_diagnostics
@@ -59,6 +62,8 @@ def _checkpoint_dir(exp_dir: str, rank: int) -> str:
 class MultiTaskTrainer:
     """Holds one run's state; :func:`train_scalezero` is the functional front door."""
 
+    run_identity: Optional[Dict[str, Any]] = None  # what a resume must match (set by the run guard; saved)
+
     def __init__(self, task_configs: Sequence[TaskConfig], *, seed: int, exp_name: str, score_kind: str,
                  max_env_step: int, max_train_iter: int, checkpoint_freq: int, save_replay_buffer: bool,
                  progress: bool, initial_eval: bool = True, bar_stream: Any = None) -> None:
@@ -75,7 +80,7 @@ class MultiTaskTrainer:
         self.train_iter = 0
         self.last_learn_log: Dict[str, float] = {}
 
-        cfgs = compile_task_configs(task_configs, seed=seed, exp_name=exp_name, save_cfg=self.dist.rank == 0)
+        cfgs = compile_task_configs(task_configs, seed=seed, exp_name=exp_name, save_cfg=False)  # the run guard writes it
         set_pkg_seed(seed, use_cuda=torch.cuda.is_available())  # the same initial weights on every rank
         self.policy = create_policy(cfgs[0].policy, enable_field=["learn", "collect", "eval"])
         broadcast_module(self.policy._learn_model)
@@ -173,14 +178,16 @@ class MultiTaskTrainer:
             "world_size": self.dist.world_size,
             "diagnostics": self.diagnostics.state_dict(),
             "dps": None if self.dps is None else self.dps.state_dict(),
+            "run_identity": self.run_identity,
         }
         path = os.path.join(_checkpoint_dir(self.exp_dir, self.dist.rank), f"iteration_{self.train_iter}.pth.tar")
         save_checkpoint(path, state, keep_last=3)
         return path
 
-    def resume(self) -> None:
+    def resume(self, candidate: Optional[Any] = None) -> str:
+        """Loads the newest intact checkpoint (the same iteration on every rank); returns its path."""
         ckpt_dir = _checkpoint_dir(self.exp_dir, self.dist.rank)
-        state = load_checkpoint(ckpt_dir, required_keys=CHECKPOINT_KEYS)
+        path, state = agree_on_checkpoint(Path(ckpt_dir), required_keys=CHECKPOINT_KEYS, candidate=candidate)
         if state["world_size"] != self.dist.world_size:
             raise CheckpointError(f"checkpoint in {ckpt_dir} was written by {state['world_size']} ranks; "
                                   f"this run has {self.dist.world_size}: resume with the same number of ranks")
@@ -197,7 +204,8 @@ class MultiTaskTrainer:
         if self.dps is not None:
             self.dps.load_state_dict(state["dps"])
         restore_rng_state(state["rng"])
-        logger.info(f"resumed from {ckpt_dir} at iteration {self.train_iter}")
+        logger.info(f"resumed from {path} at iteration {self.train_iter}")
+        return str(path)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
@@ -247,7 +255,7 @@ class MultiTaskTrainer:
 
     def close(self) -> None:
         for task in self.tasks:
-            task.close()
+            close_quietly(task.close)  # workers killed with the job (SIGTERM to the group) close with BrokenPipe
         self.diagnostics.close()
 
 
@@ -255,28 +263,35 @@ def train_scalezero(task_configs: Sequence[TaskConfig], *, seed: int = 0, max_en
                     max_train_iter: int = int(1e10), exp_name: Optional[str] = None, resume: bool = False,
                     score_kind: str = "raw", checkpoint_freq: int = 1000, save_replay_buffer: bool = False,
                     progress: bool = True, initial_eval: bool = True, init_from: Optional[FinetuneSpec] = None,
-                    bar_stream: Any = None) -> TrainResult:
+                    bar_stream: Any = None, overwrite: bool = False,
+                    run_labels: Optional[Dict[str, Any]] = None) -> TrainResult:
     """Trains one ScaleZero model on every task in ``task_configs`` (one ``(main, create)`` pair each).
 
     ``max_env_step`` is a per-task budget: a task that spent it stops collecting; the run ends when
     all have, or after ``max_train_iter`` learner iterations. ``resume`` continues from the latest
-    checkpoint in ``<exp_name>/ckpt``. Returns a :class:`TrainResult`; rank 0 also writes
+    checkpoint in ``<exp_name>/ckpt``; an existing run without ``resume`` needs ``overwrite``;
+    ``run_labels`` (e.g. the preset) must match on resume. :class:`RunGuard` holds the directory's
+    lock and turns SIGINT/SIGTERM into a final checkpoint. Returns a :class:`TrainResult`; rank 0 also writes
     ``summary.json`` and ``learning_curves.png`` into the experiment directory. ``initial_eval=False`` skips
     the baseline evaluation before training; ``init_from`` starts from another run's checkpoint
     (:mod:`lzero_ext.entry.finetune`); ``bar_stream``: where the progress bar goes (default stderr).
     """
     exp_name = exp_name or task_configs[0][0].exp_name
-    trainer = MultiTaskTrainer(task_configs, seed=seed, exp_name=exp_name, score_kind=score_kind,
-                               max_env_step=max_env_step, max_train_iter=max_train_iter,
-                               checkpoint_freq=checkpoint_freq, save_replay_buffer=save_replay_buffer, progress=progress,
-                               initial_eval=initial_eval, bar_stream=bar_stream)
-    try:
-        if init_from is not None:
-            report = apply_finetune(trainer.policy, init_from, task_names=trainer.task_names, exp_dir=exp_name)
-            logger.info(f"initialised from {report.checkpoint}: {report.shared_loaded} shared tensors; per-task weights "
-                        f"from {report.copied} (None: fresh); {report.trainable_params:,} trainable parameters")
-        if resume:
-            trainer.resume()
-        return trainer.run()
-    finally:
-        trainer.close()
+    with RunGuard(exp_name, task_configs, seed=seed, resume=resume, overwrite=overwrite, labels=run_labels) as guard:
+        trainer = MultiTaskTrainer(task_configs, seed=seed, exp_name=exp_name, score_kind=score_kind,
+                                   max_env_step=max_env_step, max_train_iter=max_train_iter,
+                                   checkpoint_freq=checkpoint_freq, save_replay_buffer=save_replay_buffer,
+                                   progress=progress, initial_eval=initial_eval, bar_stream=bar_stream)
+        try:
+            with guard.watch(trainer):  # final checkpoint on SIGINT/SIGTERM; divergence keeps the last good one
+                if init_from is not None:
+                    report = apply_finetune(trainer.policy, init_from, task_names=trainer.task_names, exp_dir=exp_name)
+                    logger.info(f"initialised from {report.checkpoint}: {report.shared_loaded} shared tensors; per-task "
+                                f"weights from {report.copied} (None: fresh); {report.trainable_params:,} trainable "
+                                f"parameters")
+                if resume:
+                    trainer.resume(guard.resume_candidate)
+                guard.record_config()
+                return trainer.run()
+        finally:
+            trainer.close()

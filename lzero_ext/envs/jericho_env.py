@@ -29,6 +29,7 @@ from ding.envs import BaseEnvTimestep
 from ding.utils import ENV_REGISTRY, deep_merge_dicts
 from easydict import EasyDict
 from lzero_ext.envs.base import ScaleZeroEnv
+from lzero_ext.envs.zmachine import check_story_file
 
 GAME_DIR_ENV_VAR = "SCALEZERO_JERICHO_DIR"
 # Last-resort game directory (tests): ../shared/jericho-games next to the repository root.
@@ -83,7 +84,7 @@ def resolve_game_file(game: str, directory: Optional[Union[str, Path]] = None) -
     """The story file of ``game`` (a known name, a file name in the game directory, or an absolute path).
 
     Raises:
-        ValueError: unknown game name.
+        ValueError: unknown game name, or a file whose Z-machine header is invalid.
         FileNotFoundError: the file is missing; the message names the directory and the expected file.
     """
     spec = game_spec(game)
@@ -103,6 +104,7 @@ def resolve_game_file(game: str, directory: Optional[Union[str, Path]] = None) -
         raise FileNotFoundError(
             f"Jericho game file {Path(name).name!r} not found in {where} ({source} directory); put the game files "
             f"there or point game_dir / --game-dir / ${GAME_DIR_ENV_VAR} to the directory that holds them")
+    check_story_file(path)  # a bad header ends jericho's C core with "Fatal error"; a clear ValueError instead
     return path.resolve()
 
 

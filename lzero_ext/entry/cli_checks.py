@@ -1,0 +1,52 @@
+"""Validation of the shared zoo command line, and the one line each way a run can end badly.
+
+:func:`validate_args` rejects what argparse lets through: zero or negative budgets and thread
+counts, a task named twice, an ``--exp-name`` that is an existing file. :func:`exit_for` turns an
+error raised by a run into ``SystemExit``: a one-line message and the usual exit status (1, or
+130 / 143 for SIGINT / SIGTERM). Under torchrun only rank 0 prints the line, so a mistake shared
+by all ranks (too many ranks) is reported once; every rank still exits non-zero.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from lzero_ext.entry.run_signals import RunInterrupted
+
+POSITIVE_FLAGS = ("max_env_step", "max_train_iter", "threads")  # argparse dests; None means "not given"
+
+
+def validate_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``parser.error`` (one line, exit status 2) for values that would run but mean nothing."""
+    for dest in POSITIVE_FLAGS:
+        value = getattr(args, dest, None)
+        if value is not None and value < 1:
+            parser.error(f"--{dest.replace('_', '-')} must be a positive integer, got {value}")
+    tasks = getattr(args, "tasks", None) or []
+    seen = set()
+    duplicates = [t for t in tasks if t.lower() in seen or seen.add(t.lower())]
+    if duplicates:
+        parser.error(f"task {duplicates[0]!r} is given twice: each task is trained once per run")
+    exp_name = getattr(args, "exp_name", None)
+    if exp_name and Path(exp_name).exists() and not Path(exp_name).is_dir():
+        parser.error(f"--exp-name {exp_name} is an existing file, not a directory: choose another --exp-name")
+    if getattr(args, "resume", False) and getattr(args, "overwrite", False):
+        parser.error("--resume and --overwrite exclude each other: continue the run or start it over")
+
+
+def _is_rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def exit_for(error: BaseException) -> SystemExit:
+    """The ``SystemExit`` for an error a run raised (print it, then raise the result)."""
+    if isinstance(error, RunInterrupted):
+        line, code = str(error), error.exit_code
+    elif isinstance(error, KeyboardInterrupt):
+        line, code = "interrupted: nothing was saved since the last checkpoint", 130
+    else:
+        line, code = f"error: {error}", 1
+    if _is_rank0():
+        print(line, file=sys.stderr, flush=True)
+    return SystemExit(code)
+
