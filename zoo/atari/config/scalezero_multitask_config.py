@@ -24,7 +24,7 @@ ATARI26 = ATARI8 + ["Amidar", "Assault", "Asterix", "BankHeist", "BattleZone", "
                     "PrivateEye", "UpNDown", "Qbert", "Breakout"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Preset:
     """Sizes that differ between presets; everything else is in :func:`build_task_config`."""
 
@@ -54,17 +54,30 @@ class Preset:
 
 PRESETS: Dict[str, Preset] = {
     # End-to-end check of the whole pipeline in under two minutes.
-    "smoke": Preset(("Pong", "Breakout"), 64, 32, 1, 2, 2, 2, 4, 1, 1, 1, 12, 4, 2, 20, 200, 2000, 10, 4, 4),
+    "smoke": Preset(games=("Pong", "Breakout"), max_env_step=64, embed_dim=32, num_layers=1, num_heads=2,
+                    num_experts=2, num_simulations=2, batch_size=4, collector_env_num=1, evaluator_env_num=1,
+                    n_evaluator_episode=1, game_segment_length=12, num_unroll_steps=4, infer_context=2, eval_freq=20,
+                    max_episode_frames=200, replay_buffer_size=2000, checkpoint_freq=10, dps_min_stage0_iters=4,
+                    dps_max_stage_iters=4),
     # A real (small) multi-task run on a 2-core laptop CPU in about 30 minutes. Torch keeps its default threads: on a
     # quiet 2-core machine 2 threads learn 1.85x faster than 1 and collect as fast (--threads 1 helps on a busy one).
-    "cpu": Preset(("Pong", "Breakout", "MsPacman"), 4000, 64, 2, 4, 4, 8, 8, 2, 1, 1, 20, 5, 2, 400, 4000, 100_000, 200,
-                  300, 150),
+    "cpu": Preset(games=("Pong", "Breakout", "MsPacman"), max_env_step=4000, embed_dim=64, num_layers=2, num_heads=4,
+                  num_experts=4, num_simulations=8, batch_size=8, collector_env_num=2, evaluator_env_num=1,
+                  n_evaluator_episode=1, game_segment_length=20, num_unroll_steps=5, infer_context=2, eval_freq=400,
+                  max_episode_frames=4000, replay_buffer_size=100_000, checkpoint_freq=200, dps_min_stage0_iters=300,
+                  dps_max_stage_iters=150),
     # Paper settings (REFERENCE §3, §5): Atari-8 / Atari-26, 768-wide backbone, 50 simulations.
     # Paper encoder: ViT 'small' (depth 6) for up to 8 tasks, 'base' (depth 12) for 26.
-    "atari8": Preset(tuple(ATARI8), 400_000, 768, 2, 8, 8, 50, 64, 8, 3, 3, 20, 10, 4, 10_000, 108_000, 500_000, 10_000,
-                     vit="small"),
-    "atari26": Preset(tuple(ATARI26), 400_000, 768, 4, 24, 8, 50, 64, 8, 3, 3, 20, 10, 4, 10_000, 108_000, 500_000, 10_000,
-                      vit="base"),
+    "atari8": Preset(games=tuple(ATARI8), max_env_step=400_000, embed_dim=768, num_layers=2, num_heads=8,
+                     num_experts=8, num_simulations=50, batch_size=64, collector_env_num=8, evaluator_env_num=3,
+                     n_evaluator_episode=3, game_segment_length=20, num_unroll_steps=10, infer_context=4,
+                     eval_freq=10_000, max_episode_frames=108_000, replay_buffer_size=500_000,
+                     checkpoint_freq=10_000, vit="small"),
+    "atari26": Preset(games=tuple(ATARI26), max_env_step=400_000, embed_dim=768, num_layers=4, num_heads=24,
+                      num_experts=8, num_simulations=50, batch_size=64, collector_env_num=8, evaluator_env_num=3,
+                      n_evaluator_episode=3, game_segment_length=20, num_unroll_steps=10, infer_context=4,
+                      eval_freq=10_000, max_episode_frames=108_000, replay_buffer_size=500_000,
+                      checkpoint_freq=10_000, vit="base"),
 }
 
 

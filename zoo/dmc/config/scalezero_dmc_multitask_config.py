@@ -22,7 +22,7 @@ from lzero_ext.envs.dmc_tasks import DMC18, default_action_repeat, resolve_task
 DMC18_TASKS: Tuple[str, ...] = tuple(DMC18)  # REFERENCE §6
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Preset:
     """Sizes that differ between presets; everything else is in :func:`build_task_config`."""
 
@@ -53,15 +53,26 @@ class Preset:
 
 PRESETS: Dict[str, Preset] = {
     # End-to-end check of the whole pipeline (two tasks of different obs and action sizes) in about a minute.
-    "smoke": Preset(("cartpole-swingup", "cheetah-run"), 40, 32, 1, 2, 2, 2, 3, 4, None, 1, 1, 1, 10, 4, 2, 10,
-                    20, 2000, 10, 1, 4, 4),
+    "smoke": Preset(tasks=("cartpole-swingup", "cheetah-run"), max_env_step=40, embed_dim=32, num_layers=1,
+                    num_heads=2, num_experts=2, num_simulations=2, num_sampled_actions=3, batch_size=4,
+                    update_per_collect=None, collector_env_num=1, evaluator_env_num=1, n_evaluator_episode=1,
+                    game_segment_length=10, num_unroll_steps=4, infer_context=2, eval_freq=10, max_episode_steps=20,
+                    replay_buffer_size=2000, checkpoint_freq=10, torch_threads=1, dps_min_stage0_iters=4,
+                    dps_max_stage_iters=4),
     # A real (small) multi-task run on a 2-core CPU in about 30 minutes: three tasks of obs 5/8/17, actions 1/2/6.
-    "cpu": Preset(("cartpole-swingup", "ball_in_cup-catch", "cheetah-run"), 8000, 64, 2, 4, 4, 8, 8, 16, None,
-                  2, 1, 1, 50, 5, 2, 500, None, 100_000, 200, 1, 500, 250),
+    "cpu": Preset(tasks=("cartpole-swingup", "ball_in_cup-catch", "cheetah-run"), max_env_step=8000, embed_dim=64,
+                  num_layers=2, num_heads=4, num_experts=4, num_simulations=8, num_sampled_actions=8, batch_size=16,
+                  update_per_collect=None, collector_env_num=2, evaluator_env_num=1, n_evaluator_episode=1,
+                  game_segment_length=50, num_unroll_steps=5, infer_context=2, eval_freq=500, max_episode_steps=None,
+                  replay_buffer_size=100_000, checkpoint_freq=200, torch_threads=1, dps_min_stage0_iters=500,
+                  dps_max_stage_iters=250),
     # Paper settings (REFERENCE §3, §5): DMC-18, 768-wide backbone, 50 simulations, K=20; total batch 512 over 18
     # tasks (28 per task), 200 updates per collection round, buffer 1e6.
-    "dmc18": Preset(DMC18_TASKS, 500_000, 768, 4, 24, 8, 50, 20, 28, 200, 8, 3, 3, 100, 5, 2, 10_000, None,
-                    1_000_000, 10_000, None),
+    "dmc18": Preset(tasks=DMC18_TASKS, max_env_step=500_000, embed_dim=768, num_layers=4, num_heads=24,
+                    num_experts=8, num_simulations=50, num_sampled_actions=20, batch_size=28, update_per_collect=200,
+                    collector_env_num=8, evaluator_env_num=3, n_evaluator_episode=3, game_segment_length=100,
+                    num_unroll_steps=5, infer_context=2, eval_freq=10_000, max_episode_steps=None,
+                    replay_buffer_size=1_000_000, checkpoint_freq=10_000, torch_threads=None),
 }
 
 

@@ -24,7 +24,7 @@ from lzero_ext.envs.jericho_env import GAMES, game_dir, game_spec, resolve_game_
 JERICHO4: Tuple[str, ...] = ("detective", "omniquest", "acorncourt", "zork1")  # REFERENCE §6
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Preset:
     """Sizes that differ between presets; everything else is in :func:`build_task_config`."""
 
@@ -54,16 +54,26 @@ class Preset:
 PRESETS: Dict[str, Preset] = {
     # End-to-end check of the whole pipeline on two real games in about two minutes: one 12-step episode per game,
     # longer than a 10-step game segment, so segment padding is exercised too.
-    "smoke": Preset(("detective", "omniquest"), 12, 32, 1, 2, 2, 2, 4, 1, 1, 1, 10, 4, 2, 20, 12, 64, 2000, 10, 4, 4),
+    "smoke": Preset(games=("detective", "omniquest"), max_env_step=12, embed_dim=32, num_layers=1, num_heads=2,
+                    num_experts=2, num_simulations=2, batch_size=4, collector_env_num=1, evaluator_env_num=1,
+                    n_evaluator_episode=1, game_segment_length=10, num_unroll_steps=4, infer_context=2, eval_freq=20,
+                    max_steps=12, max_seq_len=64, replay_buffer_size=2000, checkpoint_freq=10,
+                    dps_min_stage0_iters=4, dps_max_stage_iters=4),
     # A real (small) multi-task run on a 2-core CPU in about 30 minutes: ~1.5 s per env step (search, valid actions,
     # encoder) were measured on a busy 2-core machine; 900 collected + ~600 evaluation steps. acorncourt is left out:
     # each new state costs up to ~6 s of valid-action search there. Episodes are capped at 50 steps.
-    "cpu": Preset(("detective", "omniquest", "zork1"), 300, 64, 2, 4, 4, 8, 16, 1, 1, 1, 20, 5, 2, 50, 50, 256,
-                  100_000, 50, 100, 50),
+    "cpu": Preset(games=("detective", "omniquest", "zork1"), max_env_step=300, embed_dim=64, num_layers=2,
+                  num_heads=4, num_experts=4, num_simulations=8, batch_size=16, collector_env_num=1,
+                  evaluator_env_num=1, n_evaluator_episode=1, game_segment_length=20, num_unroll_steps=5,
+                  infer_context=2, eval_freq=50, max_steps=50, max_seq_len=256, replay_buffer_size=100_000,
+                  checkpoint_freq=50, dps_min_stage0_iters=100, dps_max_stage_iters=50),
     # The four ScaleZero games with the paper's backbone and search settings for Atari (REFERENCE §3, §5) and each
     # game's own episode length; the paper gives no Jericho budget here, so the env-step budget is our choice.
-    "jericho4": Preset(JERICHO4, 500_000, 768, 2, 8, 8, 50, 64, 4, 2, 2, 20, 10, 4, 10_000, None, 512, 500_000,
-                       10_000),
+    "jericho4": Preset(games=JERICHO4, max_env_step=500_000, embed_dim=768, num_layers=2, num_heads=8, num_experts=8,
+                       num_simulations=50, batch_size=64, collector_env_num=4, evaluator_env_num=2,
+                       n_evaluator_episode=2, game_segment_length=20, num_unroll_steps=10, infer_context=4,
+                       eval_freq=10_000, max_steps=None, max_seq_len=512, replay_buffer_size=500_000,
+                       checkpoint_freq=10_000),
 }
 
 

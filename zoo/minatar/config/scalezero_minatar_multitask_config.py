@@ -21,7 +21,7 @@ OBSERVATION_SHAPE = (10, 10, 10)  # every game padded to Seaquest's 10 channels:
 NUM_ACTIONS = 6
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Preset:
     """Sizes that differ between presets; everything else is in :func:`build_task_config`."""
 
