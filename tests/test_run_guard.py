@@ -253,13 +253,13 @@ def test_cli_rejects_an_exp_name_that_is_a_file(tmp_path, capsys):
 
 
 def test_story_file_header_is_checked_before_jericho_loads_it(tmp_path):
-    from lzero_ext.envs.jericho_env import resolve_game_file
+    from lzero_ext.envs.jericho_env import JerichoMultiTaskEnv
     from lzero_ext.envs.zmachine import check_story_file
 
     fake = tmp_path / "fake.z5"
     fake.write_bytes(b"This is not a story file, just text that is long enough for a header." * 3)
     with pytest.raises(ValueError, match=r"fake.z5 is not a Z-machine story file: version byte 84, expected 1..8"):
-        resolve_game_file("fake.z5", tmp_path)
+        JerichoMultiTaskEnv(dict(game="fake.z5", game_dir=str(tmp_path), max_action_num=4, max_steps=10, max_seq_len=32))
     (tmp_path / "short.z5").write_bytes(b"\x05abc")
     with pytest.raises(ValueError, match="shorter than the 64-byte header"):
         check_story_file(tmp_path / "short.z5")

@@ -16,6 +16,9 @@ second_job      a second job on the same ``--exp-name`` while the first runs
 disk_full       the experiment on a 1 MiB tmpfs (root only; skipped otherwise)
 ==============  ==================================================================================
 
+The signal moments: 1 in 3 within 15 s of the run's start (its lock taken), else within 3 s after
+its first checkpoint (so most signals hit training with a checkpoint to resume from).
+
 Counted: **hangs** (a process past ``--timeout``, or one left behind by a finished job: an
 orphan), **lost checkpoints** (the newest checkpoint that was complete before the fault, if not
 damaged on purpose, is missing or unreadable afterwards, or the resume starts from an older one)
@@ -39,6 +42,7 @@ from typing import Dict, List, Optional, Sequence
 
 FAULTS_1RANK = ("kill9", "sigint", "sigterm", "truncate", "delete", "nan", "second_job", "disk_full")
 FAULTS_2RANK = ("kill9", "sigterm", "nan")
+SIGNALLED = ("kill9", "sigint", "sigterm")
 CLEAR_LINES = re.compile(r"^(error: .+|interrupted by SIG[A-Z]+ .+|.+: error: .+)$")  # our one-liners and argparse's
 TORCHRUN_NOISE = re.compile(r"torch\.distributed|torchrun|ChildFailedError|elastic|^\s|^=+$|^\[|^Root Cause|^Failures:|"
                             r"^\S+\.py FAILED|^-+$|^<NO_OTHER_FAILURES>|^W\d{4}|^E\d{4}|^I\d{4}")
@@ -186,7 +190,8 @@ class FaultBench:
                 out.notes.append("skipped: not root or mount failed")
                 return out
             exp = root / "disk" / "exp"
-        iters = 60 if fault == "second_job" else self.rng.randint(6, 10)  # the first job must outlast the second's start
+        # the first job must outlast the second's start; signalled jobs must still run after their first checkpoint
+        iters = 60 if fault == "second_job" else self.rng.randint(20, 40) if fault in SIGNALLED else self.rng.randint(6, 10)
         env = dict(self.env)
         if fault == "nan":
             env["SCALEZERO_FAULT_NAN_AT_ITER"] = str(self.rng.randint(3, iters))
@@ -211,17 +216,20 @@ class FaultBench:
     def _drive(self, proc: Proc, fault: str, exp: Path, iters: int, ranks: int, root: Path, out: Outcome) -> Dict[str, Path]:
         """Runs the first job to its end with the fault injected; returns each rank's newest complete checkpoint."""
         seen: Dict[str, Path] = {}
-        delay = self.rng.uniform(0.0, 15.0)  # after the run started (lock taken): kill9 may also hit the start-up
-        fire_at: Optional[float] = time.time() + self.rng.uniform(0.0, 30.0) if fault == "kill9" else None
+        # The moment: 1 in 3 within 15 s of the run's start (lock taken), else within 3 s of its first checkpoint.
+        after_checkpoint = self.rng.random() < 2 / 3
+        delay = self.rng.uniform(0.0, 3.0 if after_checkpoint else 15.0)
+        fire_at: Optional[float] = None
         fired = False
         second: Optional[Proc] = None
         while proc.popen.poll() is None and time.time() - proc.started < self.timeout:
             for rank, paths in _checkpoints(exp).items():
                 if paths:
                     seen[rank] = paths[0]
-            if fire_at is None and (exp / "run.lock").exists():
+            started = any(_checkpoints(exp).values()) if after_checkpoint else (exp / "run.lock").exists()
+            if fire_at is None and started:
                 fire_at = time.time() + delay
-            if fault in ("kill9", "sigint", "sigterm") and not fired and fire_at is not None and time.time() >= fire_at:
+            if fault in SIGNALLED and not fired and fire_at is not None and time.time() >= fire_at:
                 sig = {"kill9": signal.SIGKILL, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM}[fault]
                 try:
                     os.killpg(proc.popen.pid, sig)
@@ -237,7 +245,7 @@ class FaultBench:
         for rank, paths in _checkpoints(exp).items():  # the job's last save (latest.json only names complete files)
             if paths:
                 seen[rank] = paths[0]
-        if fault in ("kill9", "sigint", "sigterm") and not fired:
+        if fault in SIGNALLED and not fired:
             out.notes.append("the job ended before the signal")
         if second is not None:
             _wait(second, self.timeout)

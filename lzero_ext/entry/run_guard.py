@@ -175,6 +175,14 @@ class RunGuard:
             error.task_name = {t.task_id: t.name for t in trainer.tasks}.get(error.task_id)
             error.last_checkpoint = None if self.last_saved is None else self.last_saved[1]
             raise
+        except Exception:
+            if self.signals.received is None:
+                raise
+            # Under DDP a signalled peer that already left breaks this rank's collective ("Connection closed by
+            # peer") while its own signal waits for the learner step: that is the same interrupt, not a crash.
+            stop = RunInterrupted(self.signals.received)
+            stop.message = self._final_checkpoint(trainer, stop)
+            raise stop from None
 
     def _hook(self, trainer: Any) -> None:
         trainer.run_identity = self.identity

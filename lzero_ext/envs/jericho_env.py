@@ -84,7 +84,7 @@ def resolve_game_file(game: str, directory: Optional[Union[str, Path]] = None) -
     """The story file of ``game`` (a known name, a file name in the game directory, or an absolute path).
 
     Raises:
-        ValueError: unknown game name, or a file whose Z-machine header is invalid.
+        ValueError: unknown game name.
         FileNotFoundError: the file is missing; the message names the directory and the expected file.
     """
     spec = game_spec(game)
@@ -104,7 +104,6 @@ def resolve_game_file(game: str, directory: Optional[Union[str, Path]] = None) -
         raise FileNotFoundError(
             f"Jericho game file {Path(name).name!r} not found in {where} ({source} directory); put the game files "
             f"there or point game_dir / --game-dir / ${GAME_DIR_ENV_VAR} to the directory that holds them")
-    check_story_file(path)  # a bad header ends jericho's C core with "Fatal error"; a clear ValueError instead
     return path.resolve()
 
 
@@ -226,6 +225,7 @@ class JerichoMultiTaskEnv(ScaleZeroEnv):
         if self._action_space_size < self._max_action_num:
             raise ValueError(f"action_space_size={self._action_space_size} < max_action_num={self._max_action_num}")
         self._max_seq_len = _positive_int('max_seq_len', self._cfg.max_seq_len, None)
+        check_story_file(self._story_file)  # a bad header ends jericho's C core with "Fatal error": a clear line instead
         cache_size = int(self._cfg.valid_action_cache_size)
         self._cache = ValidActionCache.for_game(str(self._story_file), cache_size) if cache_size > 0 else None
 

@@ -20,6 +20,7 @@ import torch
 from easydict import EasyDict
 
 from lzero_ext.envs.jericho_env import GAMES, game_dir, game_spec, resolve_game_file
+from lzero_ext.envs.zmachine import check_story_file
 
 JERICHO4: Tuple[str, ...] = ("detective", "omniquest", "acorncourt", "zork1")  # REFERENCE §6
 
@@ -181,7 +182,7 @@ def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None,
         raise ValueError(f"no ScaleZero defaults for {unknown}: choose games from {sorted(GAMES)}")
     directory = str(game_dir(games_dir).resolve())  # absolute: subprocess envs may run elsewhere
     for game in games:
-        resolve_game_file(game, directory)
+        check_story_file(resolve_game_file(game, directory))  # a clear error before anything starts
     cuda = torch.cuda.is_available() if cuda is None else cuda
     exp_name = exp_name or f"data_scalezero/jericho_{preset_name}_{'dense' if dense else 'moe'}_{len(games)}games"
     if dps_targets is not None and set(dps_targets) != set(games):
