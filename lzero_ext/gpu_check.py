@@ -222,8 +222,8 @@ def inference_fn(model, task_id: int, envs: int, device: torch.device, *, amp: s
         with torch.no_grad(), autocast(amp, device, model):
             out = model.initial_inference(torch.zeros_like(obs), [-1] * envs, obs, np.full(envs, t), task_id=task_id)
             latent = out.latent_state.float().cpu().numpy()
-            actions = (np.random.uniform(-1, 1, (envs, action_dim)) if wm.continuous_action_space
-                       else np.random.randint(0, action_dim, envs))
+            actions = (torch.rand(envs, action_dim) * 2 - 1 if wm.continuous_action_space  # as lightzero's MCTS
+                       else torch.randint(0, action_dim, (envs,))).to(device)      # hands them over
             model.recurrent_inference([(latent, actions)], 0, [0] * envs, np.full(envs, t), task_id=task_id)
         if step_count[0] % 50 == 0:
             wm.clear_caches()
