@@ -9,8 +9,8 @@ width, depth, simulations and env count:
 * ``scalezero (dense)``: the ScaleZero policy bound to one task of a multi-task model, exactly as
   :func:`train_scalezero` collects (``TaskRuntime``), with a dense FFN: the same model compute as
   lightzero's, so the ratio measures the multi-task machinery (task binding, per-task state);
-* ``scalezero (MoE)``: the same with the MoE FFN (shared + 1 routed SwiGLU expert of hidden 4D per
-  token: about 3x the dense FFN's FLOPs, so slower by design);
+* ``scalezero (MoE)``: the same with the MoE FFN (the shared GELU expert + 1 routed SwiGLU expert of
+  hidden 4D per token: about 2.5x the dense FFN's FLOPs, so slower by design);
 * ``unizero``: lightzero's own single-task ``UniZeroPolicy``.
 
 Each round collects ``--envs`` game segments; rounds of the sides alternate, after one warm-up
@@ -114,7 +114,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     for name in ("scalezero (dense)", "scalezero (MoE)"):
         print(f"{name} / unizero: {rates[name] / rates['unizero']:.2f}  (target >= {TARGET_RATIO})")
     print(f"scalezero (MoE) / scalezero (dense): {rates['scalezero (MoE)'] / rates['scalezero (dense)']:.2f}  "
-          "(the MoE FFN's own cost: shared + routed SwiGLU experts vs one dense MLP)")
+          "(the MoE FFN's own cost: shared GELU + routed SwiGLU expert vs one dense MLP)")
 
 
 if __name__ == "__main__":

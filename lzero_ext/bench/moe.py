@@ -2,7 +2,8 @@
 
 ``python -m lzero_ext.bench moe [--dim 256 --tokens 4096 --warmup 3 --repeats 15]``
 
-The dense baseline applies ``shared + top_k`` SwiGLU FFNs (hidden 4D) to every token, i.e. the
+The dense baseline applies the shared expert (the authors' GELU MLP, hidden 4D) and ``top_k`` SwiGLU
+FFNs (hidden 4D) to every token, i.e. the
 same matmul FLOPs per token as the MoE layer; the ratio MoE / dense therefore measures routing
 overhead (gate, sort, gather, weighting, ``index_add_``, smaller matmuls). Target for the
 ScaleZero setting (8 experts, top-1, 1 shared): ratio <= 1.3. Measurements of the two layers are
@@ -19,7 +20,7 @@ import torch
 from tabulate import tabulate
 from torch import Tensor, nn
 
-from lzero_ext.model.moe import MoEFeedForward, SwiGLUExpert, expert_token_counts
+from lzero_ext.model.moe import GELUExpert, MoEFeedForward, SwiGLUExpert, expert_token_counts
 
 TARGET_RATIO = 1.3  # MoE / dense-equal-active time, 8 experts top-1 + 1 shared
 
@@ -28,11 +29,13 @@ CONFIGS: List[Tuple[int, int, int]] = [(8, 1, 1), (8, 2, 1), (16, 1, 1)]
 
 
 class DenseEqualActive(nn.Module):
-    """``num_ffns`` SwiGLU FFNs applied to every token and summed: the active compute of the MoE layer."""
+    """``num_shared`` GELU and ``top_k`` SwiGLU FFNs applied to every token and summed: the active compute of
+    the MoE layer (its shared and routed experts)."""
 
-    def __init__(self, embed_dim: int, num_ffns: int) -> None:
+    def __init__(self, embed_dim: int, num_shared: int, top_k: int) -> None:
         super().__init__()
-        self.ffns = nn.ModuleList(SwiGLUExpert(embed_dim) for _ in range(num_ffns))
+        self.ffns = nn.ModuleList([*(GELUExpert(embed_dim) for _ in range(num_shared)),
+                                   *(SwiGLUExpert(embed_dim) for _ in range(top_k))])
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.ffns[0](x)
@@ -75,7 +78,7 @@ def run(*, dim: int, tokens: int, warmup: int, repeats: int, seed: int = 0) -> L
     results = []
     for num_experts, top_k, num_shared in CONFIGS:
         moe = MoEFeedForward(dim, num_experts=num_experts, top_k=top_k, num_shared_experts=num_shared)
-        dense = DenseEqualActive(dim, num_shared + top_k)
+        dense = DenseEqualActive(dim, num_shared, top_k)
         x = torch.randn(tokens, dim, requires_grad=True)
         grad_out = torch.randn(tokens, dim)
         moe_times, dense_times = time_pair(_step_fn(moe, x, grad_out), _step_fn(dense, x, grad_out),
