@@ -8,11 +8,14 @@ signatures, plus a trailing ``task_id``) around a ``MultiTaskWorldModel``. ``tas
 ``SampledUniZeroMCTSCtree`` and ``UniZeroGameBuffer``, which call them positionally without a
 task, act for the bound task.
 
-Observation encoders (REFERENCE.md section 3): image tasks share one lightzero
-``RepresentationNetworkUniZero`` (lightzero 0.2.0 has no ViT encoder); vector tasks get one
-``RepresentationNetworkMLP`` each (their sizes may differ); text tasks (token ids, e.g. Jericho)
-share one pretrained ``TextEncoder`` with a trained projection; a shared final latent norm
-(LayerNorm, or SimNorm) follows each of them.
+Observation encoders (the paper's section 3; docs/architecture.md): image tasks share one encoder,
+the paper's ViT (``encoder='vit'``) or lightzero's ``RepresentationNetworkUniZero`` (a grid variant
+for small boards such as MinAtar's); vector tasks get one ``RepresentationNetworkMLP`` each (their
+sizes may differ); text tasks (token ids, e.g. Jericho) share one pretrained ``TextEncoder`` with a
+trained projection; a shared final latent norm (LayerNorm, or SimNorm) follows each of them.
+
+``task_id`` may also be one task id per row (or a ``TaskRows``): a mixed batch of several tasks'
+envs, served by one forward (``acting_for``; see ``lzero_ext.model.task_routing``).
 """
 from typing import Any, List, Optional, Sequence, Union
 
