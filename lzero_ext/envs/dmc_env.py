@@ -8,10 +8,9 @@ control steps (ScaleZero: 4, pendulum 8) and sums their rewards. ``dmc2gym`` (us
 own DMC env) is not on PyPI, hence this env.
 
 ``MUJOCO_GL`` only matters for pixel rendering (the observations are states). Importing this module
-leaves it alone; a run (``lzero_ext.entry.run_logging.run_console``) sets it to :func:`default_mujoco_gl`
-when unset, and restores it afterwards.
+leaves it alone; a run (``lzero_ext.entry.run_logging.run_console``) sets it to ``default_mujoco_gl()``
+when unset and restores it afterwards, and ``dmc_tasks.load_suite`` defaults it for dm_control's first import only.
 """
-import ctypes.util
 from typing import Any, Dict, Optional
 
 import gym
@@ -20,14 +19,8 @@ from ding.envs import BaseEnvTimestep
 from ding.utils import ENV_REGISTRY, deep_merge_dicts
 from easydict import EasyDict
 
-from lzero_ext.envs.dmc_tasks import DMC18, default_action_repeat, resolve_task  # noqa: F401
+from lzero_ext.envs.dmc_tasks import DMC18, default_action_repeat, default_mujoco_gl, load_suite, resolve_task  # noqa: F401
 from lzero_ext.envs.base import ScaleZeroEnv, positive_int
-
-
-def default_mujoco_gl() -> str:
-    """``egl`` (headless rendering) when an EGL library is found, else ``disable``: state observations work on any
-    headless machine. dm_control picks its GL backend when first imported, so set it before that."""
-    return "egl" if ctypes.util.find_library("EGL") else "disable"
 
 
 @ENV_REGISTRY.register('dmc_scalezero')
@@ -190,9 +183,7 @@ class DMCMultiTaskEnv(ScaleZeroEnv):
     # ------------------------------------------------------------------ helpers
 
     def _load(self) -> Any:
-        from dm_control import suite  # imported here, after MUJOCO_GL is settled
-
-        return suite.load(self._domain, self._task, task_kwargs={'random': self._task_rng})
+        return load_suite().load(self._domain, self._task, task_kwargs={'random': self._task_rng})
 
     def _observe(self, observation: Dict[str, Any]) -> Dict[str, Any]:
         """LightZero's observation dict of the flattened state observation."""

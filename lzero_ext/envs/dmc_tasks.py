@@ -8,8 +8,11 @@ state-observation and action dims.
 List the valid ids with ``list_tasks()`` or ``python -m lzero_ext.envs.dmc_tasks --list``.
 """
 import argparse
+import ctypes.util
 import difflib
+import os
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Dict, List, Optional, Tuple
 
 SEPARATOR = "-"  # between domain and task; dm_control names use '_' inside a name, never '-'
@@ -51,8 +54,29 @@ DMC18: Dict[str, DMCTaskInfo] = {
 # DPS target returns of these tasks: lzero_ext.dps.DMC_DPS_TARGETS.
 
 
+def default_mujoco_gl() -> str:
+    """``egl`` (headless rendering) when an EGL library is found, else ``disable``: state observations work on any
+    headless machine."""
+    return "egl" if ctypes.util.find_library("EGL") else "disable"
+
+
+def load_suite() -> ModuleType:
+    """``dm_control.suite``, imported lazily (loading MuJoCo takes a moment). dm_control picks its GL backend when
+    first imported: if ``MUJOCO_GL`` is unset it is :func:`default_mujoco_gl` for that import only (not glfw,
+    which warns on a headless machine), and unset again afterwards."""
+    unset = "MUJOCO_GL" not in os.environ
+    if unset:
+        os.environ["MUJOCO_GL"] = default_mujoco_gl()
+    try:
+        from dm_control import suite
+    finally:
+        if unset:
+            os.environ.pop("MUJOCO_GL", None)
+    return suite
+
+
 def _tasks_by_domain() -> Dict[str, Tuple[str, ...]]:
-    from dm_control import suite  # imported lazily: loading MuJoCo takes a moment
+    suite = load_suite()
 
     by_domain: Dict[str, List[str]] = {}
     for domain, task in suite.ALL_TASKS:
