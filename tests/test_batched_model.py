@@ -247,3 +247,12 @@ def test_lightzero_keys_the_learn_step_ignores_are_rejected(key, value, tmp_path
     target[path[-1]] = value
     with pytest.raises(TaskConfigError, match=f"policy.{key}={value!r}.*does not implement"):
         validate_task_configs(configs)
+
+
+def test_encoder_chunks_give_the_same_latents():
+    model = three_task_discrete(moe=False, obs_type='image')
+    encoder = model.world_model.tokenizer.encoder
+    obs = torch.rand(5, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    whole = encoder(obs)
+    encoder.max_batch = 2  # chunks of 2, 2 and 1 observations
+    torch.testing.assert_close(encoder(obs), whole, **TOL)

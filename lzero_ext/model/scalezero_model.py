@@ -52,12 +52,17 @@ class ObservationEncoder(TaskAware):
         torch.Size([3, 12])
     """
 
-    def __init__(self, body: nn.Module, norm: nn.Module, task_embedding: Optional[nn.Embedding] = None) -> None:
+    def __init__(self, body: nn.Module, norm: nn.Module, task_embedding: Optional[nn.Embedding] = None, *,
+                 max_batch: Optional[int] = None) -> None:
         super().__init__()
         self.body, self.norm, self.task_embedding = body, norm, task_embedding
+        self.max_batch = max_batch  # largest number of observations the body encodes in one call (None: all)
 
     def forward(self, x: Tensor) -> Tensor:
-        z = self.norm(self.body(x))                                                  # (B, D_latent)
+        if self.max_batch and x.shape[0] > self.max_batch:  # in chunks: same result, cache-friendly on CPUs
+            z = self.norm(torch.cat([self.body(chunk) for chunk in x.split(self.max_batch)]))  # (B, D_latent)
+        else:
+            z = self.norm(self.body(x))                                              # (B, D_latent)
         if self.task_embedding is not None and self.active_rows is None:
             e = self.task_embedding.weight[self.active_task].expand(z.shape[0], -1)  # (B, d_task)
             z = torch.cat([z, e], dim=-1)                                            # (B, D)
@@ -105,7 +110,7 @@ def build_observation_encoder(cfg: EasyDict, observation_shapes: Sequence[Union[
         body = TaskSwitch(bodies, input_widths=[int(np.prod(shape)) for shape in observation_shapes])
     norm = nn.LayerNorm(latent_dim) if cfg.latent_norm == 'layernorm' else SimNorm(cfg.group_size)
     task_embedding = nn.Embedding(cfg.num_tasks, cfg.task_embed_dim) if concat else None
-    return ObservationEncoder(body, norm, task_embedding)
+    return ObservationEncoder(body, norm, task_embedding, max_batch=cfg.encoder_max_batch)
 
 
 @MODEL_REGISTRY.register('ScaleZeroModel')

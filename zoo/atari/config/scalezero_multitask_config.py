@@ -119,6 +119,7 @@ def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *,
                     evaluator_env_num=preset.evaluator_env_num,
                     device="cuda" if cuda else "cpu",
                     predict_latent_loss_type="mse",  # with LayerNorm latents (REFERENCE §3)
+                    encoder_max_batch=None if cuda else 192,  # CPU caches: encode a mixed batch in chunks
                     moe=dict(enabled=not dense, num_experts=preset.num_experts, top_k=1, num_shared_experts=1),
                     **({} if preset.vit is None else dict(encoder="vit", vit=dict(VIT_SIZES[preset.vit]))),
                 ),
