@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from lzero_ext.model.task_routing import TaskRows
+from lzero_ext.model.task_routing import TaskRows, cat_rows
 
 Request = Tuple[tuple, dict]  # (args, kwargs) of one task's policy.forward call
 
@@ -133,7 +133,8 @@ def combine_requests(requests: Dict[int, Request], tasks: Sequence[int], mode: s
         timesteps.extend(list(call.get("timestep", [0] * n)))
         rows += n
     first = dict(zip(names, requests[tasks[0]][0]), **requests[tasks[0]][1])  # same temperature/epsilon for all
-    data = torch.cat(datas) if isinstance(datas[0], torch.Tensor) else np.concatenate(datas)
+    # Vector observations of different sizes are zero-padded to the widest; each task's encoder reads its own width.
+    data = cat_rows(datas) if isinstance(datas[0], torch.Tensor) else np.concatenate(datas)
     if mode == "collect":
         args = (data, masks, first.get("temperature", 1), to_plays, first.get("epsilon", 0.0))
     else:

@@ -28,6 +28,7 @@ from lzero_ext.diagnostics import (DEFAULT_PREFIX, KEY_LATENT_NORM, DormantNeuro
                                    expert_usage_metrics, gradient_conflict, shared_backbone_parameters)
 from lzero_ext.distributed import average_gradients, get_world_size
 from lzero_ext.divergence import check_finite_gradient, check_finite_losses, check_finite_targets
+from lzero_ext.model.task_routing import cat_rows
 from lzero_ext.model.text_encoder import frozen_pretrained_state_keys
 from lzero_ext.dps import LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage
 from policies.lockstep import LockstepInference, Request, combine_requests, forward_groups, split_output, task_rows_of
@@ -161,7 +162,7 @@ class MultiTaskPolicyMixin:
         mcts_name = "_mcts_collect" if mode == "collect" else "_mcts_eval"
         self._cfg, mcts = first["_cfg"], first[mcts_name]
         setattr(self, mcts_name, mcts)
-        self.last_batch_obs = torch.cat([states[t]["last_batch_obs"] for t in tasks])
+        self.last_batch_obs = cat_rows([states[t]["last_batch_obs"] for t in tasks])  # padded like the observations
         self.last_batch_action = [a for t in tasks for a in states[t]["last_batch_action"]]
         setattr(self, env_num_key, args[0].shape[0])
         try:
@@ -169,8 +170,9 @@ class MultiTaskPolicyMixin:
                     autocast(self._cfg.amp, self._cfg.device, self._model):
                 output = getattr(self, f"_forward_{mode}")(*args, **kwargs)
             for task_id, offset in zip(tasks, offsets):  # each task keeps its rows of the state lightzero updated
-                rows = slice(offset, offset + requests[task_id][0][0].shape[0])
-                states[task_id]["last_batch_obs"] = self.last_batch_obs[rows]
+                data = requests[task_id][0][0]
+                rows = slice(offset, offset + data.shape[0])
+                states[task_id]["last_batch_obs"] = self.last_batch_obs[rows][..., :data.shape[-1]]  # the task's width
                 states[task_id]["last_batch_action"] = list(self.last_batch_action[rows])
         finally:
             for name, value in saved.items():

@@ -166,8 +166,10 @@ def test_smoke_preset_end_to_end(tmp_path):
     assert (tmp_path / "run" / "learning_curves.png").stat().st_size > 10_000
 
 
-def test_zoo_config_rejects_unknown_game():
+def test_zoo_config_rejects_unknown_game(capsys):
     from zoo.minatar.config.scalezero_minatar_multitask_config import main
 
-    with pytest.raises(SystemExit, match="unknown MinAtar game 'Pong'"):
+    with pytest.raises(SystemExit) as exit_info:  # the CLI prints one error line and exits 1
         main(["--preset", "smoke", "--games", "Pong", "Breakout"])
+    assert exit_info.value.code == 1
+    assert "unknown MinAtar game 'Pong'" in capsys.readouterr().err

@@ -70,7 +70,7 @@ def test_more_ranks_than_tasks_prints_one_line_once(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert output.count("error: 2 ranks but only 1 tasks") == 1, output[-3000:]
-    assert output.count("exitcode  : 1") == 2  # torchrun's report: both ranks exited non-zero
+    assert output.count("exitcode  : 1") >= 1  # torchrun's report (it may stop the other rank first, with SIGTERM)
     worker_tracebacks = [b for b in output.split("Traceback (most recent call last):")[1:] if "ChildFailedError" not in b]
     assert worker_tracebacks == []  # the only traceback is torchrun's own failure report
 
