@@ -13,6 +13,10 @@ Example (a zoo config's ``main``)::
                 checkpoint_freq=PRESETS[args.preset].checkpoint_freq)
 """
 import argparse
+import os
+import signal
+import sys
+import threading
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
@@ -99,6 +103,20 @@ def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]]
                             save_replay_buffer=args.save_replay_buffer, overwrite=args.overwrite,
                             run_labels={"preset": args.preset}, initial_eval=args.initial_eval,
                             init_from=init_from, bar_stream=bar_stream, **train_kwargs)
+            exit_on_late_signals()
         except (ValueError, CheckpointError, FileNotFoundError, PermissionError, RunLockError, DivergenceError,
                 RunInterrupted, KeyboardInterrupt) as error:  # one clear line (rank 0 only), no traceback
             raise exit_for(error) from None
+
+
+def exit_on_late_signals() -> None:
+    """After a finished run (everything saved), SIGINT/SIGTERM during the process's shutdown end it with one line
+    instead of the default, silent death."""
+    def handler(signum: int, _frame: Any) -> None:
+        sys.stderr.write(f"interrupted by {signal.Signals(signum).name} after the run had finished: "
+                         f"everything was saved\n")
+        os._exit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, handler)
