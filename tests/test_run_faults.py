@@ -114,12 +114,12 @@ def test_fault_bench_short(tmp_path):
     assert sum(line.startswith("run ") for line in lines) == 2
 
 
-def test_a_signal_after_the_run_finished_ends_with_one_clear_line():
+def test_a_signal_outside_training_ends_with_one_clear_line():
     from lzero_ext.bench.faults import CLEAR_LINES
 
-    code = ("import os, signal, time; from lzero_ext.entry.cli import exit_on_late_signals; exit_on_late_signals(); "
+    code = ("import os, signal, time; from lzero_ext.entry.cli import exit_on_signals_outside_training as f; f(); "
             "os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 143
     lines = [line for line in result.stderr.splitlines() if CLEAR_LINES.match(line)]
-    assert lines == ["interrupted by SIGTERM after the run had finished: everything was saved"]
+    assert lines == ["interrupted by SIGTERM outside training: no learner step since the last checkpoint to save"]

@@ -83,6 +83,7 @@ def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]]
 
     ``torch_threads`` (the preset's; ``--threads`` overrides) is applied to CPU runs only. The run's console
     is quiet (the project's lines and the bar) unless ``--verbose``: see ``run_logging.run_console``."""
+    exit_on_signals_outside_training()
     threads = args.threads or torch_threads
     if threads and not (args.cuda or (args.cuda is None and torch.cuda.is_available())):
         torch.set_num_threads(threads)
@@ -103,18 +104,18 @@ def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]]
                             save_replay_buffer=args.save_replay_buffer, overwrite=args.overwrite,
                             run_labels={"preset": args.preset}, initial_eval=args.initial_eval,
                             init_from=init_from, bar_stream=bar_stream, **train_kwargs)
-            exit_on_late_signals()
         except (ValueError, CheckpointError, FileNotFoundError, PermissionError, RunLockError, DivergenceError,
                 RunInterrupted, KeyboardInterrupt) as error:  # one clear line (rank 0 only), no traceback
             raise exit_for(error) from None
 
 
-def exit_on_late_signals() -> None:
-    """After a finished run (everything saved), SIGINT/SIGTERM during the process's shutdown end it with one line
-    instead of the default, silent death."""
+def exit_on_signals_outside_training() -> None:
+    """SIGINT/SIGTERM outside the run's own handlers (while it starts, or after it finished and saved, during the
+    process's shutdown) end the process with one line and 130 / 143, instead of a silent death or a traceback.
+    The run guard installs its handlers over these and puts them back when the run ends."""
     def handler(signum: int, _frame: Any) -> None:
-        sys.stderr.write(f"interrupted by {signal.Signals(signum).name} after the run had finished: "
-                         f"everything was saved\n")
+        sys.stderr.write(f"interrupted by {signal.Signals(signum).name} outside training: no learner step "
+                         f"since the last checkpoint to save\n")
         os._exit(128 + signum)
 
     if threading.current_thread() is threading.main_thread():
