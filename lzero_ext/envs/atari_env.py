@@ -182,18 +182,6 @@ class AtariMultiTaskEnv(ScaleZeroEnv):
         return np.arange(self._action_space.n)
 
     @property
-    def observation_space(self) -> gym.spaces.Box:
-        return self._observation_space
-
-    @property
-    def action_space(self) -> gym.spaces.Discrete:
-        return self._action_space
-
-    @property
-    def reward_space(self) -> gym.spaces.Box:
-        return self._reward_space
-
-    @property
     def game(self) -> str:
         """CamelCase game name, e.g. 'MsPacman'."""
         return game_name(self._rom_id)

@@ -22,6 +22,19 @@ class ScaleZeroEnv(BaseEnv):
         cfg.cfg_type = cls.__name__ + 'Dict'
         return cfg
 
+    # Spaces set by each subclass's constructor (``_observation_space``, ``_action_space``, ``_reward_space``).
+    @property
+    def observation_space(self) -> Any:
+        return self._observation_space
+
+    @property
+    def action_space(self) -> Any:
+        return self._action_space
+
+    @property
+    def reward_space(self) -> Any:
+        return self._reward_space
+
     @staticmethod
     def _copies(cfg: dict, count_key: str, overrides: Dict[str, Any]) -> List[dict]:
         cfg = copy.deepcopy(cfg)

@@ -151,18 +151,6 @@ class ClassicControlEnv(ScaleZeroEnv):
     def legal_actions(self) -> np.ndarray:
         return np.arange(self._num_actions)
 
-    @property
-    def observation_space(self) -> gymnasium.spaces.Box:
-        return self._observation_space
-
-    @property
-    def action_space(self) -> gymnasium.spaces.Discrete:
-        return self._action_space
-
-    @property
-    def reward_space(self) -> gymnasium.spaces.Box:
-        return self._reward_space
-
     def __repr__(self) -> str:
         return (f"ClassicControlEnv({self._cfg.env_id}, obs={self._observation_space.shape[0]}, "
                 f"actions={self._num_actions}/{len(self._mask)})")

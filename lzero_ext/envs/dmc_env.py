@@ -156,18 +156,6 @@ class DMCMultiTaskEnv(ScaleZeroEnv):
         return self._action_rng.uniform(-1., 1., size=self._action_space.shape).astype(np.float32)
 
     @property
-    def observation_space(self) -> gym.spaces.Box:
-        return self._observation_space
-
-    @property
-    def action_space(self) -> gym.spaces.Box:
-        return self._action_space
-
-    @property
-    def reward_space(self) -> gym.spaces.Box:
-        return self._reward_space
-
-    @property
     def action_repeat(self) -> int:
         return self._action_repeat
 

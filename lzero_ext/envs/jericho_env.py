@@ -318,18 +318,6 @@ class JerichoMultiTaskEnv(ScaleZeroEnv):
         return self._text
 
     @property
-    def observation_space(self) -> gym.spaces.Box:
-        return self._observation_space
-
-    @property
-    def action_space(self) -> gym.spaces.Discrete:
-        return self._action_space
-
-    @property
-    def reward_space(self) -> gym.spaces.Box:
-        return self._reward_space
-
-    @property
     def game(self) -> str:
         return self._name
 

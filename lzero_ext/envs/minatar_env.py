@@ -186,18 +186,6 @@ class MinAtarEnv(ScaleZeroEnv):
         return self._legal.copy()
 
     @property
-    def observation_space(self) -> gym.spaces.Box:
-        return self._observation_space
-
-    @property
-    def action_space(self) -> gym.spaces.Discrete:
-        return self._action_space
-
-    @property
-    def reward_space(self) -> gym.spaces.Box:
-        return self._reward_space
-
-    @property
     def game(self) -> str:
         """CamelCase game name, e.g. 'SpaceInvaders'."""
         return game_name(self._game)
