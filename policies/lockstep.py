@@ -43,10 +43,6 @@ class LockstepInference:
         self._results: Dict[int, Any] = {}
         self._error: BaseException = None
 
-    @property
-    def active(self) -> bool:
-        return bool(self._members)
-
     def is_member(self, task_id: int) -> bool:
         return task_id in self._members
 
