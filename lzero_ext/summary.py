@@ -27,7 +27,7 @@ from lzero_ext.envs.atari_games import game_name, resolve_game
 KINDS = frozenset({"atari", "dmc", "raw"})
 SCORE_NAMES: Mapping[str, str] = MappingProxyType({"atari": "HNS", "dmc": "return/1000", "raw": "return"})
 
-# Atari100k (random, human) scores, REFERENCE.md §6. HNS = (score - random) / (human - random).
+# Atari100k (random, human) scores, the ScaleZero paper. HNS = (score - random) / (human - random).
 ATARI_SCORES: Mapping[str, Tuple[float, float]] = MappingProxyType({
     "Alien": (227.8, 7127.7),
     "Amidar": (5.8, 1719.5),

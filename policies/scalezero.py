@@ -50,7 +50,7 @@ MULTITASK_POLICY_KEYS = dict(
     # (bool) torch.compile the world model's transformer blocks and encoder (lzero_ext.amp); where it cannot compile,
     # a warning says so and they run eagerly. Off by default.
     compile=False,
-    # Dynamic Parameter Scaling (REFERENCE.md section 4): staged LoRA adapters on the transformer's attention and
+    # Dynamic Parameter Scaling (docs/dps.md): staged LoRA adapters on the transformer's attention and
     # expert linears, a new one trained (backbone frozen) each time enough tasks are solved; solved tasks stop.
     dps=dict(
         # (bool) Wrap the transformer in staged LoRA layers and let the training entry run the DPS curriculum.

@@ -8,7 +8,7 @@ import lzero_ext  # noqa: F401  (registers the env)
 from lzero_ext.envs.dmc_env import DMCMultiTaskEnv
 from lzero_ext.envs.dmc_tasks import DMC18, default_action_repeat, list_tasks, resolve_task
 
-# (task, obs dim, action dim): different sizes, REFERENCE.md section 6.
+# (task, obs dim, action dim): different sizes, the ScaleZero paper.
 SIZES = [("cartpole-swingup", 5, 1), ("cheetah-run", 17, 6), ("walker-walk", 24, 6), ("pendulum-swingup", 3, 1)]
 
 

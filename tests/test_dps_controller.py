@@ -1,4 +1,4 @@
-"""Tests of the DPS curriculum controller (REFERENCE.md section 4) with scripted evaluation returns."""
+"""Tests of the DPS curriculum controller (docs/dps.md) with scripted evaluation returns."""
 import doctest
 import json
 

@@ -1,4 +1,4 @@
-"""Tests of staged LoRA (DPS, REFERENCE.md section 4): the layer's identities, which linears are
+"""Tests of staged LoRA (DPS, docs/dps.md): the layer's identities, which linears are
 wrapped, the per-stage trainable set, optimizer behaviour at a switch, merge and checkpoints."""
 import copy
 import doctest

@@ -27,7 +27,7 @@ actions). Arms, with the same per-task env-step budget, seeds, transformer size 
 
 Where the arms differ beyond the model: arm ``unizero`` is lightzero's UniZero as shipped, so its
 world model keeps lightzero's SimNorm latents and group-KL latent loss where ScaleZero uses LayerNorm
-latents and an MSE loss (REFERENCE section 3); the multi-task trainer keeps training the shared model
+latents and an MSE loss (the ScaleZero paper); the multi-task trainer keeps training the shared model
 on a task whose budget is spent while other tasks still collect (at most one collection round).
 
 Per task and arm the table gives the final eval return and the AUC (the eval return averaged over

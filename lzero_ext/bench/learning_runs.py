@@ -108,7 +108,7 @@ class Settings:
     eval_freq: int = 100  # learner iterations between evaluations
     diagnostics_freq: int = 20  # learner steps between gradient-conflict diagnostics (multi-task arms)
     encoder_channels: int = 16  # conv channels of the grid encoder (image suites only)
-    # Arm ``dps`` (policy.dps keys, REFERENCE section 4 scaled to this budget): stages, the iterations before the
+    # Arm ``dps`` (policy.dps keys of docs/dps.md, scaled to this budget): stages, the iterations before the
     # first switch and per stage at most, and the LoRA rank and alpha (alpha / rank = 1) of each adapter.
     dps_num_stages: int = 3
     dps_min_stage0_iters: int = 200

@@ -1,4 +1,4 @@
-"""Dynamic Parameter Scaling (DPS, REFERENCE.md section 4): staged LoRA adapters on the world-model
+"""Dynamic Parameter Scaling (DPS, docs/dps.md): staged LoRA adapters on the world-model
 transformer (``lora``) and the curriculum controller that decides when to add the next one
 (``controller``, pure Python).
 

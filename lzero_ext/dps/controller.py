@@ -1,4 +1,4 @@
-"""Curriculum controller of Dynamic Parameter Scaling (DPS, REFERENCE.md section 4). Pure Python.
+"""Curriculum controller of Dynamic Parameter Scaling (DPS, docs/dps.md). Pure Python.
 
 The controller decides *when* to enter the next stage; ``lzero_ext.dps.lora.set_dps_stage`` does it.
 
@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set
 
-# Target returns that count a task as solved (REFERENCE.md section 4). "(sic)" values are kept
+# Target returns that count a task as solved (docs/dps.md). "(sic)" values are kept
 # exactly as upstream uses them, even where they are not the human score.
 ATARI_DPS_TARGETS: Dict[str, float] = {
     'Pong': 20.0, 'MsPacman': 6951.6, 'Seaquest': 42054.7, 'Boxing': 12.1, 'Alien': 7127.7,

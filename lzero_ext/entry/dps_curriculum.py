@@ -1,4 +1,4 @@
-"""Dynamic Parameter Scaling inside the multi-task loop (REFERENCE.md section 4).
+"""Dynamic Parameter Scaling inside the multi-task loop (docs/dps.md).
 
 After every learn round the trainer calls :meth:`DPSCurriculum.step`: each task's latest evaluation
 return, gathered from every rank, goes to the :class:`~lzero_ext.dps.DPSController`; when it moves

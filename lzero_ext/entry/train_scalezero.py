@@ -1,6 +1,6 @@
 """Multi-task training entry: one shared ScaleZero policy, per-task workers, one process or DDP.
 
-The loop reads like the algorithm (REFERENCE §5)::
+The loop reads like the algorithm (the ScaleZero paper)::
 
     evaluate (every eval_freq iterations) -> collect one round per unfinished task -> learn
     (updates_per_round steps, each on one batch per task) -> checkpoint -> stop?

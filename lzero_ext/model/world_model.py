@@ -1,6 +1,6 @@
 """ScaleZero multi-task world model: lightzero's UniZero ``WorldModel`` acting for one bound task.
 
-What changes against lightzero's ``WorldModel`` (REFERENCE.md section 3):
+What changes against lightzero's ``WorldModel`` (the ScaleZero paper):
 
 * every head (value, reward, next latent, policy) is a ``TaskSwitch``: one copy per task, or one
   shared copy with ``share_heads``; a continuous policy head is a per-task Gaussian head whose

@@ -46,7 +46,7 @@ class Preset:
     max_episode_frames: int  # emulator frames per episode (108k = Atari100k protocol)
     replay_buffer_size: int
     checkpoint_freq: int
-    dps_min_stage0_iters: int = 50_000  # --dps: train iterations before the first stage switch (REFERENCE §4)
+    dps_min_stage0_iters: int = 50_000  # --dps: train iterations before the first stage switch (docs/dps.md)
     dps_max_stage_iters: int = 20_000  # --dps: a stage ends after this many iterations at the latest
     torch_threads: Optional[int] = None  # intra-op CPU threads of a CPU run (--threads overrides); None: torch's default
     vit: Optional[str] = None  # image encoder: a ViT size of lzero_ext.model.vit_encoder.VIT_SIZES; None: lightzero's ResNet
@@ -66,7 +66,7 @@ PRESETS: Dict[str, Preset] = {
                   n_evaluator_episode=1, game_segment_length=20, num_unroll_steps=5, infer_context=2, eval_freq=400,
                   max_episode_frames=4000, replay_buffer_size=100_000, checkpoint_freq=200, dps_min_stage0_iters=300,
                   dps_max_stage_iters=150),
-    # Paper settings (REFERENCE §3, §5): Atari-8 / Atari-26, 768-wide backbone, 50 simulations.
+    # Paper settings (ScaleZero, arXiv 2509.07945): Atari-8 / Atari-26, 768-wide backbone, 50 simulations.
     # Paper encoder: ViT 'small' (depth 6) for up to 8 tasks, 'base' (depth 12) for 26.
     "atari8": Preset(games=tuple(ATARI8), max_env_step=400_000, embed_dim=768, num_layers=2, num_heads=8,
                      num_experts=8, num_simulations=50, batch_size=64, collector_env_num=8, evaluator_env_num=3,
@@ -118,7 +118,7 @@ def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *,
                     collector_env_num=preset.collector_env_num,
                     evaluator_env_num=preset.evaluator_env_num,
                     device="cuda" if cuda else "cpu",
-                    predict_latent_loss_type="mse",  # with LayerNorm latents (REFERENCE §3)
+                    predict_latent_loss_type="mse",  # with LayerNorm latents (the ScaleZero paper)
                     encoder_max_batch=None if cuda else 192,  # CPU caches: encode a mixed batch in chunks
                     moe=dict(enabled=not dense, num_experts=preset.num_experts, top_k=1, num_shared_experts=1),
                     **({} if preset.vit is None else dict(encoder="vit", vit=dict(VIT_SIZES[preset.vit]))),

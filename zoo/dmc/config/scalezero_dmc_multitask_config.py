@@ -7,7 +7,7 @@
 
 Policy ``sampled_scalezero``: per-task MLP encoders (observation sizes differ), a shared latent
 LayerNorm, per-task action embeddings and Gaussian policy heads (action sizes differ), one shared
-MoE transformer, and lightzero's sampled C++ MCTS with K sampled actions per node (REFERENCE §3).
+MoE transformer, and lightzero's sampled C++ MCTS with K sampled actions per node (the ScaleZero paper).
 Every run prints a per-task table (env steps, latest eval return, return/1000) with mean and median
 and writes ``summary.json`` and ``learning_curves.png`` into the experiment directory.
 """
@@ -19,7 +19,7 @@ from easydict import EasyDict
 
 from lzero_ext.envs.dmc_tasks import DMC18, default_action_repeat, resolve_task
 
-DMC18_TASKS: Tuple[str, ...] = tuple(DMC18)  # REFERENCE §6
+DMC18_TASKS: Tuple[str, ...] = tuple(DMC18)  # the ScaleZero paper
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +47,7 @@ class Preset:
     replay_buffer_size: int
     checkpoint_freq: int
     torch_threads: Optional[int]  # intra-op CPU threads for a CPU run; None: torch's default
-    dps_min_stage0_iters: int = 10_000  # --dps: train iterations before the first stage switch (REFERENCE §4)
+    dps_min_stage0_iters: int = 10_000  # --dps: train iterations before the first stage switch (docs/dps.md)
     dps_max_stage_iters: int = 5_000  # --dps: a stage ends after this many iterations at the latest
 
 
@@ -66,7 +66,7 @@ PRESETS: Dict[str, Preset] = {
                   game_segment_length=50, num_unroll_steps=5, infer_context=2, eval_freq=500, max_episode_steps=None,
                   replay_buffer_size=100_000, checkpoint_freq=200, torch_threads=1, dps_min_stage0_iters=500,
                   dps_max_stage_iters=250),
-    # Paper settings (REFERENCE §3, §5): DMC-18, 768-wide backbone, 50 simulations, K=20; total batch 512 over 18
+    # Paper settings (ScaleZero, arXiv 2509.07945): DMC-18, 768-wide backbone, 50 simulations, K=20; total batch 512 over 18
     # tasks (28 per task), 200 updates per collection round, buffer 1e6.
     "dmc18": Preset(tasks=DMC18_TASKS, max_env_step=500_000, embed_dim=768, num_layers=4, num_heads=24,
                     num_experts=8, num_simulations=50, num_sampled_actions=20, batch_size=28, update_per_collect=200,
@@ -96,7 +96,7 @@ def build_task_config(env_id: str, task_id: int, preset: Preset, *, obs_dims: Se
         exp_name=exp_name,
         env=dict(
             env_id=env_id,
-            action_repeat=default_action_repeat(env_id),  # 4, pendulum 8 (REFERENCE §3)
+            action_repeat=default_action_repeat(env_id),  # 4, pendulum 8 (the ScaleZero paper)
             max_episode_steps=preset.max_episode_steps,
             collector_env_num=preset.collector_env_num,
             evaluator_env_num=preset.evaluator_env_num,
@@ -135,7 +135,7 @@ def build_task_config(env_id: str, task_id: int, preset: Preset, *, obs_dims: Se
                     collector_env_num=preset.collector_env_num,
                     evaluator_env_num=preset.evaluator_env_num,
                     device="cuda" if cuda else "cpu",
-                    predict_latent_loss_type="mse",  # with LayerNorm latents (REFERENCE §3)
+                    predict_latent_loss_type="mse",  # with LayerNorm latents (the ScaleZero paper)
                     moe=dict(enabled=not dense, num_experts=preset.num_experts, top_k=1, num_shared_experts=1),
                 ),
             ),

@@ -10,7 +10,7 @@ the valid actions) as token ids; one pretrained sentence encoder (all-MiniLM-L6-
 trained projection) encodes them for every game. An action is an index into the state's valid-action
 list; all games share one action space padded to the largest count (detective 12, omniquest 25,
 acorncourt 45, zork1 55) and masked per state. The reward is the change of the game score, and
-the per-task table reports raw scores (paper: zork1 44.0, detective 280; REFERENCE §7).
+the per-task table reports raw scores (paper: zork1 44.0, detective 280; the ScaleZero paper).
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ from easydict import EasyDict
 from lzero_ext.envs.jericho_env import GAMES, game_dir, game_spec, resolve_game_file
 from lzero_ext.envs.zmachine import check_story_file
 
-JERICHO4: Tuple[str, ...] = ("detective", "omniquest", "acorncourt", "zork1")  # REFERENCE §6
+JERICHO4: Tuple[str, ...] = ("detective", "omniquest", "acorncourt", "zork1")  # the ScaleZero paper
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +44,7 @@ class Preset:
     num_unroll_steps: int
     infer_context: int
     eval_freq: int  # learner iterations between evaluations
-    max_steps: Optional[int]  # steps per episode; None: each game's default (REFERENCE §6)
+    max_steps: Optional[int]  # steps per episode; None: each game's default (the ScaleZero paper)
     max_seq_len: int  # tokens per observation
     replay_buffer_size: int
     checkpoint_freq: int
@@ -68,7 +68,7 @@ PRESETS: Dict[str, Preset] = {
                   evaluator_env_num=1, n_evaluator_episode=1, game_segment_length=20, num_unroll_steps=5,
                   infer_context=2, eval_freq=50, max_steps=50, max_seq_len=256, replay_buffer_size=100_000,
                   checkpoint_freq=50, dps_min_stage0_iters=100, dps_max_stage_iters=50),
-    # The four ScaleZero games with the paper's backbone and search settings for Atari (REFERENCE §3, §5) and each
+    # The four ScaleZero games with the paper's backbone and search settings for Atari and each
     # game's own episode length; the paper gives no Jericho budget here, so the env-step budget is our choice.
     "jericho4": Preset(games=JERICHO4, max_env_step=500_000, embed_dim=768, num_layers=2, num_heads=8, num_experts=8,
                        num_simulations=50, batch_size=64, collector_env_num=4, evaluator_env_num=2,
@@ -127,7 +127,7 @@ def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *,
                     collector_env_num=preset.collector_env_num,
                     evaluator_env_num=preset.evaluator_env_num,
                     device="cuda" if cuda else "cpu",
-                    predict_latent_loss_type="mse",  # with LayerNorm latents (REFERENCE §3)
+                    predict_latent_loss_type="mse",  # with LayerNorm latents (the ScaleZero paper)
                     moe=dict(enabled=not dense, num_experts=preset.num_experts, top_k=1, num_shared_experts=1),
                 ),
             ),

@@ -113,7 +113,7 @@ def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *,
                     collector_env_num=preset.collector_env_num,
                     evaluator_env_num=preset.evaluator_env_num,
                     device="cuda" if cuda else "cpu",
-                    predict_latent_loss_type="mse",  # with LayerNorm latents (REFERENCE §3)
+                    predict_latent_loss_type="mse",  # with LayerNorm latents (the ScaleZero paper)
                     moe=dict(enabled=not dense, num_experts=preset.num_experts, top_k=1, num_shared_experts=1),
                 ),
             ),
