@@ -1,4 +1,4 @@
-"""Training diagnostics for multi-task world-model learning (issue 7, item 1).
+"""Training diagnostics for multi-task world-model learning.
 
 Four cheap measurements, meant to run every N learner steps, plus a run summary:
 

@@ -14,7 +14,7 @@ width, depth, simulations and env count:
 * ``unizero``: lightzero's own single-task ``UniZeroPolicy``.
 
 Each round collects ``--envs`` game segments; rounds of the sides alternate, after one warm-up
-round each. Target (issue 4): ScaleZero / UniZero env steps per second >= 0.9.
+round each. Target: ScaleZero / UniZero env steps per second >= 0.9.
 """
 import argparse
 import logging

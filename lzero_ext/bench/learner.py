@@ -11,7 +11,7 @@ Those same batches then feed three learners of the same width, depth, heads and 
 * ``scalezero-moe``:   the same step with the MoE FFN (8 experts, top-1, 1 shared);
 * ``unizero x N``:     lightzero 0.2.0's own ``UniZeroPolicy`` learn step, once per task batch.
 
-Targets (issue 4): dense / (unizero x N) <= 1.0 and MoE / dense <= 1.5. Steps are timed round-robin
+Targets: dense / (unizero x N) <= 1.0 and MoE / dense <= 1.5. Steps are timed round-robin
 so that machine noise hits all arms alike; medians are reported. Sampling (reanalysis) is not
 timed: it is the same buffer code on both sides.
 """
