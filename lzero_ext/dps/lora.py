@@ -16,8 +16,8 @@ earlier adapters) except adapter ``s`` and the active scales ``a_0..a_s``; the m
 transformer (encoder, embeddings, heads) are not touched and keep training.
 
 Every adapter is created up front by ``apply_staged_lora``, so an optimizer built afterwards over
-``model.parameters()`` holds them all (docs/architecture.md, authors' pitfall 3). Frozen parameters get
-``grad=None`` (with ``zero_grad(set_to_none=True)``) and AdamW skips them, weight decay included.
+``model.parameters()`` holds them all (docs/architecture.md, "Pitfalls of the authors' code avoided").
+Frozen parameters get ``grad=None`` (with ``zero_grad(set_to_none=True)``) and AdamW skips them, weight decay included.
 All adapter parameters carry the ``lora_`` prefix: ``lora_A.{j-1}``, ``lora_B.{j-1}`` (adapter j),
 ``lora_scales.{j}`` (a_j, 0-dim, so ``p.dim() < 2`` rules keep them out of weight decay).
 """
@@ -259,7 +259,8 @@ def apply_staged_lora(model: nn.Module, *, num_stages: int, rank: int, alpha: fl
     if unknown or not set(targets):
         raise ValueError(f"targets must be a non-empty subset of {sorted(LORA_TARGETS)}, got {sorted(targets)}")
     if include_encoder:
-        raise NotImplementedError("encoder LoRA is not implemented (optional and off in the paper); the encoder keeps training in every stage")
+        raise NotImplementedError("encoder LoRA is not implemented (optional and off in the paper); "
+                                  "the encoder keeps training in every stage")
     prefix, transformer = find_transformer(model)
     if any(isinstance(m, StagedLoRALinear) for m in transformer.modules()):
         raise ValueError("apply_staged_lora was already applied to this model")

@@ -9,7 +9,7 @@ The FFN sublayer of every transformer block becomes ``num_experts`` routed exper
   an option);
 * softmax over **all** experts in float32, *then* top-k, so the gate value of the chosen expert
   depends on the logits and the router is trained even at k = 1 (docs/architecture.md,
-  authors' pitfall 1); for k > 1 the k weights are renormalised to sum to 1;
+  "Pitfalls of the authors' code avoided"); for k > 1 the k weights are renormalised to sum to 1;
 * tokens are sorted by expert once, each expert runs on one contiguous slice, and results are
   combined with ``index_add_``;
 * in eval mode without autograd (MCTS collection and evaluation, 1-2 tokens per env per call) a

@@ -1,6 +1,6 @@
 """Transformer backbone of the ScaleZero world model: lightzero's UniZero transformer whose FFN
 sublayer is, per config, lightzero's dense GELU MLP (the multi-task UniZero baseline) or a
-``MoEFeedForward`` (ScaleZero, the ScaleZero paper). Attention stays dense and unchanged.
+``MoEFeedForward`` (the ScaleZero paper). Attention stays dense and unchanged.
 
 MoE blocks keep the router logits of their last forward in ``block.router_logits``; the transformer
 can record them per forward (``record_router_logits``) so the world model adds the auxiliary losses

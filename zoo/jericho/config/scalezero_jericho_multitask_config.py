@@ -10,7 +10,7 @@ the valid actions) as token ids; one pretrained sentence encoder (all-MiniLM-L6-
 trained projection) encodes them for every game. An action is an index into the state's valid-action
 list; all games share one action space padded to the largest count (detective 12, omniquest 25,
 acorncourt 45, zork1 55) and masked per state. The reward is the change of the game score, and
-the per-task table reports raw scores (paper: zork1 44.0, detective 280; the ScaleZero paper).
+the per-task table reports raw scores (ScaleZero paper: zork1 44.0, detective 280).
 """
 from dataclasses import dataclass
 from pathlib import Path
