@@ -93,12 +93,15 @@ def _world_model_cfg(suite: str, preset: str) -> Tuple[Dict[str, Any], Any]:
     from lzero_ext.model.param_count import zoo_module
 
     module = zoo_module(suite)
-    if suite == "jericho":  # build_configs checks that the game files exist: build the task config directly
+    if suite == "jericho":  # build_configs checks that the game files exist: build from the run and task specs
+        from lzero_ext.entry.run_config import build_task_configs
+
         preset_obj = module.PRESETS[preset]
-        main, _ = module.build_task_config(preset_obj.games[0], 0, len(preset_obj.games), preset_obj,
-                                           num_actions=module.action_space_size(preset_obj.games),
-                                           games_dir=tempfile.gettempdir(), dense=False, exp_name="gpu_check",
-                                           cuda=False)
+        num_actions = module.action_space_size(preset_obj.games)
+        run = module.run_config(preset_obj, exp_name="gpu_check", cuda=False)
+        specs = [module.task_spec(g, preset_obj, num_actions=num_actions, games_dir=tempfile.gettempdir())
+                 for g in preset_obj.games]
+        main, _ = build_task_configs(run, specs)[0]
     else:
         main, _ = module.build_configs(preset, cuda=False, exp_name="gpu_check")[0]
     model_cfg = dict(main.policy.model)

@@ -11,7 +11,9 @@ deterministic for a seed. Every flag of ``lzero_ext.entry.cli`` works (``--resum
 from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence
 
-from lzero_ext.bench.learning_runs import Settings, TaskSpec, task_config
+from lzero_ext.bench.learning_configs import classic_configs
+from lzero_ext.bench.learning_runs import Settings, TaskSpec
+from lzero_ext.entry.run_config import ENV_MANAGERS
 
 TASKS: Dict[str, TaskSpec] = {
     "CartPole": TaskSpec("CartPole", "CartPole-v1", reference_return=20.0, target_return=20.0, max_episode_steps=20),
@@ -25,13 +27,11 @@ PRESETS = {"tiny": TINY}
 CHECKPOINT_FREQ = 2  # learner iterations between checkpoints
 
 
-ENV_MANAGERS = frozenset({"base", "subprocess"})
-
-
 def build_configs(tasks: Sequence[str], *, exp_name: str, seed: int, settings: Settings = TINY,
-                  env_manager: str = "base") -> List[Any]:
+                  env_manager: str = "base", **run_keys: Any) -> List[Any]:
     """The ``(main, create)`` pairs of ``tasks`` (names of :data:`TASKS`); ``env_manager`` ``subprocess``
-    runs two collector envs per task in worker processes (as the paper presets do)."""
+    runs two collector envs per task in worker processes (as the paper presets do); ``run_keys`` are further
+    :class:`~lzero_ext.entry.run_config.RunConfig` fields (the command line's ``engine``, ``amp``, ``compile``)."""
     if env_manager not in ENV_MANAGERS:
         raise ValueError(f"unknown env manager {env_manager!r}: choose from {sorted(ENV_MANAGERS)}")
     unknown = [t for t in tasks if t not in TASKS]
@@ -40,10 +40,7 @@ def build_configs(tasks: Sequence[str], *, exp_name: str, seed: int, settings: S
     specs = [TASKS[t] for t in tasks]
     if env_manager == "subprocess":
         settings = replace(settings, collector_env_num=2)
-    configs = [task_config(spec, i, specs, settings, moe=True, exp_name=exp_name, seed=seed) for i, spec in enumerate(specs)]
-    for _, create in configs:
-        create.env_manager.type = env_manager
-    return configs
+    return classic_configs(specs, settings, moe=True, exp_name=exp_name, seed=seed, env_manager=env_manager, **run_keys)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -55,7 +52,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_scalezero_args(parser, argv)
     tasks = args.tasks or ["CartPole"]
     exp_name = args.exp_name or "data_scalezero/fault_job"
-    run_cli(args, lambda: build_configs(tasks, exp_name=exp_name, seed=args.seed, env_manager=args.env_manager), torch_threads=1,
+    run_cli(args, lambda **run_keys: build_configs(tasks, exp_name=exp_name, seed=args.seed, env_manager=args.env_manager,
+                                                   **run_keys), torch_threads=1,
             max_env_step=args.max_env_step or TINY.env_steps, score_kind="raw", checkpoint_freq=CHECKPOINT_FREQ,
             progress=False, exp_name=exp_name)
 

@@ -23,7 +23,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from lzero_ext.bench.common import machine_load
 from lzero_ext.bench.learning import MODES, SUITE
-from lzero_ext.bench.learning_runs import TaskSpec, task_config
+from lzero_ext.bench.learning_configs import classic_configs
+from lzero_ext.bench.learning_runs import TaskSpec
 from lzero_ext.checkpoint import atomic_write
 
 HELD_OUT: TaskSpec = SUITE[0]  # CartPole
@@ -32,15 +33,8 @@ SETTINGS = dataclasses.replace(MODES["smoke"].settings, eval_freq=20, diagnostic
 
 
 def _configs(tasks: Sequence[TaskSpec], *, exp: str, seed: int, action_space_size: int) -> List[Any]:
-    """``task_config`` per task, with the discrete action space padded to ``action_space_size``."""
-    configs = []
-    for i, task in enumerate(tasks):
-        main, create = task_config(task, i, tasks, SETTINGS, moe=True, exp_name=exp, seed=seed)
-        main.env.action_space_size = main.policy.model.action_space_size = action_space_size
-        main.policy.model.world_model_cfg.action_space_size = action_space_size
-        main.policy.action_type = "fixed_action_space" if task.num_actions == action_space_size else "varied_action_space"
-        configs.append((main, create))
-    return configs
+    """The tasks' configs, with the discrete action space padded to ``action_space_size``."""
+    return classic_configs(tasks, SETTINGS, moe=True, exp_name=exp, seed=seed, action_space_size=action_space_size)
 
 
 def _train(tasks: Sequence[TaskSpec], *, exp: Path, seed: int, env_steps: int, action_space_size: int,

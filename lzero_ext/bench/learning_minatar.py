@@ -3,17 +3,17 @@
 Every arm sees the same env (``minatar_scalezero``: every game padded to (10, 10, 10), MinAtar's 6
 actions, sticky actions 0.1, episodes capped at ``max_episode_steps``) and the same grid encoder
 (``lzero_ext.model.grid_encoder``: lightzero's UniZero encoder without downsampling). The multi-task
-arms take the zoo config's task config (``zoo.minatar.config.scalezero_minatar_multitask_config``)
-with the benchmark's sizes; arm ``unizero`` is lightzero's UniZero on the same config, through the
+arms take the zoo config's run config and task specs (``zoo.minatar.config.scalezero_minatar_multitask_config``)
+with the benchmark's sizes; arm ``unizero`` is lightzero's UniZero on the same config, through
 lightzero's ``unizero`` policy with ``GridUniZeroModel`` (lightzero's UniZero model with the grid
-encoder).
+encoder; ``lzero_ext.bench.learning_configs.run_configs``).
 
 The normalised score's 1 is the best evaluation return any arm reached on the game (no reference
 score table exists for MinAtar at these budgets); its 0 is the random policy's return, measured.
 """
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from easydict import EasyDict
 
@@ -67,30 +67,23 @@ def _preset(settings: Any, max_episode_steps: int) -> Any:
                   dps_min_stage0_iters=s.dps_min_stage0_iters, dps_max_stage_iters=s.dps_max_stage_iters)
 
 
-def minatar_task_config(task: MinAtarTask, task_id: int, tasks: Sequence[MinAtarTask], settings: Any, *,
-                        moe: bool, exp_name: str, seed: int, dps: bool = False) -> Tuple[EasyDict, EasyDict]:
-    """ScaleZero ``(main, create)`` config of ``task`` in a run over ``tasks``: the zoo config's, with the
-    benchmark's sizes, seed, collect temperature and diagnostics; ``dps`` turns on DPS with the tasks' targets."""
-    from lzero_ext.bench.learning_runs import dps_config
-    from zoo.minatar.config.scalezero_minatar_multitask_config import build_task_config
+def minatar_configs(tasks: Sequence[MinAtarTask], settings: Any, *, moe: bool, exp_name: str, seed: int,
+                    dps: bool = False) -> List[Tuple[EasyDict, EasyDict]]:
+    """ScaleZero ``(main, create)`` configs of a run over ``tasks``: the MinAtar zoo config's run and task specs
+    with the benchmark's sizes, seed, collect temperature and diagnostics; ``dps`` turns on DPS with the tasks'
+    targets."""
+    from lzero_ext.bench.learning_configs import dps_config
+    from lzero_ext.entry.run_config import build_task_configs
+    from zoo.minatar.config.scalezero_minatar_multitask_config import run_config, task_spec
 
     s = settings
-    main, create = build_task_config(task.name, task_id, len(tasks), _preset(s, task.max_episode_steps), dense=not moe,
-                                     exp_name=exp_name, cuda=False)
-    main.seed = seed
-    main.env.update(sticky_action_prob=task.sticky_action_prob, stop_value=float("inf"))  # every arm spends its budget
-    main.policy.update(td_steps=s.td_steps, manual_temperature_decay=False, fixed_temperature_value=s.collect_temperature,
-                       diagnostics_freq=s.diagnostics_freq if len(tasks) > 1 else 0, reanalyze_ratio=0.0,
-                       dps=EasyDict(dps_config(tasks, s)) if dps else EasyDict(enabled=False, suite=None))
-    return main, create
-
-
-def minatar_unizero_config(task: MinAtarTask, settings: Any, *, exp_name: str, seed: int) -> Tuple[EasyDict, EasyDict]:
-    """The same game for lightzero's own single-task UniZero (policy ``unizero`` with lightzero's UniZero model
-    and the grid encoder, ``GridUniZeroModel``; this project's keys removed)."""
-    from lzero_ext.bench.learning_runs import lightzero_arm_config
-
-    main, create = lightzero_arm_config(minatar_task_config(task, 0, [task], settings, moe=False, exp_name=exp_name,
-                                                            seed=seed))
-    main.policy.model.update(type="GridUniZeroModel", import_names=["lzero_ext.model.grid_encoder"])
-    return main, create
+    run = dataclasses.replace(
+        run_config(_preset(s, tasks[0].max_episode_steps), exp_name=exp_name, cuda=False, dense=not moe),
+        seed=seed, td_steps=s.td_steps, diagnostics_freq=s.diagnostics_freq if len(tasks) > 1 else 0,
+        dps=dps_config(tasks, s) if dps else dict(enabled=False, suite=None),
+        policy_extras=dict(use_augmentation=False, manual_temperature_decay=False,
+                           fixed_temperature_value=s.collect_temperature, reanalyze_ratio=0.0))
+    specs = [task_spec(t.name, _preset(s, t.max_episode_steps), sticky_action_prob=t.sticky_action_prob,
+                       stop_value=float("inf"))  # every arm spends its budget
+             for t in tasks]
+    return build_task_configs(run, specs)

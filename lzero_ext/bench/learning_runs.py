@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from easydict import EasyDict
+from lzero_ext.bench.learning_configs import dps_config, run_configs, trainer_task_name  # noqa: F401  (re-exported)
 
 ARMS: Tuple[str, ...] = ("unizero", "dense", "moe", "dps")
 ARM_LABELS: Dict[str, str] = {
@@ -148,132 +148,6 @@ class RunResult:
     dps: Dict[str, Any] = field(default_factory=dict)  # arm ``dps``: the trainer's summary["dps"] (stages, switches)
 
 
-def trainer_task_name(task: TaskSpec) -> str:
-    """The name ``MultiTaskTrainer`` gives the task (its env id): the key of DPS targets."""
-    return task.env_id.replace("/", "-")
-
-
-def dps_config(tasks: Sequence[TaskSpec], settings: Settings) -> Dict[str, Any]:
-    """``policy.dps`` of arm ``dps``: every key explicit (suite None), targets from the tasks."""
-    s = settings
-    return dict(enabled=True, suite=None, num_stages=s.dps_num_stages, min_stage0_iters=s.dps_min_stage0_iters,
-                max_stage_iters=s.dps_max_stage_iters, rank=s.dps_rank, alpha=s.dps_alpha, dropout=0.0,
-                targets={trainer_task_name(t): t.target_return for t in tasks})
-
-
-def task_config(task: TaskSpec, task_id: int, tasks: Sequence[TaskSpec], settings: Settings, *,
-                moe: bool, exp_name: str, seed: int, dps: bool = False) -> Tuple[EasyDict, EasyDict]:
-    """ScaleZero ``(main, create)`` config of ``task`` in a run over ``tasks`` (vector observations of
-    per-task sizes, one discrete action space of the largest size, actions beyond a task's own masked);
-    ``dps`` turns on Dynamic Parameter Scaling (:func:`dps_config`)."""
-    s = settings
-    action_space_size = max(t.num_actions for t in tasks)
-    env_num = max(s.collector_env_num, s.evaluator_env_num)
-    main = dict(
-        exp_name=exp_name,
-        seed=seed,
-        env=dict(
-            **task.env_config(),
-            action_space_size=action_space_size,
-            collector_env_num=s.collector_env_num,
-            evaluator_env_num=s.evaluator_env_num,
-            n_evaluator_episode=s.evaluator_env_num,
-            stop_value=float("inf"),  # never stop early: every arm spends the whole budget
-            manager=dict(shared_memory=False),
-        ),
-        policy=dict(
-            task_num=len(tasks),
-            task_id=task_id,
-            cuda=False,
-            model=dict(
-                observation_shape=task.obs_dim,
-                action_space_size=action_space_size,
-                model_type="mlp",
-                norm_type="LN",
-                self_supervised_learning_loss=True,
-                discrete_action_encoding_type="one_hot",
-                world_model_cfg=dict(
-                    num_tasks=len(tasks),
-                    obs_type="vector",
-                    observation_shape_list=[t.obs_dim for t in tasks],
-                    action_space_size=action_space_size,
-                    embed_dim=s.embed_dim,
-                    num_layers=s.num_layers,
-                    num_heads=s.num_heads,
-                    max_blocks=s.num_unroll_steps,
-                    max_tokens=2 * s.num_unroll_steps,
-                    context_length=2 * s.infer_context,
-                    env_num=env_num,
-                    collector_env_num=s.collector_env_num,
-                    evaluator_env_num=s.evaluator_env_num,
-                    norm_type="LN",
-                    device="cpu",
-                    moe=dict(enabled=moe, num_experts=s.num_experts, top_k=1, num_shared_experts=1),
-                ),
-            ),
-            num_unroll_steps=s.num_unroll_steps,
-            td_steps=s.td_steps,
-            game_segment_length=s.game_segment_length,
-            num_segments=s.collector_env_num,
-            collector_env_num=s.collector_env_num,
-            evaluator_env_num=s.evaluator_env_num,
-            num_simulations=s.num_simulations,
-            manual_temperature_decay=False,
-            fixed_temperature_value=s.collect_temperature,
-            batch_size=s.batch_size,
-            update_per_collect=s.updates_per_round,
-            learning_rate=s.learning_rate,
-            eval_freq=s.eval_freq,
-            diagnostics_freq=s.diagnostics_freq if len(tasks) > 1 else 0,
-            replay_buffer_size=int(1e6),
-            discount_factor=0.997,
-            use_augmentation=False,
-            env_type="not_board_games",
-            # MCTS visit counts cover the legal actions only; with padded (masked) actions the replay buffer must
-            # map them back into the shared action space.
-            action_type="fixed_action_space" if task.num_actions == action_space_size else "varied_action_space",
-            reanalyze_ratio=0.0,
-            use_wandb=False,
-            **(dict(dps=dps_config(tasks, s)) if dps else {}),
-        ),
-    )
-    create = dict(
-        env=dict(type="classic_control_scalezero", import_names=["lzero_ext.envs.classic_control_env"]),
-        env_manager=dict(type="base"),
-        policy=dict(type="scalezero", import_names=["policies.scalezero"]),
-    )
-    return EasyDict(main), EasyDict(create)
-
-
-def unizero_config(task: TaskSpec, settings: Settings, *, exp_name: str, seed: int) -> Tuple[EasyDict, EasyDict]:
-    """The same task for lightzero's own single-task UniZero: the task's own action count, policy
-    type ``unizero``, this project's keys removed (lightzero's defaults for everything else)."""
-    return lightzero_arm_config(task_config(task, 0, [task], settings, moe=False, exp_name=exp_name, seed=seed))
-
-
-def lightzero_arm_config(config: Tuple[EasyDict, EasyDict]) -> Tuple[EasyDict, EasyDict]:
-    """A one-task ScaleZero config as lightzero's UniZero for ``train_unizero_segment``: policy ``unizero``,
-    this project's keys removed, and the entry's reanalysis keys added."""
-    from lzero_ext.bench.common import lightzero_unizero_config
-
-    main, create = lightzero_unizero_config(config)
-    for key in ("diagnostics_freq", "dps"):
-        main.policy.pop(key, None)
-    # Keys train_unizero_segment reads that UniZeroPolicy's config lacks; reanalysis of the whole buffer is
-    # effectively off (once per 1e5 collection rounds), as in our trainer.
-    main.policy.update(buffer_reanalyze_freq=1e-5, reanalyze_batch_size=160, reanalyze_partition=0.75)
-    return main, create
-
-
-def _builders(task: Any) -> Tuple[Any, Any]:
-    """(multi-task config builder, lightzero-arm config builder) of the task's suite."""
-    if task.kind == "minatar":
-        from lzero_ext.bench.learning_minatar import minatar_task_config, minatar_unizero_config
-
-        return minatar_task_config, minatar_unizero_config
-    return task_config, unizero_config
-
-
 @contextlib.contextmanager
 def _working_dir(path: str) -> Iterator[None]:
     """lightzero writes ``./<exp_name>/...`` relative to the working directory."""
@@ -314,11 +188,7 @@ def run(spec: RunSpec) -> RunResult:
 def _run_multitask(spec: RunSpec) -> RunResult:
     from lzero_ext.entry.train_scalezero import MultiTaskTrainer
 
-    build = _builders(spec.tasks[0])[0]
-    configs = [build(t, i, spec.tasks, spec.settings, moe=spec.arm in ("moe", "dps"), dps=spec.arm == "dps",
-                     exp_name=spec.exp_name, seed=spec.seed)
-               for i, t in enumerate(spec.tasks)]
-    trainer = MultiTaskTrainer(configs, seed=spec.seed, exp_name=spec.exp_name, score_kind="raw",
+    trainer = MultiTaskTrainer(run_configs(spec), seed=spec.seed, exp_name=spec.exp_name, score_kind="raw",
                                max_env_step=spec.settings.env_steps, max_train_iter=int(1e10), checkpoint_freq=int(1e10),
                                save_replay_buffer=False, progress=False)
     try:
@@ -337,7 +207,7 @@ def _run_unizero(spec: RunSpec) -> RunResult:
     uses too), with its evaluator and collector swapped for recording subclasses so that the eval
     history and the final env step can be read back."""
     (task,) = spec.tasks
-    main, create = _builders(task)[1](task, spec.settings, exp_name=spec.exp_name, seed=spec.seed)
+    (main, create), = run_configs(spec)
     recorder = _Recorder()
     with recorder.hooked(importlib.import_module("lzero.entry.train_unizero_segment")) as entry:
         entry.train_unizero_segment((main, create), seed=spec.seed, max_env_step=spec.settings.env_steps)

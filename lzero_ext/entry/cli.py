@@ -8,7 +8,7 @@ Example (a zoo config's ``main``)::
     def main(argv=None):
         parser = scalezero_arg_parser(__doc__, presets=PRESETS, default_preset="cpu", task_flag="--games")
         args = parse_scalezero_args(parser, argv)
-        run_cli(args, lambda: build_configs(args.preset, games=args.tasks, dense=args.dense, ...),
+        run_cli(args, lambda **run_keys: build_configs(args.preset, games=args.tasks, dense=args.dense, ..., **run_keys),
                 max_env_step=args.max_env_step or PRESETS[args.preset].max_env_step, score_kind="atari",
                 checkpoint_freq=PRESETS[args.preset].checkpoint_freq)
 """
@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 
@@ -76,9 +76,16 @@ def parse_scalezero_args(parser: argparse.ArgumentParser, argv: Optional[Sequenc
     return args
 
 
-def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]], *,
+def run_keys(args: argparse.Namespace) -> Dict[str, Any]:
+    """The :class:`~lzero_ext.entry.run_config.RunConfig` fields the common flags set: ``--per-task`` the
+    engine, ``--amp`` / ``--compile`` autocast and torch.compile (lzero_ext.amp)."""
+    return dict(engine="per_task" if args.per_task else "batched", amp=args.amp, compile=args.compile)
+
+
+def run_cli(args: argparse.Namespace, build_configs: Callable[..., Sequence[Any]], *,
             torch_threads: Optional[int] = None, **train_kwargs: Any) -> None:
-    """Builds the task configs and trains; bad input, divergence, a busy directory, SIGINT and SIGTERM end
+    """Builds the task configs (``build_configs(**run_keys(args))``: the zoo's ``build_configs`` takes the
+    ``engine`` / ``amp`` / ``compile`` keywords) and trains; bad input, divergence, a busy directory, SIGINT and SIGTERM end
     with one line (exit status 1; 130 / 143 for the signals, after the final checkpoint).
 
     ``torch_threads`` (the preset's; ``--threads`` overrides) is applied to CPU runs only. The run's console
@@ -97,9 +104,7 @@ def run_cli(args: argparse.Namespace, build_configs: Callable[[], Sequence[Any]]
         try:
             init_from = None if args.init_from is None else FinetuneSpec(args.init_from, heads_from=args.init_heads_from,
                                                                          mode=args.finetune)
-            configs = build_configs()
-            for main, _ in configs:  # --per-task: policy key engine; --amp / --compile: amp and compile (lzero_ext.amp)
-                main.policy.update(engine="per_task" if args.per_task else "batched", amp=args.amp, compile=args.compile)
+            configs = build_configs(**run_keys(args))
             train_scalezero(configs, seed=args.seed, max_train_iter=args.max_train_iter, resume=args.resume,
                             save_replay_buffer=args.save_replay_buffer, overwrite=args.overwrite,
                             run_labels={"preset": args.preset}, initial_eval=args.initial_eval,

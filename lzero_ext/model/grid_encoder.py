@@ -62,7 +62,7 @@ class GridUniZeroModel(UniZeroModel):
     encoder; everything else (world model, SimNorm latents, heads, inference) is lightzero's.
 
     It takes lightzero's full UniZero policy config (``policy.model`` with ``type='GridUniZeroModel'``,
-    ``import_names=['lzero_ext.model.grid_encoder']``); ``lzero_ext.bench.learning_minatar.minatar_unizero_config``
+    ``import_names=['lzero_ext.model.grid_encoder']``); ``lzero_ext.bench.learning_configs.run_configs``
     builds one, and ``tests/test_bench_learning_minatar.py`` trains it (arm ``unizero``).
     """
 

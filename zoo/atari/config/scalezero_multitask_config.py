@@ -9,24 +9,25 @@ writes ``summary.json`` and ``learning_curves.png`` into the experiment director
 described in docs/presets.md; ``--dense`` gives the multi-task UniZero baseline (same everything,
 dense FFN).
 """
-import copy
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from easydict import EasyDict
 
-from lzero_ext.model.vit_encoder import VIT_SIZES
+from lzero_ext.entry.run_config import RunConfig, TaskEnvSpec, build_task_configs
 
 ATARI8 = ["Pong", "MsPacman", "Seaquest", "Boxing", "Alien", "ChopperCommand", "Hero", "RoadRunner"]
 ATARI26 = ATARI8 + ["Amidar", "Assault", "Asterix", "BankHeist", "BattleZone", "CrazyClimber", "DemonAttack",
                     "Freeway", "Frostbite", "Gopher", "Jamesbond", "Kangaroo", "Krull", "KungFuMaster",
                     "PrivateEye", "UpNDown", "Qbert", "Breakout"]
+OBSERVATION_SHAPE = (3, 64, 64)  # RGB at 64x64 for every game: one shared image encoder
+NUM_ACTIONS = 18  # the full action space: one action embedding for every game
 
 
 @dataclass(frozen=True, kw_only=True)
 class Preset:
-    """Sizes that differ between presets; everything else is in :func:`build_task_config`."""
+    """Sizes that differ between presets; the run-level rest is :class:`RunConfig`'s defaults."""
 
     games: Tuple[str, ...]
     max_env_step: int  # per task
@@ -81,81 +82,12 @@ PRESETS: Dict[str, Preset] = {
 }
 
 
-def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *, dense: bool, exp_name: str,
-                      cuda: bool, dps: bool = False) -> Tuple[EasyDict, EasyDict]:
-    """One task's LightZero ``(main_config, create_config)`` pair."""
-    main = dict(
-        exp_name=exp_name,
-        env=dict(
-            env_id=game,
-            observation_shape=(3, 64, 64),
-            full_action_space=True,  # all games share the 18-action space and one action embedding
-            max_episode_frames=preset.max_episode_frames,
-            collector_env_num=preset.collector_env_num,
-            evaluator_env_num=preset.evaluator_env_num,
-            n_evaluator_episode=preset.n_evaluator_episode,
-            manager=dict(shared_memory=False),
-        ),
-        policy=dict(
-            task_num=task_num,
-            task_id=task_id,
-            cuda=cuda,
-            model=dict(
-                observation_shape=(3, 64, 64),
-                action_space_size=18,
-                model_type="conv",
-                world_model_cfg=dict(
-                    num_tasks=task_num,
-                    obs_type="image",
-                    action_space_size=18,
-                    embed_dim=preset.embed_dim,
-                    num_layers=preset.num_layers,
-                    num_heads=preset.num_heads,
-                    max_blocks=preset.num_unroll_steps,
-                    max_tokens=2 * preset.num_unroll_steps,
-                    context_length=2 * preset.infer_context,
-                    env_num=max(preset.collector_env_num, preset.evaluator_env_num),
-                    collector_env_num=preset.collector_env_num,
-                    evaluator_env_num=preset.evaluator_env_num,
-                    device="cuda" if cuda else "cpu",
-                    predict_latent_loss_type="mse",  # with LayerNorm latents (the ScaleZero paper)
-                    encoder_max_batch=None if cuda else 192,  # CPU caches: encode a mixed batch in chunks
-                    moe=dict(enabled=not dense, num_experts=preset.num_experts, top_k=1, num_shared_experts=1),
-                    **({} if preset.vit is None else dict(encoder="vit", vit=dict(VIT_SIZES[preset.vit]))),
-                ),
-            ),
-            num_unroll_steps=preset.num_unroll_steps,
-            game_segment_length=preset.game_segment_length,
-            num_segments=preset.collector_env_num,
-            collector_env_num=preset.collector_env_num,
-            evaluator_env_num=preset.evaluator_env_num,
-            num_simulations=preset.num_simulations,
-            batch_size=preset.batch_size,
-            replay_ratio=0.25,
-            learning_rate=1e-4,
-            weight_decay=1e-2,
-            grad_clip_value=5,
-            eval_freq=preset.eval_freq,
-            replay_buffer_size=preset.replay_buffer_size,
-            td_steps=5,
-            discount_factor=0.997,
-            use_wandb=False,
-            # Dynamic Parameter Scaling (--dps): Atari targets and LoRA settings, iteration limits scaled per preset.
-            dps=dict(enabled=dps, suite="atari", min_stage0_iters=preset.dps_min_stage0_iters,
-                     max_stage_iters=preset.dps_max_stage_iters),
-        ),
-    )
-    create = dict(
-        env=dict(type="atari_scalezero", import_names=["lzero_ext.envs.atari_env"]),
-        env_manager=dict(type="subprocess" if preset.collector_env_num > 1 else "base"),
-        policy=dict(type="scalezero", import_names=["policies.scalezero"]),
-    )
-    return EasyDict(main), EasyDict(create)
-
-
 def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None, dense: bool = False,
-                  exp_name: Optional[str] = None, cuda: Optional[bool] = None, dps: bool = False) -> List[Tuple[EasyDict, EasyDict]]:
-    """All tasks' config pairs for a preset (``games`` overrides the preset's game list)."""
+                  exp_name: Optional[str] = None, cuda: Optional[bool] = None, dps: bool = False,
+                  engine: Optional[str] = None, amp: Optional[str] = None,
+                  compile: Optional[bool] = None) -> List[Tuple[EasyDict, EasyDict]]:
+    """All tasks' config pairs for a preset (``games`` overrides the preset's game list; ``engine``, ``amp``
+    and ``compile`` are :class:`RunConfig`'s, None: the policy's defaults)."""
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose from {sorted(PRESETS)}")
     from lzero_ext.envs.atari_games import resolve_game
@@ -166,9 +98,30 @@ def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None, de
         resolve_game(game)  # a clear error for an unknown game, before anything starts
     cuda = torch.cuda.is_available() if cuda is None else cuda
     variant = ("dense" if dense else "moe") + ("_dps" if dps else "")
-    exp_name = exp_name or f"data_scalezero/atari_{preset_name}_{variant}_{len(games)}games"
-    return [build_task_config(g, i, len(games), preset, dense=dense, exp_name=exp_name, cuda=cuda, dps=dps)
-            for i, g in enumerate(games)]
+    run = RunConfig(
+        exp_name=exp_name or f"data_scalezero/atari_{preset_name}_{variant}_{len(games)}games", cuda=cuda,
+        embed_dim=preset.embed_dim, num_layers=preset.num_layers, num_heads=preset.num_heads, dense=dense,
+        num_experts=preset.num_experts, vit=preset.vit, num_simulations=preset.num_simulations,
+        num_unroll_steps=preset.num_unroll_steps, infer_context=preset.infer_context,
+        game_segment_length=preset.game_segment_length, eval_freq=preset.eval_freq,
+        replay_buffer_size=preset.replay_buffer_size, engine=engine, amp=amp, compile=compile,
+        # Dynamic Parameter Scaling (--dps): Atari targets and LoRA settings, iteration limits scaled per preset.
+        dps=dict(enabled=dps, suite="atari", min_stage0_iters=preset.dps_min_stage0_iters,
+                 max_stage_iters=preset.dps_max_stage_iters),
+        world_model_extras=dict(encoder_max_batch=None if cuda else 192),  # CPU caches: encode a mixed batch in chunks
+    )
+    return build_task_configs(run, [task_spec(g, preset) for g in games])
+
+
+def task_spec(game: str, preset: Preset) -> TaskEnvSpec:
+    """One game at the preset's sizes: (3, 64, 64) RGB and the full 18-action space shared by every game."""
+    return TaskEnvSpec(env_type="atari_scalezero", env_import_names=("lzero_ext.envs.atari_env",),
+                       env=dict(env_id=game, observation_shape=OBSERVATION_SHAPE, full_action_space=True,
+                                max_episode_frames=preset.max_episode_frames),
+                       observation_shape=OBSERVATION_SHAPE, action_space_size=NUM_ACTIONS, obs_type="image",
+                       batch_size=preset.batch_size, collector_env_num=preset.collector_env_num,
+                       evaluator_env_num=preset.evaluator_env_num, n_evaluator_episode=preset.n_evaluator_episode,
+                       env_manager="subprocess" if preset.collector_env_num > 1 else "base")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -178,8 +131,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                   task_flag="--games", task_help="override the preset's games, e.g. --games Pong Breakout")
     args = parse_scalezero_args(parser, argv)
     preset = PRESETS[args.preset]
-    run_cli(args, lambda: build_configs(args.preset, games=args.tasks, dense=args.dense, exp_name=args.exp_name,
-                                        cuda=args.cuda, dps=args.dps),
+    run_cli(args, lambda **run_keys: build_configs(args.preset, games=args.tasks, dense=args.dense,
+                                                   exp_name=args.exp_name, cuda=args.cuda, dps=args.dps, **run_keys),
             torch_threads=preset.torch_threads, max_env_step=args.max_env_step or preset.max_env_step, score_kind="atari",
             checkpoint_freq=preset.checkpoint_freq)
 

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from easydict import EasyDict
 
+from lzero_ext.entry.run_config import RunConfig, TaskEnvSpec, build_task_configs
 from lzero_ext.envs.dmc_tasks import DMC18, default_action_repeat, resolve_task
 
 DMC18_TASKS: Tuple[str, ...] = tuple(DMC18)  # the ScaleZero paper
@@ -24,7 +25,7 @@ DMC18_TASKS: Tuple[str, ...] = tuple(DMC18)  # the ScaleZero paper
 
 @dataclass(frozen=True, kw_only=True)
 class Preset:
-    """Sizes that differ between presets; everything else is in :func:`build_task_config`."""
+    """Sizes that differ between presets; the run-level rest is :class:`RunConfig`'s defaults."""
 
     tasks: Tuple[str, ...]
     max_env_step: int  # per task, agent steps (each = action_repeat control steps)
@@ -84,94 +85,12 @@ def task_dims(tasks: Sequence[str]) -> Tuple[List[int], List[int]]:
     return [env.observation_space.shape[0] for env in envs], [env.action_space.shape[0] for env in envs]
 
 
-def build_task_config(env_id: str, task_id: int, preset: Preset, *, obs_dims: Sequence[int],
-                      action_dims: Sequence[int], dense: bool, exp_name: str, cuda: bool,
-                      dps: bool = False) -> Tuple[EasyDict, EasyDict]:
-    """One task's LightZero ``(main_config, create_config)`` pair. ``obs_dims`` / ``action_dims`` hold every
-    task's sizes (see :func:`task_dims`): they size the shared model's per-task encoders and action embeddings."""
-    task_num = len(obs_dims)
-    obs_dim, action_dim = obs_dims[task_id], action_dims[task_id]
-    env_num = max(preset.collector_env_num, preset.evaluator_env_num)
-    main = dict(
-        exp_name=exp_name,
-        env=dict(
-            env_id=env_id,
-            action_repeat=default_action_repeat(env_id),  # 4, pendulum 8 (the ScaleZero paper)
-            max_episode_steps=preset.max_episode_steps,
-            collector_env_num=preset.collector_env_num,
-            evaluator_env_num=preset.evaluator_env_num,
-            n_evaluator_episode=preset.n_evaluator_episode,
-            manager=dict(shared_memory=False),
-        ),
-        policy=dict(
-            task_num=task_num,
-            task_id=task_id,
-            cuda=cuda,
-            model=dict(
-                observation_shape=obs_dim,  # this task's sizes: MCTS, replay buffer and batches use them
-                action_space_size=action_dim,
-                continuous_action_space=True,
-                num_of_sampled_actions=preset.num_sampled_actions,
-                model_type="mlp",
-                world_model_cfg=dict(
-                    num_tasks=task_num,
-                    obs_type="vector",
-                    observation_shape_list=list(obs_dims),  # per-task MLP encoders
-                    action_space_size_list=list(action_dims),  # per-task action embeddings and Gaussian heads
-                    continuous_action_space=True,
-                    sigma_type="conditioned",
-                    bound_type=None,
-                    policy_loss_type="kl",
-                    policy_entropy_weight=5e-2,
-                    embed_dim=preset.embed_dim,
-                    num_layers=preset.num_layers,
-                    num_heads=preset.num_heads,
-                    max_blocks=preset.num_unroll_steps,
-                    max_tokens=2 * preset.num_unroll_steps,
-                    context_length=2 * preset.infer_context,
-                    num_unroll_steps=preset.num_unroll_steps,
-                    num_simulations=preset.num_simulations,
-                    env_num=env_num,
-                    collector_env_num=preset.collector_env_num,
-                    evaluator_env_num=preset.evaluator_env_num,
-                    device="cuda" if cuda else "cpu",
-                    predict_latent_loss_type="mse",  # with LayerNorm latents (the ScaleZero paper)
-                    moe=dict(enabled=not dense, num_experts=preset.num_experts, top_k=1, num_shared_experts=1),
-                ),
-            ),
-            num_unroll_steps=preset.num_unroll_steps,
-            game_segment_length=preset.game_segment_length,
-            num_segments=preset.collector_env_num,
-            collector_env_num=preset.collector_env_num,
-            evaluator_env_num=preset.evaluator_env_num,
-            num_simulations=preset.num_simulations,
-            batch_size=preset.batch_size,
-            update_per_collect=preset.update_per_collect,
-            replay_ratio=0.25,
-            learning_rate=1e-4,
-            weight_decay=1e-2,
-            grad_clip_value=5,
-            eval_freq=preset.eval_freq,
-            replay_buffer_size=preset.replay_buffer_size,
-            td_steps=5,
-            discount_factor=0.99,
-            use_wandb=False,
-            # Dynamic Parameter Scaling (--dps): DMC targets and LoRA settings, iteration limits scaled per preset.
-            dps=dict(enabled=dps, suite="dmc", min_stage0_iters=preset.dps_min_stage0_iters,
-                     max_stage_iters=preset.dps_max_stage_iters),
-        ),
-    )
-    create = dict(
-        env=dict(type="dmc_scalezero", import_names=["lzero_ext.envs.dmc_env"]),
-        env_manager=dict(type="subprocess" if preset.collector_env_num > 1 else "base"),
-        policy=dict(type="sampled_scalezero", import_names=["policies.scalezero"]),
-    )
-    return EasyDict(main), EasyDict(create)
-
-
 def build_configs(preset_name: str, *, tasks: Optional[Sequence[str]] = None, dense: bool = False,
-                  exp_name: Optional[str] = None, cuda: Optional[bool] = None, dps: bool = False) -> List[Tuple[EasyDict, EasyDict]]:
-    """All tasks' config pairs for a preset (``tasks`` overrides the preset's task list)."""
+                  exp_name: Optional[str] = None, cuda: Optional[bool] = None, dps: bool = False,
+                  engine: Optional[str] = None, amp: Optional[str] = None,
+                  compile: Optional[bool] = None) -> List[Tuple[EasyDict, EasyDict]]:
+    """All tasks' config pairs for a preset (``tasks`` overrides the preset's task list; ``engine``, ``amp``
+    and ``compile`` are :class:`RunConfig`'s, None: the policy's defaults)."""
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose from {sorted(PRESETS)}")
     preset = PRESETS[preset_name]
@@ -182,10 +101,37 @@ def build_configs(preset_name: str, *, tasks: Optional[Sequence[str]] = None, de
         raise ValueError(f"tasks must be distinct, got {tasks}")
     cuda = torch.cuda.is_available() if cuda is None else cuda
     variant = ("dense" if dense else "moe") + ("_dps" if dps else "")
-    exp_name = exp_name or f"data_scalezero/dmc_{preset_name}_{variant}_{len(tasks)}tasks"
+    run = RunConfig(
+        exp_name=exp_name or f"data_scalezero/dmc_{preset_name}_{variant}_{len(tasks)}tasks", cuda=cuda,
+        policy_type="sampled_scalezero", embed_dim=preset.embed_dim, num_layers=preset.num_layers,
+        num_heads=preset.num_heads, dense=dense, num_experts=preset.num_experts,
+        num_simulations=preset.num_simulations, num_unroll_steps=preset.num_unroll_steps,
+        infer_context=preset.infer_context, discount_factor=0.99, game_segment_length=preset.game_segment_length,
+        update_per_collect=preset.update_per_collect, eval_freq=preset.eval_freq,
+        replay_buffer_size=preset.replay_buffer_size, engine=engine, amp=amp, compile=compile,
+        # Dynamic Parameter Scaling (--dps): DMC targets and LoRA settings, iteration limits scaled per preset.
+        dps=dict(enabled=dps, suite="dmc", min_stage0_iters=preset.dps_min_stage0_iters,
+                 max_stage_iters=preset.dps_max_stage_iters),
+        model_extras=dict(num_of_sampled_actions=preset.num_sampled_actions),
+        # Gaussian policy heads, KL policy loss; the sampled search reads the unroll and simulations here too.
+        world_model_extras=dict(sigma_type="conditioned", bound_type=None, policy_loss_type="kl",
+                                policy_entropy_weight=5e-2, num_unroll_steps=preset.num_unroll_steps,
+                                num_simulations=preset.num_simulations),
+    )
     obs_dims, action_dims = task_dims(tasks)
-    return [build_task_config(t, i, preset, obs_dims=obs_dims, action_dims=action_dims, dense=dense, exp_name=exp_name,
-                              cuda=cuda, dps=dps) for i, t in enumerate(tasks)]
+    return build_task_configs(run, [task_spec(t, preset, obs_dim=o, action_dim=a)
+                                    for t, o, a in zip(tasks, obs_dims, action_dims)])
+
+
+def task_spec(env_id: str, preset: Preset, *, obs_dim: int, action_dim: int) -> TaskEnvSpec:
+    """One DMC task at the preset's sizes: state observations of ``obs_dim``, ``action_dim`` continuous actions."""
+    return TaskEnvSpec(env_type="dmc_scalezero", env_import_names=("lzero_ext.envs.dmc_env",),
+                       env=dict(env_id=env_id, action_repeat=default_action_repeat(env_id),  # 4, pendulum 8 (the paper)
+                                max_episode_steps=preset.max_episode_steps),
+                       observation_shape=obs_dim, action_space_size=action_dim, obs_type="vector", continuous=True,
+                       batch_size=preset.batch_size, collector_env_num=preset.collector_env_num,
+                       evaluator_env_num=preset.evaluator_env_num, n_evaluator_episode=preset.n_evaluator_episode,
+                       env_manager="subprocess" if preset.collector_env_num > 1 else "base")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -197,8 +143,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_scalezero_args(parser, argv)
     preset = PRESETS[args.preset]
     # Small models: one thread per op was 5x faster than two on a busy 2-core CPU (eval step 370 ms -> 73 ms).
-    run_cli(args, lambda: build_configs(args.preset, tasks=args.tasks, dense=args.dense, exp_name=args.exp_name,
-                                        cuda=args.cuda, dps=args.dps),
+    run_cli(args, lambda **run_keys: build_configs(args.preset, tasks=args.tasks, dense=args.dense,
+                                                   exp_name=args.exp_name, cuda=args.cuda, dps=args.dps, **run_keys),
             torch_threads=preset.torch_threads, max_env_step=args.max_env_step or preset.max_env_step,
             score_kind="dmc", checkpoint_freq=preset.checkpoint_freq)
 

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from easydict import EasyDict
 
+from lzero_ext.entry.run_config import RunConfig, TaskEnvSpec, build_task_configs
 from lzero_ext.envs.jericho_env import GAMES, game_dir, game_spec, resolve_game_file
 from lzero_ext.envs.zmachine import check_story_file
 
@@ -27,7 +28,7 @@ JERICHO4: Tuple[str, ...] = ("detective", "omniquest", "acorncourt", "zork1")  #
 
 @dataclass(frozen=True, kw_only=True)
 class Preset:
-    """Sizes that differ between presets; everything else is in :func:`build_task_config`."""
+    """Sizes that differ between presets; the run-level rest is :class:`RunConfig`'s defaults."""
 
     games: Tuple[str, ...]
     max_env_step: int  # per task
@@ -83,93 +84,14 @@ def action_space_size(games: Sequence[str]) -> int:
     return max(game_spec(g).max_action_num for g in games)
 
 
-def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *, num_actions: int, games_dir: str,
-                      dense: bool, exp_name: str, cuda: bool,
-                      dps_targets: Optional[Dict[str, float]] = None) -> Tuple[EasyDict, EasyDict]:
-    """One task's LightZero ``(main_config, create_config)`` pair; ``num_actions`` is the shared action-space width."""
-    env_num = max(preset.collector_env_num, preset.evaluator_env_num)
-    main = dict(
-        exp_name=exp_name,
-        env=dict(
-            game=game,
-            env_id=game,  # the task's name in logs and the summary table
-            game_dir=games_dir,
-            action_space_size=num_actions,  # this game's valid actions, padded to the shared width
-            max_steps=preset.max_steps,
-            max_seq_len=preset.max_seq_len,
-            collector_env_num=preset.collector_env_num,
-            evaluator_env_num=preset.evaluator_env_num,
-            n_evaluator_episode=preset.n_evaluator_episode,
-            manager=dict(shared_memory=False),
-        ),
-        policy=dict(
-            task_num=task_num,
-            task_id=task_id,
-            cuda=cuda,
-            model=dict(
-                observation_shape=preset.max_seq_len,  # token ids
-                action_space_size=num_actions,
-                model_type="mlp",
-                world_model_cfg=dict(
-                    num_tasks=task_num,
-                    obs_type="text",
-                    text_encoder=dict(model_path=None, freeze=True),  # the env's default tokenizer is this model's
-                    action_space_size=num_actions,
-                    embed_dim=preset.embed_dim,
-                    num_layers=preset.num_layers,
-                    num_heads=preset.num_heads,
-                    max_blocks=preset.num_unroll_steps,
-                    max_tokens=2 * preset.num_unroll_steps,
-                    context_length=2 * preset.infer_context,
-                    num_unroll_steps=preset.num_unroll_steps,
-                    num_simulations=preset.num_simulations,
-                    env_num=env_num,
-                    collector_env_num=preset.collector_env_num,
-                    evaluator_env_num=preset.evaluator_env_num,
-                    device="cuda" if cuda else "cpu",
-                    predict_latent_loss_type="mse",  # with LayerNorm latents (the ScaleZero paper)
-                    moe=dict(enabled=not dense, num_experts=preset.num_experts, top_k=1, num_shared_experts=1),
-                ),
-            ),
-            # MCTS visit counts cover the legal actions only, and those change every step: the buffer maps them back
-            # to action indices with the stored masks.
-            action_type="varied_action_space",
-            num_unroll_steps=preset.num_unroll_steps,
-            game_segment_length=preset.game_segment_length,
-            num_segments=preset.collector_env_num,
-            collector_env_num=preset.collector_env_num,
-            evaluator_env_num=preset.evaluator_env_num,
-            num_simulations=preset.num_simulations,
-            batch_size=preset.batch_size,
-            replay_ratio=0.25,
-            learning_rate=1e-4,
-            weight_decay=1e-2,
-            grad_clip_value=5,
-            eval_freq=preset.eval_freq,
-            replay_buffer_size=preset.replay_buffer_size,
-            td_steps=5,
-            discount_factor=0.99,
-            use_wandb=False,
-            # Dynamic Parameter Scaling (--dps with --dps-target per game): no Jericho target table exists, so the
-            # targets are the user's; LoRA settings as for Atari, iteration limits scaled per preset.
-            dps=dict(enabled=dps_targets is not None, suite=None, num_stages=5, rank=64, alpha=32.0, dropout=0.1,
-                     min_stage0_iters=preset.dps_min_stage0_iters, max_stage_iters=preset.dps_max_stage_iters,
-                     targets=dps_targets),
-        ),
-    )
-    create = dict(
-        env=dict(type="jericho_scalezero", import_names=["lzero_ext.envs.jericho_env"]),
-        env_manager=dict(type="subprocess" if preset.collector_env_num > 1 else "base"),
-        policy=dict(type="scalezero", import_names=["policies.scalezero"]),
-    )
-    return EasyDict(main), EasyDict(create)
-
-
 def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None,
                   games_dir: Optional[Union[str, Path]] = None, dense: bool = False, exp_name: Optional[str] = None,
-                  cuda: Optional[bool] = None, dps_targets: Optional[Dict[str, float]] = None) -> List[Tuple[EasyDict, EasyDict]]:
+                  cuda: Optional[bool] = None, dps_targets: Optional[Dict[str, float]] = None,
+                  engine: Optional[str] = None, amp: Optional[str] = None,
+                  compile: Optional[bool] = None) -> List[Tuple[EasyDict, EasyDict]]:
     """All tasks' config pairs for a preset (``games`` overrides the preset's games; ``games_dir`` the game
-    directory; ``dps_targets`` turns DPS on with these target scores). Every game file is looked up first, so a
+    directory; ``dps_targets`` turns DPS on with these target scores; ``engine``, ``amp`` and ``compile`` are
+    :class:`RunConfig`'s, None: the policy's defaults). Every game file is looked up first, so a
     missing one is a clear error before anything starts."""
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose from {sorted(PRESETS)}")
@@ -188,9 +110,46 @@ def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None,
     if dps_targets is not None and set(dps_targets) != set(games):
         raise ValueError(f"--dps needs one --dps-target per game: missing {sorted(set(games) - set(dps_targets))}, "
                          f"unknown {sorted(set(dps_targets) - set(games))}")
+    run = run_config(preset, exp_name=exp_name, cuda=cuda, dense=dense, dps_targets=dps_targets, engine=engine, amp=amp,
+                     compile=compile)
     num_actions = action_space_size(games)
-    return [build_task_config(g, i, len(games), preset, num_actions=num_actions, games_dir=directory, dense=dense,
-                              exp_name=exp_name, cuda=cuda, dps_targets=dps_targets) for i, g in enumerate(games)]
+    return build_task_configs(run, [task_spec(g, preset, num_actions=num_actions, games_dir=directory) for g in games])
+
+
+def run_config(preset: Preset, *, exp_name: str, cuda: bool, dense: bool = False,
+               dps_targets: Optional[Dict[str, float]] = None, engine: Optional[str] = None, amp: Optional[str] = None,
+               compile: Optional[bool] = None) -> RunConfig:
+    """The run-level settings of a Jericho run at the preset's sizes (``dps_targets`` turns DPS on)."""
+    return RunConfig(
+        exp_name=exp_name,
+        cuda=cuda, embed_dim=preset.embed_dim, num_layers=preset.num_layers, num_heads=preset.num_heads, dense=dense,
+        num_experts=preset.num_experts, num_simulations=preset.num_simulations,
+        num_unroll_steps=preset.num_unroll_steps, infer_context=preset.infer_context, discount_factor=0.99,
+        game_segment_length=preset.game_segment_length, eval_freq=preset.eval_freq,
+        replay_buffer_size=preset.replay_buffer_size, engine=engine, amp=amp, compile=compile,
+        # Dynamic Parameter Scaling (--dps with --dps-target per game): no Jericho target table exists, so the
+        # targets are the user's; LoRA settings as for Atari, iteration limits scaled per preset.
+        dps=dict(enabled=dps_targets is not None, suite=None, num_stages=5, rank=64, alpha=32.0, dropout=0.1,
+                 min_stage0_iters=preset.dps_min_stage0_iters, max_stage_iters=preset.dps_max_stage_iters,
+                 targets=dps_targets),
+        # MCTS visit counts cover the legal actions only, and those change every step: the buffer maps them back
+        # to action indices with the stored masks.
+        policy_extras=dict(action_type="varied_action_space"),
+        world_model_extras=dict(text_encoder=dict(model_path=None, freeze=True),  # the env tokenizer's model
+                                num_unroll_steps=preset.num_unroll_steps, num_simulations=preset.num_simulations),
+    )
+
+
+def task_spec(game: str, preset: Preset, *, num_actions: int, games_dir: str) -> TaskEnvSpec:
+    """One game at the preset's sizes: token-id observations, ``num_actions`` (the shared, masked width) actions."""
+    return TaskEnvSpec(env_type="jericho_scalezero", env_import_names=("lzero_ext.envs.jericho_env",),
+                       env=dict(game=game, env_id=game,  # env_id: the task's name in logs and the summary table
+                                game_dir=games_dir, action_space_size=num_actions, max_steps=preset.max_steps,
+                                max_seq_len=preset.max_seq_len),
+                       observation_shape=preset.max_seq_len, action_space_size=num_actions, obs_type="text",
+                       batch_size=preset.batch_size, collector_env_num=preset.collector_env_num,
+                       evaluator_env_num=preset.evaluator_env_num, n_evaluator_episode=preset.n_evaluator_episode,
+                       env_manager="subprocess" if preset.collector_env_num > 1 else "base")
 
 
 def parse_targets(pairs: Sequence[str]) -> Dict[str, float]:
@@ -220,9 +179,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.dps and not args.dps_target:
         parser.error("--dps on Jericho needs --dps-target GAME=SCORE for every game (there is no target table)")
     preset = PRESETS[args.preset]
-    run_cli(args, lambda: build_configs(args.preset, games=args.tasks, games_dir=args.game_dir, dense=args.dense,
-                                        exp_name=args.exp_name, cuda=args.cuda,
-                                        dps_targets=parse_targets(args.dps_target) if args.dps else None),
+    run_cli(args, lambda **run_keys: build_configs(args.preset, games=args.tasks, games_dir=args.game_dir,
+                                                   dense=args.dense, exp_name=args.exp_name, cuda=args.cuda,
+                                                   dps_targets=parse_targets(args.dps_target) if args.dps else None,
+                                                   **run_keys),
             max_env_step=args.max_env_step or preset.max_env_step, score_kind="raw", checkpoint_freq=preset.checkpoint_freq)
 
 

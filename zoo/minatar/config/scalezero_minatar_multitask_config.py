@@ -11,10 +11,12 @@ returns and writes ``summary.json`` and ``learning_curves.png`` into the experim
 Presets are described in docs/presets.md.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from easydict import EasyDict
+
+from lzero_ext.entry.run_config import RunConfig, TaskEnvSpec, build_task_configs
 
 MINATAR5 = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
 OBSERVATION_SHAPE = (10, 10, 10)  # every game padded to Seaquest's 10 channels: one shared encoder
@@ -23,7 +25,7 @@ NUM_ACTIONS = 6
 
 @dataclass(frozen=True, kw_only=True)
 class Preset:
-    """Sizes that differ between presets; everything else is in :func:`build_task_config`."""
+    """Sizes that differ between presets; the run-level rest is :class:`RunConfig`'s defaults."""
 
     max_env_step: int  # per task
     embed_dim: int
@@ -70,88 +72,12 @@ PRESETS: Dict[str, Preset] = {
 }
 
 
-def build_task_config(game: str, task_id: int, task_num: int, preset: Preset, *, dense: bool, exp_name: str,
-                      cuda: bool, dps: bool = False) -> Tuple[EasyDict, EasyDict]:
-    """One game's LightZero ``(main_config, create_config)`` pair."""
-    from lzero_ext.envs.minatar_scores import DPS_TARGETS
-
-    main = dict(
-        exp_name=exp_name,
-        env=dict(
-            env_id=game,
-            observation_shape=OBSERVATION_SHAPE,
-            max_episode_steps=preset.max_episode_steps,
-            collector_env_num=preset.collector_env_num,
-            evaluator_env_num=preset.evaluator_env_num,
-            n_evaluator_episode=preset.evaluator_env_num,
-            manager=dict(shared_memory=False),
-        ),
-        policy=dict(
-            task_num=task_num,
-            task_id=task_id,
-            cuda=cuda,
-            model=dict(
-                observation_shape=OBSERVATION_SHAPE,
-                action_space_size=NUM_ACTIONS,
-                model_type="conv",
-                image_channel=OBSERVATION_SHAPE[0],  # lightzero slices stacked frames by it (its default is RGB's 3)
-                frame_stack_num=1,
-                downsample=False,  # 10x10 grids: lzero_ext.model.grid_encoder keeps every cell
-                norm_type="LN",
-                num_channels=preset.encoder_channels,
-                world_model_cfg=dict(
-                    num_tasks=task_num,
-                    obs_type="image",
-                    action_space_size=NUM_ACTIONS,
-                    embed_dim=preset.embed_dim,
-                    num_layers=preset.num_layers,
-                    num_heads=preset.num_heads,
-                    max_blocks=preset.num_unroll_steps,
-                    max_tokens=2 * preset.num_unroll_steps,
-                    context_length=2 * preset.infer_context,
-                    env_num=max(preset.collector_env_num, preset.evaluator_env_num),
-                    collector_env_num=preset.collector_env_num,
-                    evaluator_env_num=preset.evaluator_env_num,
-                    device="cuda" if cuda else "cpu",
-                    predict_latent_loss_type="mse",  # with LayerNorm latents (the ScaleZero paper)
-                    moe=dict(enabled=not dense, num_experts=preset.num_experts, top_k=1, num_shared_experts=1),
-                ),
-            ),
-            num_unroll_steps=preset.num_unroll_steps,
-            game_segment_length=preset.game_segment_length,
-            num_segments=preset.collector_env_num,
-            collector_env_num=preset.collector_env_num,
-            evaluator_env_num=preset.evaluator_env_num,
-            num_simulations=preset.num_simulations,
-            batch_size=preset.batch_size,
-            replay_ratio=0.25,
-            **({} if preset.updates_per_round is None else dict(update_per_collect=preset.updates_per_round)),
-            learning_rate=preset.learning_rate,
-            weight_decay=1e-2,
-            grad_clip_value=5,
-            eval_freq=preset.eval_freq,
-            replay_buffer_size=preset.replay_buffer_size,
-            td_steps=5,
-            discount_factor=0.99,
-            use_augmentation=False,
-            use_wandb=False,
-            # Dynamic Parameter Scaling (--dps): this project's MinAtar targets (lzero_ext.envs.minatar_scores).
-            dps=dict(enabled=dps, suite=None, num_stages=3, rank=8, alpha=8.0, dropout=0.0,
-                     min_stage0_iters=preset.dps_min_stage0_iters, max_stage_iters=preset.dps_max_stage_iters,
-                     targets=dict(DPS_TARGETS)),
-        ),
-    )
-    create = dict(
-        env=dict(type="minatar_scalezero", import_names=["lzero_ext.envs.minatar_env"]),
-        env_manager=dict(type="base"),  # MinAtar steps take microseconds: subprocesses would only add overhead
-        policy=dict(type="scalezero", import_names=["policies.scalezero"]),
-    )
-    return EasyDict(main), EasyDict(create)
-
-
 def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None, dense: bool = False,
-                  exp_name: Optional[str] = None, cuda: Optional[bool] = None, dps: bool = False) -> List[Tuple[EasyDict, EasyDict]]:
-    """All games' config pairs for a preset (``games`` overrides the preset's five)."""
+                  exp_name: Optional[str] = None, cuda: Optional[bool] = None, dps: bool = False,
+                  engine: Optional[str] = None, amp: Optional[str] = None,
+                  compile: Optional[bool] = None) -> List[Tuple[EasyDict, EasyDict]]:
+    """All games' config pairs for a preset (``games`` overrides the preset's five; ``engine``, ``amp`` and
+    ``compile`` are :class:`RunConfig`'s, None: the policy's defaults)."""
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose from {sorted(PRESETS)}")
     from lzero_ext.envs.minatar_env import game_name
@@ -160,9 +86,46 @@ def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None, de
     games = [game_name(g) for g in (games or preset.games)]  # a clear error for an unknown game, before anything starts
     cuda = torch.cuda.is_available() if cuda is None else cuda
     variant = ("dense" if dense else "moe") + ("_dps" if dps else "")
-    exp_name = exp_name or f"data_scalezero/minatar_{preset_name}_{variant}_{len(games)}games"
-    return [build_task_config(g, i, len(games), preset, dense=dense, exp_name=exp_name, cuda=cuda, dps=dps)
-            for i, g in enumerate(games)]
+    run = run_config(preset, exp_name=exp_name or f"data_scalezero/minatar_{preset_name}_{variant}_{len(games)}games",
+                     cuda=cuda, dense=dense, dps=dps, engine=engine, amp=amp, compile=compile)
+    return build_task_configs(run, [task_spec(g, preset) for g in games])
+
+
+def run_config(preset: Preset, *, exp_name: str, cuda: bool, dense: bool = False, dps: bool = False,
+               engine: Optional[str] = None, amp: Optional[str] = None, compile: Optional[bool] = None) -> RunConfig:
+    """The run-level settings of a MinAtar run at the preset's sizes (one grid encoder, 6 shared actions)."""
+    from lzero_ext.envs.minatar_scores import DPS_TARGETS
+
+    return RunConfig(
+        exp_name=exp_name, cuda=cuda, embed_dim=preset.embed_dim, num_layers=preset.num_layers,
+        num_heads=preset.num_heads, dense=dense, num_experts=preset.num_experts,
+        num_simulations=preset.num_simulations, num_unroll_steps=preset.num_unroll_steps,
+        infer_context=preset.infer_context, discount_factor=0.99, game_segment_length=preset.game_segment_length,
+        learning_rate=preset.learning_rate, update_per_collect=preset.updates_per_round, eval_freq=preset.eval_freq,
+        replay_buffer_size=preset.replay_buffer_size, engine=engine, amp=amp, compile=compile,
+        # Dynamic Parameter Scaling (--dps): this project's MinAtar targets (lzero_ext.envs.minatar_scores).
+        dps=dict(enabled=dps, suite=None, num_stages=3, rank=8, alpha=8.0, dropout=0.0,
+                 min_stage0_iters=preset.dps_min_stage0_iters, max_stage_iters=preset.dps_max_stage_iters,
+                 targets=dict(DPS_TARGETS)),
+        policy_extras=dict(use_augmentation=False),
+        model_extras=dict(
+            image_channel=OBSERVATION_SHAPE[0],  # lightzero slices stacked frames by it (its default is RGB's 3)
+            frame_stack_num=1,
+            downsample=False,  # 10x10 grids: lzero_ext.model.grid_encoder keeps every cell
+            norm_type="LN",
+            num_channels=preset.encoder_channels,
+        ),
+    )
+
+
+def task_spec(game: str, preset: Preset, **env_keys: Any) -> TaskEnvSpec:
+    """One game at the preset's sizes; ``env_keys`` add or replace env keys (e.g. ``sticky_action_prob``)."""
+    env = dict(env_id=game, observation_shape=OBSERVATION_SHAPE, max_episode_steps=preset.max_episode_steps)
+    return TaskEnvSpec(env_type="minatar_scalezero", env_import_names=("lzero_ext.envs.minatar_env",),
+                       env={**env, **env_keys}, observation_shape=OBSERVATION_SHAPE, action_space_size=NUM_ACTIONS,
+                       obs_type="image", batch_size=preset.batch_size, collector_env_num=preset.collector_env_num,
+                       evaluator_env_num=preset.evaluator_env_num,  # one episode per evaluator env
+                       env_manager="base")  # MinAtar steps take microseconds: subprocesses would only add overhead
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -172,8 +135,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                   task_flag="--games", task_help="override the preset's games, e.g. --games Breakout Freeway")
     args = parse_scalezero_args(parser, argv)
     preset = PRESETS[args.preset]
-    run_cli(args, lambda: build_configs(args.preset, games=args.tasks, dense=args.dense, exp_name=args.exp_name,
-                                        cuda=args.cuda, dps=args.dps),
+    run_cli(args, lambda **run_keys: build_configs(args.preset, games=args.tasks, dense=args.dense,
+                                                   exp_name=args.exp_name, cuda=args.cuda, dps=args.dps, **run_keys),
             torch_threads=preset.torch_threads, max_env_step=args.max_env_step or preset.max_env_step, score_kind="raw",
             checkpoint_freq=preset.checkpoint_freq)
 
