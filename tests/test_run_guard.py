@@ -12,7 +12,8 @@ import torch
 from ding.utils import ENV_REGISTRY
 
 import lzero_ext  # noqa: F401
-from lzero_ext.bench.fault_job import TINY, TaskSpec, build_configs, task_config
+from lzero_ext.bench.fault_job import TINY, TaskSpec, build_configs
+from lzero_ext.bench.learning_configs import classic_configs
 from lzero_ext.checkpoint import CheckpointError, CheckpointWriteError, atomic_write, load_newest_intact, save_checkpoint
 from lzero_ext.divergence import DivergenceError
 from lzero_ext.entry import train_scalezero
@@ -127,7 +128,7 @@ def _pendulum_configs(exp: Path):
     # Pendulum never ends early: 10-step episodes are exactly one 10-step segment, one per collection round.
     spec = TaskSpec("Pendulum", "Pendulum-v1", reference_return=-150.0, target_return=0.0, max_episode_steps=10,
                     continuous_action_bins=3)
-    main, create = task_config(spec, 0, [spec], TINY, moe=True, exp_name=str(exp), seed=0)
+    ((main, create),) = classic_configs([spec], TINY, moe=True, exp_name=str(exp), seed=0)
     create.env.type, create.env.import_names = "fixed_episode_test_env", []
     return [(main, create)]
 
