@@ -2,6 +2,7 @@
 the two sides being compared (a ScaleZero multi-task run and lightzero's single-task UniZero at the
 same width, depth and settings)."""
 import copy
+import dataclasses
 import os
 import statistics
 import time
@@ -55,22 +56,15 @@ def atari_task_configs(games: Sequence[str], *, dense: bool, embed_dim: int, num
                        batch_size: int, num_simulations: int, collector_env_num: int, exp_name: str,
                        num_experts: int = 8) -> List[TaskConfig]:
     """The ``cpu`` preset's Atari task configs with the benchmark's sizes swapped in (base env manager)."""
-    from zoo.atari.config.scalezero_multitask_config import PRESETS, build_configs
+    from lzero_ext.entry.run_config import build_task_configs
+    from zoo.atari.config.scalezero_multitask_config import PRESETS, run_config, task_spec
 
-    configs = build_configs("cpu", games=games, dense=dense, exp_name=exp_name, cuda=False)
-    for main, create in configs:
-        policy, wm = main.policy, main.policy.model.world_model_cfg
-        wm.update(embed_dim=embed_dim, num_layers=num_layers, num_heads=num_heads)
-        wm.moe.num_experts = num_experts
-        policy.batch_size, policy.num_simulations = batch_size, num_simulations
-        for cfg in (main.env, policy):
-            cfg.collector_env_num = collector_env_num
-        policy.num_segments = collector_env_num
-        wm.collector_env_num = collector_env_num
-        wm.env_num = max(collector_env_num, main.env.evaluator_env_num)
-        create.env_manager.type = "base"  # time the policy, not subprocess pipes
-    del PRESETS
-    return configs
+    preset = dataclasses.replace(PRESETS["cpu"], embed_dim=embed_dim, num_layers=num_layers, num_heads=num_heads,
+                                 num_experts=num_experts, batch_size=batch_size, num_simulations=num_simulations,
+                                 collector_env_num=collector_env_num)
+    specs = [dataclasses.replace(task_spec(game, preset), env_manager="base")  # time the policy, not subprocess pipes
+             for game in games]
+    return build_task_configs(run_config(preset, exp_name=exp_name, cuda=False, dense=dense), specs)
 
 
 def lightzero_unizero_config(task_config: TaskConfig) -> TaskConfig:

@@ -98,8 +98,16 @@ def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None, de
         resolve_game(game)  # a clear error for an unknown game, before anything starts
     cuda = torch.cuda.is_available() if cuda is None else cuda
     variant = ("dense" if dense else "moe") + ("_dps" if dps else "")
-    run = RunConfig(
-        exp_name=exp_name or f"data_scalezero/atari_{preset_name}_{variant}_{len(games)}games", cuda=cuda,
+    run = run_config(preset, exp_name=exp_name or f"data_scalezero/atari_{preset_name}_{variant}_{len(games)}games",
+                     cuda=cuda, dense=dense, dps=dps, engine=engine, amp=amp, compile=compile)
+    return build_task_configs(run, [task_spec(g, preset) for g in games])
+
+
+def run_config(preset: Preset, *, exp_name: str, cuda: bool, dense: bool = False, dps: bool = False,
+               engine: Optional[str] = None, amp: Optional[str] = None, compile: Optional[bool] = None) -> RunConfig:
+    """The run-level settings of an Atari run at the preset's sizes (one image encoder, 18 shared actions)."""
+    return RunConfig(
+        exp_name=exp_name, cuda=cuda,
         embed_dim=preset.embed_dim, num_layers=preset.num_layers, num_heads=preset.num_heads, dense=dense,
         num_experts=preset.num_experts, vit=preset.vit, num_simulations=preset.num_simulations,
         num_unroll_steps=preset.num_unroll_steps, infer_context=preset.infer_context,
@@ -110,7 +118,6 @@ def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None, de
                  max_stage_iters=preset.dps_max_stage_iters),
         world_model_extras=dict(encoder_max_batch=None if cuda else 192),  # CPU caches: encode a mixed batch in chunks
     )
-    return build_task_configs(run, [task_spec(g, preset) for g in games])
 
 
 def task_spec(game: str, preset: Preset) -> TaskEnvSpec:

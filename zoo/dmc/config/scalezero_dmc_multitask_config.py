@@ -101,8 +101,18 @@ def build_configs(preset_name: str, *, tasks: Optional[Sequence[str]] = None, de
         raise ValueError(f"tasks must be distinct, got {tasks}")
     cuda = torch.cuda.is_available() if cuda is None else cuda
     variant = ("dense" if dense else "moe") + ("_dps" if dps else "")
-    run = RunConfig(
-        exp_name=exp_name or f"data_scalezero/dmc_{preset_name}_{variant}_{len(tasks)}tasks", cuda=cuda,
+    run = run_config(preset, exp_name=exp_name or f"data_scalezero/dmc_{preset_name}_{variant}_{len(tasks)}tasks",
+                     cuda=cuda, dense=dense, dps=dps, engine=engine, amp=amp, compile=compile)
+    obs_dims, action_dims = task_dims(tasks)
+    return build_task_configs(run, [task_spec(t, preset, obs_dim=o, action_dim=a)
+                                    for t, o, a in zip(tasks, obs_dims, action_dims)])
+
+
+def run_config(preset: Preset, *, exp_name: str, cuda: bool, dense: bool = False, dps: bool = False,
+               engine: Optional[str] = None, amp: Optional[str] = None, compile: Optional[bool] = None) -> RunConfig:
+    """The run-level settings of a DMC run at the preset's sizes (sampled search, Gaussian policy heads)."""
+    return RunConfig(
+        exp_name=exp_name, cuda=cuda,
         policy_type="sampled_scalezero", embed_dim=preset.embed_dim, num_layers=preset.num_layers,
         num_heads=preset.num_heads, dense=dense, num_experts=preset.num_experts,
         num_simulations=preset.num_simulations, num_unroll_steps=preset.num_unroll_steps,
@@ -118,9 +128,6 @@ def build_configs(preset_name: str, *, tasks: Optional[Sequence[str]] = None, de
                                 policy_entropy_weight=5e-2, num_unroll_steps=preset.num_unroll_steps,
                                 num_simulations=preset.num_simulations),
     )
-    obs_dims, action_dims = task_dims(tasks)
-    return build_task_configs(run, [task_spec(t, preset, obs_dim=o, action_dim=a)
-                                    for t, o, a in zip(tasks, obs_dims, action_dims)])
 
 
 def task_spec(env_id: str, preset: Preset, *, obs_dim: int, action_dim: int) -> TaskEnvSpec:

@@ -121,9 +121,8 @@ def run_config(preset: Preset, *, exp_name: str, cuda: bool, dense: bool = False
                compile: Optional[bool] = None) -> RunConfig:
     """The run-level settings of a Jericho run at the preset's sizes (``dps_targets`` turns DPS on)."""
     return RunConfig(
-        exp_name=exp_name,
-        cuda=cuda, embed_dim=preset.embed_dim, num_layers=preset.num_layers, num_heads=preset.num_heads, dense=dense,
-        num_experts=preset.num_experts, num_simulations=preset.num_simulations,
+        exp_name=exp_name, cuda=cuda, embed_dim=preset.embed_dim, num_layers=preset.num_layers,
+        num_heads=preset.num_heads, dense=dense, num_experts=preset.num_experts, num_simulations=preset.num_simulations,
         num_unroll_steps=preset.num_unroll_steps, infer_context=preset.infer_context, discount_factor=0.99,
         game_segment_length=preset.game_segment_length, eval_freq=preset.eval_freq,
         replay_buffer_size=preset.replay_buffer_size, engine=engine, amp=amp, compile=compile,
