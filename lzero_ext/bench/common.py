@@ -6,7 +6,7 @@ import dataclasses
 import os
 import statistics
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from easydict import EasyDict
@@ -54,8 +54,9 @@ def machine_load() -> str:
 
 def atari_task_configs(games: Sequence[str], *, dense: bool, embed_dim: int, num_layers: int, num_heads: int,
                        batch_size: int, num_simulations: int, collector_env_num: int, exp_name: str,
-                       num_experts: int = 8) -> List[TaskConfig]:
-    """The ``cpu`` preset's Atari task configs with the benchmark's sizes swapped in (base env manager)."""
+                       num_experts: int = 8, **run_keys: Any) -> List[TaskConfig]:
+    """The ``cpu`` preset's Atari task configs with the benchmark's sizes swapped in (base env manager);
+    ``run_keys`` are further :class:`~lzero_ext.entry.run_config.RunConfig` fields."""
     from lzero_ext.entry.run_config import build_task_configs
     from zoo.atari.config.scalezero_multitask_config import PRESETS, run_config, task_spec
 
@@ -64,7 +65,8 @@ def atari_task_configs(games: Sequence[str], *, dense: bool, embed_dim: int, num
                                  collector_env_num=collector_env_num)
     specs = [dataclasses.replace(task_spec(game, preset), env_manager="base")  # time the policy, not subprocess pipes
              for game in games]
-    return build_task_configs(run_config(preset, exp_name=exp_name, cuda=False, dense=dense), specs)
+    run = dataclasses.replace(run_config(preset, exp_name=exp_name, cuda=False, dense=dense), **run_keys)
+    return build_task_configs(run, specs)
 
 
 def lightzero_unizero_config(task_config: TaskConfig) -> TaskConfig:

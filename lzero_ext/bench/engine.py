@@ -34,9 +34,8 @@ MODEL = dict(embed_dim=64, num_layers=2, num_heads=4, num_experts=4, num_simulat
 def build_trainer(games: Sequence[str], *, dense: bool, batch_size: int, exp_name: str, seed: int) -> Any:
     from lzero_ext.entry.train_scalezero import MultiTaskTrainer
 
-    configs = atari_task_configs(games, dense=dense, batch_size=batch_size, exp_name=exp_name, **MODEL)
-    for main, _ in configs:
-        main.policy.diagnostics_freq = 0  # time the learn step itself
+    configs = atari_task_configs(games, dense=dense, batch_size=batch_size, exp_name=exp_name,
+                                 diagnostics_freq=0, **MODEL)  # diagnostics off: time the learn step itself
     return MultiTaskTrainer(configs, seed=seed, exp_name=exp_name, score_kind="atari", max_env_step=10 ** 9,
                             max_train_iter=10 ** 9, checkpoint_freq=10 ** 9, save_replay_buffer=False, progress=False)
 
