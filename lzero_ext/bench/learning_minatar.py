@@ -77,11 +77,11 @@ def minatar_configs(tasks: Sequence[MinAtarTask], settings: Any, *, moe: bool, e
     from zoo.minatar.config.scalezero_minatar_multitask_config import run_config, task_spec
 
     s = settings
+    zoo_run = run_config(_preset(s, tasks[0].max_episode_steps), exp_name=exp_name, cuda=False, dense=not moe)
     run = dataclasses.replace(
-        run_config(_preset(s, tasks[0].max_episode_steps), exp_name=exp_name, cuda=False, dense=not moe),
-        seed=seed, td_steps=s.td_steps, diagnostics_freq=s.diagnostics_freq if len(tasks) > 1 else 0,
+        zoo_run, seed=seed, td_steps=s.td_steps, diagnostics_freq=s.diagnostics_freq if len(tasks) > 1 else 0,
         dps=dps_config(tasks, s) if dps else dict(enabled=False, suite=None),
-        policy_extras=dict(use_augmentation=False, manual_temperature_decay=False,
+        policy_extras=dict(zoo_run.policy_extras, manual_temperature_decay=False,
                            fixed_temperature_value=s.collect_temperature, reanalyze_ratio=0.0))
     specs = [task_spec(t.name, _preset(s, t.max_episode_steps), sticky_action_prob=t.sticky_action_prob,
                        stop_value=float("inf"))  # every arm spends its budget

@@ -21,9 +21,9 @@ import importlib
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, Iterator, List, Optional, Tuple
 
-from lzero_ext.bench.learning_configs import dps_config, run_configs, trainer_task_name  # noqa: F401  (re-exported)
+from lzero_ext.bench.learning_configs import run_configs
 
 ARMS: Tuple[str, ...] = ("unizero", "dense", "moe", "dps")
 ARM_LABELS: Dict[str, str] = {
@@ -207,7 +207,7 @@ def _run_unizero(spec: RunSpec) -> RunResult:
     uses too), with its evaluator and collector swapped for recording subclasses so that the eval
     history and the final env step can be read back."""
     (task,) = spec.tasks
-    (main, create), = run_configs(spec)
+    ((main, create),) = run_configs(spec)
     recorder = _Recorder()
     with recorder.hooked(importlib.import_module("lzero.entry.train_unizero_segment")) as entry:
         entry.train_unizero_segment((main, create), seed=spec.seed, max_env_step=spec.settings.env_steps)
