@@ -50,7 +50,8 @@ def test_mixed_pair_differs_per_task_and_shares_the_rest():
     tasks = [_vector_task("cartpole-swingup", obs=5, actions=1, batch=4, continuous=True),
              _vector_task("cheetah-run", obs=17, actions=6, batch=8, continuous=True, collector_env_num=2,
                           env_manager="subprocess")]
-    configs = build_task_configs(_run(policy_type="sampled_scalezero", engine="per_task", learning_rate=3e-4), tasks)
+    configs = build_task_configs(_run(policy_type="sampled_scalezero", engine="per_task", learning_rate=3e-4,
+                                      task_loss_weights=(1.0, 2.0)), tasks)
     (a, ca), (b, cb) = configs
     assert (a.policy.model.observation_shape, b.policy.model.observation_shape) == (5, 17)
     assert (a.policy.model.action_space_size, b.policy.model.action_space_size) == (1, 6)
@@ -65,6 +66,7 @@ def test_mixed_pair_differs_per_task_and_shares_the_rest():
     assert wm.observation_shape_list == [5, 17] and wm.action_space_size_list == [1, 6]
     assert wm.continuous_action_space and a.policy.model.continuous_action_space
     assert a.policy.engine == "per_task" and a.policy.learning_rate == 3e-4 and a.policy.task_num == 2
+    assert a.policy.task_loss_weights == b.policy.task_loss_weights == [1.0, 2.0]
     assert ca.policy.type == cb.policy.type == "sampled_scalezero"
     assert "diagnostics_freq" not in a.policy  # None: the policy's default applies
 
@@ -83,6 +85,9 @@ def test_tasks_of_different_kinds_cannot_share_a_model():
                                     _vector_task("b", obs=3, actions=2, batch=4, continuous=True)])
     with pytest.raises(TaskConfigError, match="no tasks"):
         build_task_configs(_run(), [])
+    with pytest.raises(RunConfigError, match=r"RunConfig\.task_loss_weights=.*one weight per task \(2 tasks\)"):
+        build_task_configs(_run(task_loss_weights=(1.0,)), [_vector_task("a", obs=3, actions=2, batch=4),
+                                                            _vector_task("b", obs=3, actions=2, batch=4)])
 
 
 @pytest.mark.parametrize("extras, name, bad, good, key", [

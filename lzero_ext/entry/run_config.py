@@ -217,6 +217,9 @@ def build_task_configs(run: RunConfig, tasks: Sequence[TaskEnvSpec]) -> List[Tas
         if len(set(values)) > 1:
             raise TaskConfigError(f"tasks differ in TaskEnvSpec.{name} ({dict(zip((t.name for t in tasks), values))}); "
                                   f"all tasks of a run share one model, so it must match")
+    if run.task_loss_weights is not None and len(run.task_loss_weights) != len(tasks):
+        raise RunConfigError("RunConfig", "task_loss_weights", run.task_loss_weights,
+                             f"needs one weight per task ({len(tasks)} tasks)")
     configs = [_task_config(run, task, task_id, tasks) for task_id, task in enumerate(tasks)]
     validate_task_configs(configs)
     return configs
