@@ -2,10 +2,14 @@
 
 lightzero's ``MuZeroSegmentCollector`` and ``MuZeroEvaluator`` are kept as they are, one per task (own env
 manager, game segments, replay buffer, episode returns, logs). Each runs in its own thread; their
-``policy.forward`` calls meet in a :class:`LockstepInference` barrier, and the last task to arrive runs
-**one** lightzero collect/eval forward over all waiting tasks' observations: one initial inference and one
+``policy.forward`` calls meet in a :class:`LockstepInference` barrier. Once every task has arrived, **one**
+lightzero collect/eval forward runs over all waiting tasks' observations: one initial inference and one
 C++ MCTS search over every task's roots, the model in row mode (``ScaleZeroModel.acting_for``). Each task
 then gets its own slice of the output, and its own ``last_batch_obs`` / ``last_batch_action`` state.
+
+The batched forward runs in the thread that :meth:`LockstepInference.serve` s (the trainer's main thread),
+not in whichever worker arrived last: torch's OpenMP pool belongs to the thread that calls it, so forwards
+hopping between worker threads left idle pools spin-waiting against the busy one on a small CPU.
 
 Tasks are split into separate forwards only where one batch cannot serve them (:func:`forward_groups`):
 tasks at the first step of their episodes (lightzero starts those from an empty context), tasks whose ready
@@ -13,7 +17,7 @@ envs are a subset of their envs, and tasks of another action dim (continuous con
 """
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -32,7 +36,8 @@ class LockstepInference:
 
         lockstep = LockstepInference(lambda requests: policy.lockstep_forward("collect", requests))
         with lockstep.round([0, 1, 2]):
-            ...  # three collector threads; each calls lockstep.forward(task_id, *args, **kwargs), then leave(task_id)
+            ...  # start three collector threads; each calls lockstep.forward(task_id, *args, **kwargs), then leave(task_id)
+            lockstep.serve()  # this thread runs the batched forwards until every task has left
     """
 
     def __init__(self, run_batch: Callable[[Dict[int, Request]], Dict[int, Any]]) -> None:
@@ -40,6 +45,8 @@ class LockstepInference:
         self._cond = threading.Condition()
         self._members: set = set()
         self._pending: Dict[int, Request] = {}
+        self._ready: Optional[Dict[int, Request]] = None  # a complete step waiting for the serving thread
+        self._served = False
         self._results: Dict[int, Any] = {}
         self._error: BaseException = None
 
@@ -47,15 +54,19 @@ class LockstepInference:
         return task_id in self._members
 
     @contextmanager
-    def round(self, task_ids: Sequence[int]) -> Iterator["LockstepInference"]:
-        """The tasks whose workers take part in one lockstep round (a collection or an evaluation)."""
+    def round(self, task_ids: Sequence[int], *, served: bool = True) -> Iterator["LockstepInference"]:
+        """The tasks whose workers take part in one lockstep round (a collection or an evaluation).
+        ``served``: the caller runs :meth:`serve` in the round, and every batched forward waits for it; otherwise
+        the last worker to arrive runs each one."""
         with self._cond:
             self._members, self._pending, self._results, self._error = set(task_ids), {}, {}, None
+            self._ready, self._served = None, served
         try:
             yield self
         finally:
             with self._cond:
                 self._members.clear()
+                self._served = False
 
     def leave(self, task_id: int) -> None:
         """A task's worker is done: the others no longer wait for it."""
@@ -77,10 +88,30 @@ class LockstepInference:
                 raise RuntimeError("another task's lockstep forward failed") from self._error
             return self._results.pop(task_id)
 
+    def serve(self, poll_s: float = 0.2) -> None:
+        """Runs every batched forward of the round in the calling thread, until all member tasks have left.
+        Waits in ``poll_s`` slices, so a Ctrl-C still reaches a serving main thread."""
+        with self._cond:
+            if not self._served:
+                raise RuntimeError("serve() outside a served round: use round(task_ids, served=True)")
+            while self._members or self._ready is not None:
+                if self._ready is not None:
+                    requests, self._ready = self._ready, None
+                    self._execute(requests)
+                else:
+                    self._cond.wait(poll_s)
+
     def _flush_if_complete(self) -> None:
         if not self._pending or not self._members <= set(self._pending):
             return
         requests, self._pending = self._pending, {}
+        if self._served:
+            self._ready = requests
+            self._cond.notify_all()
+        else:
+            self._execute(requests)
+
+    def _execute(self, requests: Dict[int, Request]) -> None:
         try:
             self._results.update(self._run_batch(requests))
         except BaseException as error:  # every waiting worker re-raises it

@@ -322,6 +322,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--mode", choices=sorted(MODES), help="benchmark size (default full; --quick = quick)")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the mode's seeds")
     parser.add_argument("--env-steps", type=int, help="override the mode's env steps per task")
+    parser.add_argument("--collect-temperature", type=float,
+                        help="override the visit-count temperature of the collectors' action sampling (every arm)")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--tasks", nargs="+", metavar="NAME",
                         help="only these tasks of the suite (e.g. --tasks Breakout Freeway); a multi-task run is a "
@@ -342,10 +344,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             parser.error(f"unknown task(s) {unknown} in the {args.suite} suite; choose from {names}")
         mode = dataclasses.replace(mode, tasks=tuple(t for t in mode.tasks if t.name in args.tasks),
                                    description=mode.description + f" (tasks {list(args.tasks)} only)")
-    if args.seeds or args.env_steps:
-        settings = dataclasses.replace(mode.settings, env_steps=args.env_steps or mode.settings.env_steps)
+    if args.collect_temperature is not None and args.collect_temperature <= 0:
+        parser.error(f"--collect-temperature must be positive, got {args.collect_temperature}")
+    if args.seeds or args.env_steps or args.collect_temperature:
+        settings = dataclasses.replace(mode.settings, env_steps=args.env_steps or mode.settings.env_steps,
+                                       collect_temperature=args.collect_temperature or mode.settings.collect_temperature)
         mode = dataclasses.replace(mode, seeds=tuple(args.seeds or mode.seeds), settings=settings,
-                                   description=mode.description + " (overridden: seeds/env steps from the command line)")
+                                   description=mode.description + " (overridden from the command line: seeds/env "
+                                   f"steps/collect temperature {settings.collect_temperature})")
     prefix = "bench_learning" if args.suite == "classic" else f"bench_learning_{args.suite}"
     out_dir = Path(args.out or f"data_scalezero/{prefix}_{args.mode}").resolve()
     loads = [machine_load()]

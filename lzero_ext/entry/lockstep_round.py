@@ -2,13 +2,14 @@
 
 Each task's worker call (``collector.collect(...)`` or ``evaluator.eval(...)``) runs in its own thread; the
 policy's task-bound ``forward`` sends each step to the policy's lockstep barrier
-(``policies.lockstep.LockstepInference``), where one batched forward serves every task that is still running.
+(``policies.lockstep.LockstepInference``), where one batched forward, run in the calling (main) thread,
+serves every task that is still running.
 A task whose round ends early leaves the barrier, so the others go on without it.
 """
 import threading
 from typing import Any, Callable, Dict
 
-JOIN_POLL_S = 0.2  # the main thread joins in slices, so Ctrl-C still reaches it
+JOIN_POLL_S = 0.2  # the main thread serves and joins in slices, so Ctrl-C still reaches it
 
 
 def run_in_lockstep(policy: Any, mode: str, jobs: Dict[int, Callable[[], Any]]) -> Dict[int, Any]:
@@ -34,6 +35,7 @@ def run_in_lockstep(policy: Any, mode: str, jobs: Dict[int, Callable[[], Any]]) 
                    for item in jobs.items()]
         for thread in threads:
             thread.start()
+        lockstep.serve(JOIN_POLL_S)  # the batched forwards run here, in the main thread (see policies.lockstep)
         for thread in threads:
             while thread.is_alive():
                 thread.join(JOIN_POLL_S)
