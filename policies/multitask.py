@@ -174,6 +174,13 @@ class MultiTaskPolicyMixin:
                 rows = slice(offset, offset + data.shape[0])
                 states[task_id]["last_batch_obs"] = self.last_batch_obs[rows][..., :data.shape[-1]]  # the task's width
                 states[task_id]["last_batch_action"] = list(self.last_batch_action[rows])
+                task_cfg = states[task_id]["_cfg"]
+                if mode == "collect" and data.shape[0] < task_cfg.collector_env_num:
+                    # lightzero's _forward_collect restarts from an empty context when only some envs were ready
+                    # (its reset_init_data); the group's env count hides that from it, so do it per task
+                    states[task_id]["last_batch_obs"] = initialize_zeros_batch(
+                        task_cfg.model.observation_shape, task_cfg.collector_env_num, task_cfg.device)
+                    states[task_id]["last_batch_action"] = [-1] * task_cfg.collector_env_num
         finally:
             for name, value in saved.items():
                 setattr(self, name, value)

@@ -124,3 +124,38 @@ def test_lockstep_evaluation_reports_each_tasks_own_returns(trainer):
         env_step, mean_return = task.record.history[-1]
         assert len(recorder.episode_returns) >= 2
         assert mean_return == pytest.approx(np.mean(recorder.episode_returns[:2]))
+
+
+def _ready_subset_every(env_manager: Any, period: int) -> Dict[str, int]:
+    """Makes ``env_manager`` report only its first env as ready before every ``period``-th step, as a subprocess
+    env manager does when one env process answers late (the same answer for every read until the next step)."""
+    base, counts = type(env_manager), {"steps": 0, "subset": 0}
+
+    class LateEnvs(base):
+        @property
+        def ready_obs(self):
+            obs = base.ready_obs.fget(self)
+            if counts["steps"] > 2 and counts["steps"] % period == 0 and len(obs) > 1:
+                return {min(obs): obs[min(obs)]}
+            return obs
+
+        def step(self, actions):
+            counts["steps"] += 1
+            counts["subset"] += len(actions) < self.env_num
+            return super().step(actions)
+
+    env_manager.__class__ = LateEnvs
+    return counts
+
+
+def test_lockstep_collection_survives_steps_where_only_some_envs_are_ready(trainer):
+    polls = _ready_subset_every(trainer.tasks[1].collector._env, period=3)
+    recorder = EnvRecorder(trainer.tasks[1].collector._env)
+    calls = _count_lockstep_forwards(trainer.policy)
+    collected = trainer.collect()
+    collected += trainer.collect()  # the next round starts from the states the subset steps left
+
+    assert polls["subset"] >= 2
+    assert any(c.get(1) == 1 for c in calls)  # task 1 stepped with one of its two envs
+    assert collected == sum(task.env_steps for task in trainer.tasks)
+    assert trainer.tasks[1].env_steps == recorder.steps > 0
