@@ -60,8 +60,9 @@ PRESETS: Dict[str, Preset] = {
                     n_evaluator_episode=1, game_segment_length=12, num_unroll_steps=4, infer_context=2, eval_freq=20,
                     max_episode_frames=200, replay_buffer_size=2000, checkpoint_freq=10, dps_min_stage0_iters=4,
                     dps_max_stage_iters=4),
-    # A real (small) multi-task run on a 2-core laptop CPU in about 30 minutes. Torch keeps its default threads: on a
-    # quiet 2-core machine 2 threads learn 1.85x faster than 1 and collect as fast (--threads 1 helps on a busy one).
+    # A real (small) multi-task run on a 2-core laptop CPU in about 17 minutes (docs/benchmarks.md). Torch keeps its
+    # default threads: on a quiet 2-core machine 2 threads learn 1.85x faster than 1 and collect as fast (--threads 1
+    # helps on a busy one).
     "cpu": Preset(games=("Pong", "Breakout", "MsPacman"), max_env_step=4000, embed_dim=64, num_layers=2, num_heads=4,
                   num_experts=4, num_simulations=8, batch_size=8, collector_env_num=2, evaluator_env_num=1,
                   n_evaluator_episode=1, game_segment_length=20, num_unroll_steps=5, infer_context=2, eval_freq=400,
