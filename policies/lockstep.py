@@ -46,7 +46,6 @@ class LockstepInference:
         self._members: set = set()
         self._pending: Dict[int, Request] = {}
         self._ready: Optional[Dict[int, Request]] = None  # a complete step waiting for the serving thread
-        self._served = False
         self._results: Dict[int, Any] = {}
         self._error: BaseException = None
 
@@ -54,19 +53,17 @@ class LockstepInference:
         return task_id in self._members
 
     @contextmanager
-    def round(self, task_ids: Sequence[int], *, served: bool = True) -> Iterator["LockstepInference"]:
-        """The tasks whose workers take part in one lockstep round (a collection or an evaluation).
-        ``served``: the caller runs :meth:`serve` in the round, and every batched forward waits for it; otherwise
-        the last worker to arrive runs each one."""
+    def round(self, task_ids: Sequence[int]) -> Iterator["LockstepInference"]:
+        """The tasks whose workers take part in one lockstep round (a collection or an evaluation); the caller
+        must :meth:`serve` inside it, or the workers wait forever."""
         with self._cond:
             self._members, self._pending, self._results, self._error = set(task_ids), {}, {}, None
-            self._ready, self._served = None, served
+            self._ready = None
         try:
             yield self
         finally:
             with self._cond:
                 self._members.clear()
-                self._served = False
 
     def leave(self, task_id: int) -> None:
         """A task's worker is done: the others no longer wait for it."""
@@ -92,8 +89,6 @@ class LockstepInference:
         """Runs every batched forward of the round in the calling thread, until all member tasks have left.
         Waits in ``poll_s`` slices, so a Ctrl-C still reaches a serving main thread."""
         with self._cond:
-            if not self._served:
-                raise RuntimeError("serve() outside a served round: use round(task_ids, served=True)")
             while self._members or self._ready is not None:
                 if self._ready is not None:
                     requests, self._ready = self._ready, None
@@ -104,12 +99,8 @@ class LockstepInference:
     def _flush_if_complete(self) -> None:
         if not self._pending or not self._members <= set(self._pending):
             return
-        requests, self._pending = self._pending, {}
-        if self._served:
-            self._ready = requests
-            self._cond.notify_all()
-        else:
-            self._execute(requests)
+        self._ready, self._pending = self._pending, {}
+        self._cond.notify_all()
 
     def _execute(self, requests: Dict[int, Request]) -> None:
         try:

@@ -66,6 +66,12 @@ def _loss_log(losses: Any, stats: Dict[str, float]) -> Dict[str, float]:
     return log
 
 
+def _empty_context(cfg: EasyDict, env_num: int) -> Dict[str, Any]:
+    """lightzero's "no previous step" inference state for ``env_num`` envs: zero observations, actions -1."""
+    return {"last_batch_obs": initialize_zeros_batch(cfg.model.observation_shape, env_num, cfg.device),
+            "last_batch_action": [-1] * env_num}
+
+
 class MultiTaskPolicyMixin:
     """Mixed in before a lightzero UniZero policy class; see the module docstring."""
 
@@ -171,16 +177,15 @@ class MultiTaskPolicyMixin:
                 output = getattr(self, f"_forward_{mode}")(*args, **kwargs)
             for task_id, offset in zip(tasks, offsets):  # each task keeps its rows of the state lightzero updated
                 data = requests[task_id][0][0]
-                rows = slice(offset, offset + data.shape[0])
-                states[task_id]["last_batch_obs"] = self.last_batch_obs[rows][..., :data.shape[-1]]  # the task's width
-                states[task_id]["last_batch_action"] = list(self.last_batch_action[rows])
                 task_cfg = states[task_id]["_cfg"]
                 if mode == "collect" and data.shape[0] < task_cfg.collector_env_num:
                     # lightzero's _forward_collect restarts from an empty context when only some envs were ready
                     # (its reset_init_data); the group's env count hides that from it, so do it per task
-                    states[task_id]["last_batch_obs"] = initialize_zeros_batch(
-                        task_cfg.model.observation_shape, task_cfg.collector_env_num, task_cfg.device)
-                    states[task_id]["last_batch_action"] = [-1] * task_cfg.collector_env_num
+                    states[task_id].update(_empty_context(task_cfg, task_cfg.collector_env_num))
+                else:
+                    rows = slice(offset, offset + data.shape[0])
+                    states[task_id]["last_batch_obs"] = self.last_batch_obs[rows][..., :data.shape[-1]]  # task's width
+                    states[task_id]["last_batch_action"] = list(self.last_batch_action[rows])
         finally:
             for name, value in saved.items():
                 setattr(self, name, value)
@@ -229,8 +234,7 @@ class MultiTaskPolicyMixin:
         mcts_name = "_mcts_collect" if mode == "collect" else "_mcts_eval"
         return {
             "_cfg": cfg,
-            "last_batch_obs": initialize_zeros_batch(cfg.model.observation_shape, env_num, cfg.device),
-            "last_batch_action": [-1] * env_num,
+            **_empty_context(cfg, env_num),
             "collector_env_num" if mode == "collect" else "evaluator_env_num": env_num,
             mcts_name: type(getattr(self, mcts_name))(cfg),
         }
