@@ -24,8 +24,13 @@ def test_best_returns_and_expert_usage_known_answers():
     assert expert_usage_table({"dense": {0: {}}}, {}, ["t"]) == ("", {})
 
 
-def test_minatar_benchmark_smoke(tmp_path, capsys):
+def test_minatar_benchmark_smoke(tmp_path, capsys, monkeypatch):
+    import logging
+
     from lzero_ext.bench.learning import MINATAR_MODES, main
+
+    # As outside pytest, the root logger starts without handlers (else lightzero's basicConfig is a no-op).
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
 
     main(["--suite", "minatar", "--mode", "smoke", "--out", str(tmp_path), "--jobs", "1"])
     out = capsys.readouterr().out
@@ -54,5 +59,28 @@ def test_minatar_benchmark_smoke(tmp_path, capsys):
     for arm, block in results["targets"].items():
         if arm != "dps":
             assert block["total_env_steps"]["mean"] >= len(games) * results["env_steps_per_task"]
+    # All five runs ran one after another in this process: none may log into an earlier run's closed file.
+    logs = {p.name: p.read_text() for p in tmp_path.glob("*.log")}
+    assert len(logs) == 5 and not [name for name, text in logs.items() if "Logging error" in text]
     main(["--suite", "minatar", "--mode", "smoke", "--out", str(tmp_path), "--jobs", "1"])
     assert "5 of 5 runs loaded from the cache" in capsys.readouterr().out
+
+
+def test_handlers_added_during_a_run_are_detached_and_closed(tmp_path):
+    import logging
+
+    from lzero_ext.bench.learning_runs import _handlers_removed_after
+
+    root, named = logging.getLogger(), logging.getLogger("learner_logger_test")
+    kept = logging.NullHandler()
+    root.addHandler(kept)
+    try:
+        with open(tmp_path / "run.log", "w") as log, _handlers_removed_after():
+            added = [logging.StreamHandler(log), logging.FileHandler(tmp_path / "learner.txt")]
+            root.addHandler(added[0])
+            named.addHandler(added[1])
+        assert kept in root.handlers and added[0] not in root.handlers and not named.handlers
+        assert added[1].stream is None  # closed
+        logging.getLogger().warning("after the run")  # would print "--- Logging error ---" with the old handler
+    finally:
+        root.removeHandler(kept)

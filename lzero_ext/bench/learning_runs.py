@@ -160,6 +160,29 @@ def _working_dir(path: str) -> Iterator[None]:
         os.chdir(previous)
 
 
+def _all_loggers() -> List[Any]:
+    import logging
+
+    return [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                    if isinstance(lg, logging.Logger)]
+
+
+@contextlib.contextmanager
+def _handlers_removed_after() -> Iterator[None]:
+    """Detaches and closes every logging handler added during the block. lightzero and ding attach
+    handlers to the root logger (bound to the run's redirected stderr, closed after the run) and file
+    handlers to ``learner_logger`` & co; left in place, a later run in the same worker process writes
+    into the closed or earlier run's files ("--- Logging error ---" in its log)."""
+    before = {id(lg): set(map(id, lg.handlers)) for lg in _all_loggers()}
+    try:
+        yield
+    finally:
+        for logger in _all_loggers():
+            for handler in [h for h in logger.handlers if id(h) not in before.get(id(logger), set())]:
+                logger.removeHandler(handler)
+                handler.close()
+
+
 def run(spec: RunSpec) -> RunResult:
     """Trains one arm for one seed (quietly) and returns its eval curves."""
     import logging
@@ -176,7 +199,7 @@ def run(spec: RunSpec) -> RunResult:
     root.setLevel(logging.WARNING)  # lightzero's workers log every collection and evaluation at INFO
     start = time.perf_counter()
     try:  # everything lightzero prints goes to <out_dir>/<exp_name>.log
-        with _working_dir(spec.out_dir), open(f"{spec.exp_name}.log", "w") as log, \
+        with _working_dir(spec.out_dir), open(f"{spec.exp_name}.log", "w") as log, _handlers_removed_after(), \
                 contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             result = _run_unizero(spec) if spec.arm == "unizero" else _run_multitask(spec)
     finally:
