@@ -18,6 +18,7 @@ Runs are plain functions of a picklable :class:`RunSpec`, so they can run in wor
 import contextlib
 import functools
 import importlib
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -160,9 +161,7 @@ def _working_dir(path: str) -> Iterator[None]:
         os.chdir(previous)
 
 
-def _all_loggers() -> List[Any]:
-    import logging
-
+def _all_loggers() -> List[logging.Logger]:
     return [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
                                     if isinstance(lg, logging.Logger)]
 
@@ -173,20 +172,18 @@ def _handlers_removed_after() -> Iterator[None]:
     handlers to the root logger (bound to the run's redirected stderr, closed after the run) and file
     handlers to ``learner_logger`` & co; left in place, a later run in the same worker process writes
     into the closed or earlier run's files ("--- Logging error ---" in its log)."""
-    before = {id(lg): set(map(id, lg.handlers)) for lg in _all_loggers()}
+    before = {logger: set(logger.handlers) for logger in _all_loggers()}
     try:
         yield
     finally:
         for logger in _all_loggers():
-            for handler in [h for h in logger.handlers if id(h) not in before.get(id(logger), set())]:
+            for handler in [h for h in logger.handlers if h not in before.get(logger, ())]:
                 logger.removeHandler(handler)
                 handler.close()
 
 
 def run(spec: RunSpec) -> RunResult:
     """Trains one arm for one seed (quietly) and returns its eval curves."""
-    import logging
-
     import torch
 
     import lzero_ext  # noqa: F401  (registers envs, models, policies)
