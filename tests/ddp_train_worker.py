@@ -1,11 +1,13 @@
 """Worker for tests/test_ddp_training.py, started by torchrun: a tiny multi-task run, then each rank
-saves its parameters so the test can compare ranks."""
+saves its parameters so the test can compare ranks. The run's collectives are device-strict: the gloo
+group declares device ``cuda``, so a collective handed a CPU tensor (which NCCL rejects) fails the run."""
 import argparse
 import os
 
 import torch
 
 import lzero_ext  # noqa: F401
+from lzero_ext.distributed import strict_collectives
 from lzero_ext.entry import train_scalezero
 from zoo.atari.config.scalezero_multitask_config import build_configs
 
@@ -24,8 +26,9 @@ if args.dps_solved:
                                rank=4, targets=targets)
         main.policy.update_per_collect = 2
 try:
-    result = train_scalezero(configs, max_env_step=64, max_train_iter=args.max_train_iter, exp_name=args.exp,
-                             score_kind="atari", checkpoint_freq=2, progress=False)
+    with strict_collectives("cuda"):
+        result = train_scalezero(configs, max_env_step=64, max_train_iter=args.max_train_iter, exp_name=args.exp,
+                                 score_kind="atari", checkpoint_freq=2, progress=False)
 except ValueError as error:
     print(f"RANK{os.environ['RANK']} ERROR: {error}", flush=True)
     raise SystemExit(3)

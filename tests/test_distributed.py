@@ -1,7 +1,9 @@
 """lzero_ext.distributed: task splitting, and gradient averaging over a real 2-rank gloo group.
 
 The 2-rank cases start this file as two worker processes (RANK/WORLD_SIZE/MASTER_* env vars as
-torchrun sets them, loopback only); each writes its results to JSON and the tests read them.
+torchrun sets them, loopback only); each writes its results to JSON and the tests read them. The
+workers run under ``strict_collectives('cuda')``: a collective handed a tensor that is not on the
+group's declared device (CUDA, as under NCCL) fails them.
 """
 import json
 import os
@@ -13,8 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import lzero_ext.distributed as distributed
 from lzero_ext.distributed import (
-    DistInfo, all_gather_object, average_gradients, broadcast_object, init_distributed, is_main_process, split_tasks,
+    DistInfo, StrictDistributed, all_gather_object, all_reduce_scalar, average_gradients, broadcast_module,
+    broadcast_object, cleanup_distributed, init_distributed, is_main_process, split_tasks, strict_collectives,
 )
 
 WORLD = 2
@@ -22,6 +26,11 @@ NUM_MANY = 40  # small parameters, to show the collective count does not grow wi
 
 
 def _worker(out_dir: str) -> None:
+    with strict_collectives("cuda"):
+        _strict_worker(out_dir)
+
+
+def _strict_worker(out_dir: str) -> None:
     info = init_distributed(timeout_s=30)
     rank = info.rank
     results = {"info": [info.rank, info.world_size, info.backend, str(info.device)]}
@@ -63,6 +72,13 @@ def _worker(out_dir: str) -> None:
     net(torch.full((1, 3), float(rank + 1))).sum().backward()
     average_gradients(net.parameters())
     results["linear_weight"] = net.weight.grad.tolist()
+
+    results["sum"] = all_reduce_scalar(rank + 1.0)
+    results["max"] = all_reduce_scalar(float(rank), "max")
+    module = torch.nn.Linear(2, 1)
+    torch.nn.init.constant_(module.weight, float(rank))
+    broadcast_module(module, src=1)
+    results["broadcast_module"] = module.weight.tolist()
 
     results["broadcast"] = broadcast_object({"from": rank}, src=1)
     results["gathered"] = all_gather_object(rank * 10)
@@ -142,6 +158,81 @@ def test_few_collectives(two_ranks):
 def test_object_helpers(two_ranks):
     assert all(r["broadcast"] == {"from": 1} for r in two_ranks)
     assert all(r["gathered"] == [0, 10] for r in two_ranks)
+
+
+def test_scalars_and_module_broadcast_on_a_strict_cuda_group(two_ranks):
+    for r in two_ranks:
+        assert r["sum"] == 3.0 and r["max"] == 1.0
+        assert r["broadcast_module"] == [[1.0, 1.0]]
+
+
+# ------------------------------------------------------------------ device-strict collectives, one process
+@pytest.fixture
+def one_rank_gloo(monkeypatch):
+    """A real one-process gloo group, as torchrun would start it, destroyed afterwards."""
+    port = _free_port()
+    for key, value in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                           MASTER_PORT=str(port)).items():
+        monkeypatch.setenv(key, value)
+    torch.distributed.init_process_group("gloo", init_method="env://", rank=0, world_size=1)
+    yield
+    cleanup_distributed()
+
+
+@pytest.fixture
+def strict_cuda(monkeypatch) -> StrictDistributed:
+    """This module's collectives through a wrapper whose group declares device ``cuda``."""
+    strict = StrictDistributed("cuda")
+    monkeypatch.setattr(distributed, "dist", strict)
+    return strict
+
+
+def test_strict_wrapper_fails_a_cpu_tensor_in_all_reduce_and_broadcast(strict_cuda):
+    with pytest.raises(RuntimeError, match="all_reduce got a tensor on cpu; the process group's device is cuda"):
+        strict_cuda.all_reduce(torch.ones(2))
+    with pytest.raises(RuntimeError, match="broadcast got a tensor on cpu"):
+        strict_cuda.broadcast(torch.ones(2), src=0)
+    with pytest.raises(RuntimeError, match="all_gather got a tensor on cpu"):
+        strict_cuda.all_gather([torch.ones(1)], torch.ones(1))
+    assert strict_cuda.group_device() == torch.device("cuda")
+
+
+def test_all_reduce_scalar_hands_the_collective_a_tensor_on_the_group_device(one_rank_gloo, strict_cuda):
+    # A CPU tensor in dist.all_reduce fails under NCCL ("No backend type associated with device type cpu").
+    assert all_reduce_scalar(2.5) == 2.5
+    assert all_reduce_scalar(1.0, "min") == 1.0
+
+
+def test_broadcast_module_copies_back_from_the_group_device(one_rank_gloo, strict_cuda):
+    module = torch.nn.Linear(3, 2)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    broadcast_module(module)
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+def test_average_gradients_runs_its_collectives_at_world_size_1_only_when_forced(one_rank_gloo, strict_cuda):
+    used, unused = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+    used.grad = torch.tensor([1.0, 2.0, 3.0])
+    assert average_gradients([used, unused], 1) == 0
+    assert average_gradients([used, unused], 1, force=True) == 2  # presence + one bucket, device-strict
+    assert used.grad.tolist() == [1.0, 2.0, 3.0] and used.grad.device.type == "cpu" and unused.grad is None
+
+
+def test_init_distributed_force_collectives_starts_a_one_process_group(monkeypatch, strict_cuda):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    info = init_distributed("gloo", force_collectives=True)
+    try:
+        assert (info.rank, info.world_size, info.backend) == (0, 1, "gloo")
+        p = torch.nn.Parameter(torch.zeros(2))
+        p.grad = torch.ones(2)
+        assert average_gradients([p]) == 2 and p.grad.tolist() == [1.0, 1.0]
+        assert all_reduce_scalar(4.0, "max") == 4.0
+    finally:
+        cleanup_distributed()
+    assert not torch.distributed.is_initialized()
+    p.grad = torch.ones(2)
+    assert average_gradients([p]) == 0  # no group: nothing forced any more
 
 
 def test_single_process(monkeypatch):
