@@ -1,0 +1,335 @@
+"""Batched initial and recurrent inference of a ``MultiTaskWorldModel`` with an explicit KV cache.
+
+Every call takes the rows' task ids and an :class:`InferenceCache` as arguments; nothing is bound
+onto the model. One call serves every task's environments (initial inference) or every task's search
+leaves (recurrent inference) with one transformer pass per token.
+
+The results equal lightzero's ``WorldModel.forward_initial_inference`` / ``forward_recurrent_inference``
+run task by task, including their context rules (``lzero/model/unizero_world_models/world_model.py``):
+
+* a root's context is the KV cache stored for its env slot at the previous step; a slot without one
+  (first call, caches cleared, e.g. after a learn round) restarts from its last observation alone;
+* contexts of one task are right-aligned to the task's longest one and the zeros before a shorter
+  context take part in attention, as lightzero's ``trim_and_pad_kv_cache`` pads them (another task's
+  longer contexts are masked out, so tasks never change each other's outputs);
+* a context that reaches ``context_length - 1`` tokens drops its first step (two tokens), keeps the
+  next ``context_length - 3`` and shifts their keys and values by lightzero's positional correction
+  (``pos_emb_diff_k`` / ``pos_emb_diff_v``);
+* positions are absolute embeddings: at the root the action token sits at the task's longest context
+  length, in the search each leaf's tokens follow its own context.
+
+Where lightzero hashes latent states to find a cache, the search here addresses nodes by their index in
+the tree (what lightzero's C++ tree reports as ``latent_state_index_in_search_path``), so no latent is
+copied to the host. Sizes are host integers (a child has its parent's tokens plus two), so the only host
+transfers are the outputs the C++ tree needs.
+"""
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lzero_ext.model.kv_store import KVStore
+from lzero_ext.model.task_routing import TaskRows, TaskSwitch, cat_rows
+
+
+@dataclass
+class InferenceOutput:
+    """One call's outputs, rows in the call's order. ``reward`` is None for an initial inference."""
+
+    latent: Tensor                 # (B, 1, D) latent state of the root / the leaf
+    policy_logits: Tensor          # (B, A) discrete logits, or (B, 2 * a_max) [mu, sigma] (padded per task)
+    value: Tensor                  # (B, support) value logits
+    reward: Optional[Tensor] = None  # (B, support) reward logits (recurrent inference)
+
+
+class InferenceCache:
+    """The KV caches of one stream of inference calls (collection or evaluation), keyed by (task, env).
+
+    ``env_counts`` maps each task id to its number of envs; slot ``slot(task, env)`` holds that env's root
+    context between steps. ``search`` holds the nodes of the current search: node ``(simulation, row)`` is
+    entry ``simulation * batch + row`` (simulation 0: the roots).
+
+    Example:
+        >>> from lzero_ext.model.scalezero_model import ScaleZeroModel
+        >>> cfg = dict(num_tasks=2, obs_type='vector', embed_dim=16, num_heads=2, num_layers=1, env_num=2,
+        ...            max_blocks=4, max_tokens=8, context_length=8, num_simulations=2)
+        >>> wm = ScaleZeroModel(observation_shape=3, action_space_size=2, world_model_cfg=cfg).world_model.eval()
+        >>> cache = InferenceCache(wm, {0: 2, 1: 1}, num_simulations=2)
+        >>> cache.slots([0, 0, 1], [0, 1, 0]).tolist(), cache.root.num_entries
+        ([0, 1, 2], 3)
+    """
+
+    def __init__(self, world_model: torch.nn.Module, env_counts: Dict[int, int], *, num_simulations: int) -> None:
+        if world_model.context_length < 4:
+            raise ValueError(f"context_length must be >= 4 for cached inference, got {world_model.context_length}")
+        self._geometry = dict(num_layers=world_model.config.num_layers, num_heads=world_model.num_heads,
+                              context_length=world_model.context_length,
+                              head_dim=world_model.embed_dim // world_model.num_heads, device=world_model.device)
+        self._offsets: Dict[int, int] = {}
+        total = 0
+        for task_id in sorted(env_counts):
+            self._offsets[task_id], total = total, total + int(env_counts[task_id])
+        self.env_counts = {int(t): int(n) for t, n in env_counts.items()}
+        self.root = KVStore(num_entries=total, **self._geometry)
+        self.root_valid = np.zeros(total, dtype=bool)
+        self.num_simulations = int(num_simulations)
+        self.search: Optional[KVStore] = None
+        self.search_batch = 0
+
+    def slots(self, task_ids: Sequence[int], env_ids: Sequence[int]) -> np.ndarray:
+        """Slot index of each (task, env) pair."""
+        out = []
+        for task_id, env_id in zip(task_ids, env_ids):
+            task_id, env_id = int(task_id), int(env_id)
+            if task_id not in self._offsets or not 0 <= env_id < self.env_counts[task_id]:
+                raise KeyError(f"no cache slot for task {task_id} env {env_id} (envs: {self.env_counts})")
+            out.append(self._offsets[task_id] + env_id)
+        return np.asarray(out, dtype=np.int64)
+
+    def invalidate(self, task_id: Optional[int] = None) -> None:
+        """Forget the root contexts of ``task_id``'s envs (None: every task): their next step restarts from
+        the last observation alone, as after lightzero's ``clear_caches``."""
+        if task_id is None:
+            self.root_valid[:] = False
+        else:
+            start = self._offsets[int(task_id)]
+            self.root_valid[start:start + self.env_counts[int(task_id)]] = False
+
+    def begin_search(self, batch: int) -> KVStore:
+        """The node store of a search over ``batch`` roots (reused between searches, grown when needed)."""
+        needed = (self.num_simulations + 1) * batch
+        if self.search is None or self.search.num_entries < needed:
+            self.search = KVStore(num_entries=needed, **self._geometry)
+        self.search_batch = batch
+        return self.search
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def task_rows(task_ids: Sequence[int]) -> TaskRows:
+    """The ``TaskRows`` of one task id per row (a task's rows must be contiguous)."""
+    return TaskRows.from_task_ids([int(t) for t in task_ids])
+
+
+def _per_task_max(values: np.ndarray, rows: TaskRows) -> np.ndarray:
+    """Each row gets the largest value among its task's rows (lightzero pads a task's contexts to its longest)."""
+    out = np.empty_like(values)
+    for _, start, stop in rows.segments:
+        out[start:stop] = values[start:stop].max(initial=0)
+    return out
+
+
+def _route(switch: TaskSwitch, x: Tensor, rows: TaskRows, fn=lambda module, x: module(x)) -> Tensor:
+    """``fn(copy_t, x_t)`` for each task's copy of a ``TaskSwitch`` on that task's rows, concatenated (padded)."""
+    outs = []
+    for task_id, start, stop in rows.segments:
+        index = 0 if switch.shared else task_id
+        x_t = x[start:stop]
+        if switch.input_widths is not None:
+            x_t = x_t[..., :switch.input_widths[index]]
+        outs.append(fn(switch.per_task[index], x_t))
+    return cat_rows(outs)
+
+
+def _head(switch: TaskSwitch, x: Tensor, rows: TaskRows) -> Tensor:
+    """A lightzero head (``Head`` or continuous ``PolicyHeadCont``) on one token per row: ``(B, 1, D) -> (B, out)``."""
+    def run(head, x_t):
+        out = head.head_module(x_t)
+        if isinstance(out, dict):  # ReparameterizationHead: lightzero concatenates [mu, sigma]
+            out = torch.cat([out['mu'], out['sigma']], dim=-1)
+        return out[:, 0]
+    return _route(switch, x, rows, run)
+
+
+def encode_observations(world_model: torch.nn.Module, obs: Tensor, rows: TaskRows) -> Tensor:
+    """The shared (or per-task) observation encoder on a mixed batch: ``(B, *obs) -> (B, 1, D)``."""
+    encoder = world_model.tokenizer.encoder
+    body = encoder.body
+    if isinstance(body, TaskSwitch):
+        z = _route(body, obs, rows)
+    elif encoder.max_batch and obs.shape[0] > encoder.max_batch:
+        z = torch.cat([body(chunk) for chunk in obs.split(encoder.max_batch)])
+    else:
+        z = body(obs)
+    z = encoder.norm(z)                                                               # (B, D_latent)
+    if encoder.task_embedding is not None:
+        z = torch.cat([z, encoder.task_embedding(rows.task_ids(z.device))], dim=-1)   # (B, D)
+    return z[:, None]                                                                 # (B, 1, D)
+
+
+def _action_embeddings(world_model: torch.nn.Module, actions: Tensor, rows: TaskRows) -> Tensor:
+    """``(B,)`` discrete or ``(B, a_max)`` continuous actions -> ``(B, 1, D)`` action tokens."""
+    table = world_model.act_embedding_table
+    if isinstance(table, TaskSwitch):
+        return _route(table, actions.float(), rows)[:, None]
+    return table(actions.long())[:, None]
+
+
+def _token_pass(world_model: torch.nn.Module, x: Tensor, k_buf: Tensor, v_buf: Tensor, column: int,
+                key_valid: Tensor, rows: TaskRows) -> Tensor:
+    """One token per row through the transformer: its keys and values are written at ``column`` of the
+    ``(L, B, H, W, d)`` buffers and it attends to the columns ``< column + 1`` that ``key_valid`` (B, W) allows.
+    Same arithmetic as lightzero's ``SelfAttention`` with a KV cache. Returns ``(B, 1, D)``."""
+    if world_model.task_embed_option == 'add':
+        x = x + world_model.task_embedding(rows.task_ids(x.device))[:, None]
+    transformer = world_model.transformer
+    x = transformer.drop(x)
+    B, _, D = x.shape
+    H = world_model.num_heads
+    allowed = key_valid[:, None, None, :column + 1]                                   # (B, 1, 1, column + 1)
+    for layer, block in enumerate(transformer.blocks):
+        attn = block.attn
+        h = block.ln1(x)
+        q = attn.query(h).view(B, 1, H, D // H).transpose(1, 2)                        # (B, H, 1, d)
+        k_buf[layer, :, :, column] = attn.key(h).view(B, H, D // H)
+        v_buf[layer, :, :, column] = attn.value(h).view(B, H, D // H)
+        k, v = k_buf[layer, :, :, :column + 1], v_buf[layer, :, :, :column + 1]        # (B, H, column + 1, d)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / float(k.size(-1)) ** 0.5)            # (B, H, 1, column + 1)
+        att = att.masked_fill(~allowed, float('-inf')).softmax(dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(B, 1, D)                                 # (B, 1, D)
+        x = x + attn.resid_drop(attn.proj(y))
+        x = x + block._feed_forward(block.ln2(x))
+    return transformer.ln_f(x)
+
+
+def _position_correction(world_model: torch.nn.Module) -> Tuple[Tensor, Tensor]:
+    """lightzero's precomputed key/value shift of a trimmed context, stacked over layers: ``(L, H, C - 3, d)``."""
+    C = world_model.context_length
+    dk = torch.stack([world_model.pos_emb_diff_k[layer][(2, C - 1)][0] for layer in range(world_model.config.num_layers)])
+    dv = torch.stack([world_model.pos_emb_diff_v[layer][(2, C - 1)][0] for layer in range(world_model.config.num_layers)])
+    return dk, dv
+
+
+def _window(size_before: np.ndarray, own_start: np.ndarray, context_length: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where a new entry starts in the working buffer, its size and whether it was trimmed, for an entry of
+    ``size_before`` tokens starting at column ``own_start`` (lightzero keeps columns [2, C - 1) of a context
+    that reached C - 1 tokens)."""
+    trimmed = size_before >= context_length - 1
+    offsets = own_start + np.where(trimmed, 2, 0)
+    sizes = np.where(trimmed, context_length - 3, size_before)
+    return offsets, sizes, trimmed
+
+
+# ---------------------------------------------------------------------------------------------- inference
+@torch.no_grad()
+def _fill_missing_roots(world_model: torch.nn.Module, cache: InferenceCache, slots: np.ndarray, last_obs: Tensor,
+                        task_ids: np.ndarray) -> None:
+    """Slots without a stored context restart from their last observation alone (lightzero's cache miss):
+    one token at position 0, stored with size 1."""
+    rows = task_rows(task_ids)
+    latent = encode_observations(world_model, last_obs, rows)                         # (n, 1, D)
+    n, L = latent.shape[0], world_model.config.num_layers
+    H, C = world_model.num_heads, world_model.context_length
+    k_buf = latent.new_zeros(L, n, H, 1, world_model.embed_dim // H)
+    v_buf = torch.zeros_like(k_buf)
+    x = latent + world_model.pos_emb.weight[0]
+    _token_pass(world_model, x, k_buf, v_buf, 0, torch.ones(n, 1, dtype=torch.bool, device=x.device), rows)
+    cache.root.store(slots, k_buf, v_buf, offsets=np.zeros(n, dtype=np.int64), sizes=np.ones(n, dtype=np.int64))
+    cache.root_valid[slots] = True
+
+
+@torch.no_grad()
+def initial_inference(world_model: torch.nn.Module, obs: Tensor, task_ids: Sequence[int], cache: InferenceCache,
+                      slots: np.ndarray, *, last_obs: Optional[Tensor] = None, last_actions: Optional[Tensor] = None,
+                      first_step: Optional[np.ndarray] = None) -> InferenceOutput:
+    """Root inference for a mixed batch of env slots; stores each slot's new context in ``cache.root``.
+
+    ``obs``: (B, *obs) current observations (vector observations zero-padded to the widest task's);
+    ``task_ids``: (B,) task of each row, contiguous per task; ``slots``: (B,) ``cache.slots(...)`` of the rows;
+    ``last_obs`` / ``last_actions``: the previous step's observations and actions ((B,) discrete, (B, a_max)
+    continuous), read for rows that are not ``first_step`` (True: the episode starts, no context; lightzero
+    decides this per task: every last action -1). Returns the roots' latents, policy and value logits.
+    """
+    task_ids = np.asarray(task_ids, dtype=np.int64)
+    slots = np.asarray(slots, dtype=np.int64)
+    B = len(task_ids)
+    first_step = np.zeros(B, dtype=bool) if first_step is None else np.asarray(first_step, dtype=bool)
+    rows = task_rows(task_ids)
+    for _, start, stop in rows.segments:
+        if first_step[start:stop].any() and not first_step[start:stop].all():
+            raise ValueError("first_step must be the same for every row of a task (lightzero restarts all its envs)")
+    C = world_model.context_length
+    W = C - 2  # the longest stored context: a context of C - 1 tokens or more is trimmed to C - 3
+    device = obs.device
+    continuing = ~first_step
+    missing = continuing & ~cache.root_valid[slots]
+    if missing.any():
+        if last_obs is None:
+            raise ValueError("last_obs is needed for rows whose env slot has no stored context")
+        index = torch.from_numpy(np.flatnonzero(missing)).to(device)
+        _fill_missing_roots(world_model, cache, slots[missing], last_obs.index_select(0, index), task_ids[missing])
+
+    sizes = np.where(continuing, cache.root.size[slots], 0)                           # (B,) context tokens
+    longest = _per_task_max(sizes, rows)                                              # (B,) lightzero's padded length
+    ctx_k, ctx_v, _ = cache.root.gather_right_aligned(slots, W) if B else (None, None, None)
+    if first_step.any():
+        zero = torch.from_numpy(continuing).to(device, ctx_k.dtype)[None, :, None, None, None]
+        ctx_k, ctx_v = ctx_k * zero, ctx_v * zero
+    pad = ctx_k.new_zeros(ctx_k.shape[:3] + (2, ctx_k.shape[-1]))
+    k_buf, v_buf = torch.cat([ctx_k, pad], dim=3), torch.cat([ctx_v, pad], dim=3)     # (L, B, H, W + 2, d)
+    columns = np.arange(W + 2)[None, :]
+    valid = (columns >= (W - longest)[:, None]) & continuing[:, None]                 # context and action token
+    valid[:, W + 1] = True                                                            # the observation token
+    key_valid = torch.from_numpy(valid).to(device)
+    # a first-step row's (unused) action token sees itself only, so its softmax has a finite entry
+    act_valid = torch.from_numpy(valid | (columns == W)).to(device)
+
+    latent = encode_observations(world_model, obs, rows)                             # (B, 1, D)
+    if continuing.any():
+        if last_actions is None:
+            raise ValueError("last_actions is needed for rows that continue an episode")
+        actions = torch.as_tensor(last_actions, device=device)
+        if not world_model.continuous_action_space:
+            actions = actions.clamp(min=0)  # first-step rows carry -1; their action token is masked out
+        positions = torch.from_numpy(longest).to(device)
+        x = _action_embeddings(world_model, actions, rows) + world_model.pos_emb(positions)[:, None]
+        _token_pass(world_model, x, k_buf, v_buf, W, act_valid, rows)
+    obs_positions = torch.from_numpy(np.where(continuing, longest + 1, 0)).to(device)
+    out = _token_pass(world_model, latent + world_model.pos_emb(obs_positions)[:, None], k_buf, v_buf, W + 1,
+                      key_valid, rows)
+
+    total = np.where(continuing, longest + 2, 1)                                      # tokens after this step
+    offsets, new_sizes, trimmed = _window(total, np.where(continuing, W - longest, W + 1), C)
+    cache.root.store(slots, k_buf, v_buf, offsets=offsets, sizes=new_sizes,
+                     correction=_position_correction(world_model), corrected=trimmed)
+    cache.root_valid[slots] = True
+    return InferenceOutput(latent=latent, policy_logits=_head(world_model.head_policy, out, rows),
+                           value=_head(world_model.head_value, out, rows))
+
+
+@torch.no_grad()
+def recurrent_inference(world_model: torch.nn.Module, store: KVStore, parents: np.ndarray, children: np.ndarray,
+                        actions: Tensor, task_ids: Sequence[int]) -> InferenceOutput:
+    """One search step for every leaf: the action token and the predicted next latent appended to each parent's
+    context (entries ``parents`` of ``store``); the new contexts are stored at ``children``.
+
+    ``actions``: (B,) discrete or (B, a_max) continuous (zero-padded per task). Returns the next latents,
+    rewards, policy and value logits."""
+    parents, children = np.asarray(parents, dtype=np.int64), np.asarray(children, dtype=np.int64)
+    rows = task_rows(task_ids)
+    C = world_model.context_length
+    W = C - 2
+    device = store.device
+    sizes = store.size[parents]                                                       # (B,)
+    longest = _per_task_max(sizes, rows)
+    ctx_k, ctx_v, _ = store.gather_right_aligned(parents, W)
+    pad = ctx_k.new_zeros(ctx_k.shape[:3] + (2, ctx_k.shape[-1]))
+    k_buf, v_buf = torch.cat([ctx_k, pad], dim=3), torch.cat([ctx_v, pad], dim=3)     # (L, B, H, W + 2, d)
+    valid = np.arange(W + 2)[None, :] >= (W - longest)[:, None]
+    key_valid = torch.from_numpy(valid).to(device)
+    positions = torch.from_numpy(sizes).to(device)
+
+    x = _action_embeddings(world_model, torch.as_tensor(actions, device=device), rows) \
+        + world_model.pos_emb(positions)[:, None]
+    act_out = _token_pass(world_model, x, k_buf, v_buf, W, key_valid, rows)
+    reward = _head(world_model.head_rewards, act_out, rows)
+    latent = _head(world_model.head_observations, act_out, rows)[:, None]            # (B, 1, D)
+    obs_out = _token_pass(world_model, latent + world_model.pos_emb(positions + 1)[:, None], k_buf, v_buf, W + 1,
+                          key_valid, rows)
+
+    offsets, new_sizes, trimmed = _window(sizes + 2, W - sizes, C)
+    store.store(children, k_buf, v_buf, offsets=offsets, sizes=new_sizes,
+                correction=_position_correction(world_model), corrected=trimmed)
+    return InferenceOutput(latent=latent, policy_logits=_head(world_model.head_policy, obs_out, rows),
+                           value=_head(world_model.head_value, obs_out, rows), reward=reward)
