@@ -36,6 +36,8 @@ from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Tuple, Uni
 import numpy as np
 import torch
 
+from lzero_ext.fs_errors import CAUSES, errno_cause
+
 FORMAT_VERSION = 1
 LATEST_FILE = "latest.json"
 CKPT_SUBDIR = "ckpt"  # an experiment dir keeps its checkpoints here
@@ -68,9 +70,7 @@ def file_mode() -> int:
     return 0o666 & ~umask
 
 
-_CAUSES = {errno.ENOSPC: "no space left on device (ENOSPC)", errno.EDQUOT: "disk quota exceeded (EDQUOT)",
-           errno.EACCES: "permission denied (EACCES)", errno.EPERM: "operation not permitted (EPERM)",
-           errno.EROFS: "read-only file system (EROFS)"}
+_CAUSES = {code: errno_cause(code) for code in CAUSES}  # e.g. "no space left on device (ENOSPC)"
 
 
 def write_failure_cause(error: BaseException, directory: Path) -> Optional[str]:

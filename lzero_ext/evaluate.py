@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from easydict import EasyDict
 
 from lzero_ext.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from lzero_ext.fs_errors import OutputDirError, check_output_dir, describe_os_error
 
 SCORE_KINDS = {"atari_scalezero": "atari", "dmc_scalezero": "dmc"}  # env type -> summary score kind (else "raw")
 
@@ -197,6 +198,8 @@ def evaluate_task(run: LoadedRun, task_id: int, *, episodes: int, video_dir: Opt
             result.video = recorder.write(video_dir)
         except VideoUnavailable as error:
             result.note = f"no video: {error}"
+        except OSError as error:  # the evaluation is kept: the table still shows it
+            result.note = f"no video: {describe_os_error(error, action='write')}"
     return result
 
 
@@ -222,6 +225,10 @@ def evaluate_run(exp_dir: str, *, checkpoint: Optional[str] = None, episodes: in
     """Loads the run and evaluates the chosen tasks (default: all it trained)."""
     if episodes < 1:
         raise EvaluateError(f"--episodes must be >= 1, got {episodes}")
+    load_task_configs(exp_dir)  # a run's directory, before anything is created in it
+    check_output_dir(Path(exp_dir) / "evaluate", flag="the evaluation log directory")  # before any work is done
+    if video_dir is not None:
+        check_output_dir(video_dir, flag="--video")
     run = load_run_policy(exp_dir, checkpoint)
     task_ids = [run.task_id(g) for g in games] if games else list(range(len(run.task_names)))
     return [evaluate_task(run, t, episodes=episodes, video_dir=video_dir) for t in task_ids]
@@ -237,16 +244,25 @@ def main(argv: Optional[Sequence[str]] = None) -> List[TaskEval]:
     parser.add_argument("--video", metavar="DIR", help="write one GIF per task (Jericho: a transcript) into DIR")
     parser.add_argument("--verbose", action="store_true", help="show lightzero / ding output and warnings too")
     args = parser.parse_args(argv)
+    if not args.exp_name.strip():
+        parser.error("--exp-name is empty: give the run's experiment directory")
     from lzero_ext.entry.run_logging import run_console
+    from lzero_ext.entry.run_signals import RunInterrupted, RunSignals
 
-    with run_console(verbose=args.verbose):
+    with run_console(verbose=args.verbose), RunSignals():  # SIGINT / SIGTERM / SIGHUP: one line, 130 / 143 / 129
         try:
             results = evaluate_run(args.exp_name, checkpoint=args.checkpoint, episodes=args.episodes, games=args.games,
                                    video_dir=args.video)
-        except (EvaluateError, CheckpointError, FileNotFoundError) as error:
+        except (EvaluateError, CheckpointError, OutputDirError) as error:
             raise SystemExit(f"error: {error}") from None
+        except OSError as error:
+            raise SystemExit(f"error: {describe_os_error(error)}") from None
+        except RunInterrupted as stop:
+            print(f"interrupted by {stop.signal_name} during the evaluation: nothing to save", file=sys.stderr)
+            raise SystemExit(stop.exit_code) from None
         except KeyboardInterrupt:
-            raise SystemExit("interrupted") from None
+            print("interrupted by SIGINT during the evaluation: nothing to save", file=sys.stderr)
+            raise SystemExit(130) from None
         print_table(results)
     return results
 

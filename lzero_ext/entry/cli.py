@@ -85,8 +85,9 @@ def run_keys(args: argparse.Namespace) -> Dict[str, Any]:
 def run_cli(args: argparse.Namespace, build_configs: Callable[..., Sequence[Any]], *,
             torch_threads: Optional[int] = None, **train_kwargs: Any) -> None:
     """Builds the task configs (``build_configs(**run_keys(args))``: the zoo's ``build_configs`` takes the
-    ``engine`` / ``amp`` / ``compile`` keywords) and trains; bad input, divergence, a busy directory, SIGINT and SIGTERM end
-    with one line (exit status 1; 130 / 143 for the signals, after the final checkpoint).
+    ``engine`` / ``amp`` / ``compile`` keywords) and trains; bad input, a file-system failure (path and cause), divergence,
+    a busy directory, SIGINT, SIGTERM and SIGHUP end with one line (exit status 1; 130 / 143 / 129 for the signals,
+    after the final checkpoint).
 
     ``torch_threads`` (the preset's; ``--threads`` overrides) is applied to CPU runs only. The run's console
     is quiet (the project's lines and the bar) unless ``--verbose``: see ``run_logging.run_console``."""
@@ -109,14 +110,15 @@ def run_cli(args: argparse.Namespace, build_configs: Callable[..., Sequence[Any]
                             save_replay_buffer=args.save_replay_buffer, overwrite=args.overwrite,
                             run_labels={"preset": args.preset}, initial_eval=args.initial_eval,
                             init_from=init_from, bar_stream=bar_stream, **train_kwargs)
-        except (ValueError, CheckpointError, FileNotFoundError, PermissionError, RunLockError, DivergenceError,
+        except (ValueError, CheckpointError, OSError, RunLockError, DivergenceError,
                 RunInterrupted, KeyboardInterrupt) as error:  # one clear line (rank 0 only), no traceback
             raise exit_for(error) from None
 
 
 def exit_on_signals_outside_training() -> None:
-    """SIGINT/SIGTERM outside the run's own handlers (while it starts, or after it finished and saved, during the
-    process's shutdown) end the process with one line and 130 / 143, instead of a silent death or a traceback.
+    """SIGINT/SIGTERM/SIGHUP outside the run's own handlers (while it starts, or after it finished and saved, during
+    the process's shutdown) end the process with one line and 130 / 143 / 129, instead of a silent death or a
+    traceback.
     The run guard installs its handlers over these and puts them back when the run ends."""
     def handler(signum: int, _frame: Any) -> None:
         sys.stderr.write(f"interrupted by {signal.Signals(signum).name} outside training: no learner step "
@@ -124,5 +126,5 @@ def exit_on_signals_outside_training() -> None:
         os._exit(128 + signum)
 
     if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, handler)

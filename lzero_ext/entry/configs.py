@@ -128,12 +128,13 @@ def compile_task_configs(task_configs: Sequence[TaskConfig], *, seed: int, exp_n
 
 
 def save_task_configs(exp_dir: str, compiled: Sequence[EasyDict]) -> str:
-    """Writes every task's compiled config to ``<exp_dir>/total_config.py`` (a plain Python literal)."""
-    os.makedirs(exp_dir, exist_ok=True)
+    """Writes every task's compiled config to ``<exp_dir>/total_config.py`` (a plain Python literal, atomically)."""
+    from lzero_ext.checkpoint import atomic_write
+
     path = os.path.join(exp_dir, "total_config.py")
     body = pprint.pformat([_plain(cfg) for cfg in compiled], width=110, sort_dicts=False)
-    with open(path, "w") as f:
-        f.write(f"# Compiled per-task configs of this run (task i = task_configs[i]).\ntask_configs = {body}\n")
+    text = f"# Compiled per-task configs of this run (task i = task_configs[i]).\ntask_configs = {body}\n"
+    atomic_write(path, lambda f: f.write(text.encode()))  # never a truncated file (a full disk fails it whole)
     return path
 
 

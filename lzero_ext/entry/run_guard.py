@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
-from lzero_ext.checkpoint import CKPT_SUBDIR, ITERATION_FILE, CheckpointError, load_newest_intact
+from lzero_ext.checkpoint import CKPT_SUBDIR, ITERATION_FILE, CheckpointError, atomic_write, load_newest_intact
 from lzero_ext.distributed import split_tasks
 from lzero_ext.divergence import DivergenceError, check_finite_parameters
 from lzero_ext.entry import fault_injection
@@ -40,6 +40,7 @@ from lzero_ext.entry.configs import compile_task_configs, save_task_configs, val
 from lzero_ext.entry.resume_check import check_resume_compatible, run_identity
 from lzero_ext.entry.run_lock import ExperimentLock
 from lzero_ext.entry.run_signals import RunInterrupted, RunSignals
+from lzero_ext.fs_errors import check_output_dir
 
 logger = logging.getLogger(__name__)
 RUN_MARKERS = ("summary.json",)  # besides checkpoints: files that mean "a run lives here"
@@ -140,10 +141,16 @@ class RunGuard:
             raise RunGuardError("--resume and --overwrite exclude each other: continue the run or start it over")
         validate_task_configs(self.task_configs)
         split_tasks(list(range(len(self.task_configs))), self.rank, self.world_size)  # too many ranks: one clear error
-        if self.exp_dir.exists() and not self.exp_dir.is_dir():
+        if not str(self.exp_dir).strip():
+            raise RunGuardError("--exp-name is empty: give the experiment directory a name")
+        if os.path.exists(self.exp_dir) and not os.path.isdir(self.exp_dir):
             raise RunGuardError(f"--exp-name {self.exp_dir} is an existing file, not a directory: choose another --exp-name")
         self.compiled = compile_task_configs(self.task_configs, seed=self.seed, exp_name=str(self.exp_dir), save_cfg=False)
         self.identity = run_identity(self.compiled, self.labels)
+        if self.resume and not os.path.isdir(self.exp_dir):
+            raise CheckpointError(f"no checkpoints in {self.exp_dir / CKPT_SUBDIR}: nothing to resume from "
+                                  f"(start without --resume)")
+        check_output_dir(self.exp_dir, flag="--exp-name")  # name, type, permissions, free space: before any file
         if self.rank == 0:
             self.lock = ExperimentLock(self.exp_dir).acquire()
             prepare_run_dir(self.exp_dir, resume=self.resume, overwrite=self.overwrite)
@@ -229,12 +236,17 @@ class RunGuard:
             return None
         path = self.exp_dir / CONFIG_FILE
         kept = path.with_name(f"total_config.{time.strftime('%Y%m%d-%H%M%S')}.py")
-        previous = path.read_text() if path.is_file() else None
+        previous = path.read_bytes() if path.is_file() else None
+        if previous is not None:  # first, atomically: a failure while writing the new one loses nothing
+            atomic_write(kept, lambda f: f.write(previous))
+        try:
+            save_task_configs(str(self.exp_dir), self.compiled)  # atomic too: total_config.py is whole, old or new
+        except BaseException:
+            if previous is not None:
+                kept.unlink(missing_ok=True)  # total_config.py is still the previous one
+            raise
         if previous is not None:
-            kept.write_text(previous)  # first: a crash while writing the new one loses nothing
-        save_task_configs(str(self.exp_dir), self.compiled)
-        if previous is not None:
-            if previous == path.read_text():
+            if previous == path.read_bytes():
                 kept.unlink()
             else:
                 logger.info(f"the run's settings changed: the previous config is kept as {kept}")

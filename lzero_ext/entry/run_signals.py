@@ -1,13 +1,14 @@
-"""SIGINT / SIGTERM scoped to one training run: raise :class:`RunInterrupted`, never mid-update.
+"""SIGINT / SIGTERM / SIGHUP scoped to one training run: raise :class:`RunInterrupted`, never mid-update.
 
 While a :class:`RunSignals` scope is active (in the main thread):
 
-- SIGINT and SIGTERM raise :class:`RunInterrupted` in the main thread, except inside
+- SIGINT, SIGTERM and SIGHUP (a closed terminal or SSH session; treated like SIGTERM) raise
+  :class:`RunInterrupted` in the main thread, except inside
   :meth:`RunSignals.deferred` blocks (a learner step, a checkpoint write), where the signal is held
   and raised when the block ends, so a final checkpoint never holds a half-applied update;
 - env worker processes forked meanwhile (ding's subprocess env managers use ``fork``) ignore
-  SIGINT: a terminal's Ctrl-C reaches the whole process group, and the workers must wait for the
-  trainer to close them instead of each printing a ``KeyboardInterrupt`` traceback;
+  SIGINT and SIGHUP: a terminal's Ctrl-C or hang-up reaches the whole process group, and the workers
+  must wait for the trainer to close them instead of each printing a ``KeyboardInterrupt`` traceback;
 - after the first signal, further ones are ignored until the scope ends (the shutdown finishes).
 
 The previous handlers are restored when the scope exits. Example::
@@ -26,12 +27,12 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, Optional
 
-HANDLED = (signal.SIGINT, signal.SIGTERM)
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _FORK_STATE = {"active": False, "registered": False}  # read in forked children
 
 
 class RunInterrupted(BaseException):
-    """The run was stopped by SIGINT or SIGTERM. A ``BaseException`` (like ``KeyboardInterrupt``),
+    """The run was stopped by SIGINT, SIGTERM or SIGHUP. A ``BaseException`` (like ``KeyboardInterrupt``),
     so ``except Exception`` blocks in lightzero / ding code do not swallow it.
 
     ``message`` is filled in by the trainer's run guard with what was saved."""
@@ -47,7 +48,7 @@ class RunInterrupted(BaseException):
 
     @property
     def exit_code(self) -> int:
-        """128 + the signal number: 130 for SIGINT, 143 for SIGTERM (the shell's convention)."""
+        """128 + the signal number: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP (the shell's convention)."""
         return 128 + self.signum
 
     def __str__(self) -> str:
@@ -57,6 +58,7 @@ class RunInterrupted(BaseException):
 def _reset_in_child() -> None:
     if _FORK_STATE["active"]:  # a worker forked by this run: the trainer decides when it ends
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
