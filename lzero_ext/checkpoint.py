@@ -15,13 +15,18 @@ Example::
     state = load_checkpoint("exp", required_keys=("model", "optimizer"))  # resolves latest
     restore_rng_state(state["rng"])
 
-Checkpoints are pickles: load only files you trust (or pass ``weights_only=True``).
+Each checkpoint carries a SHA-256 checksum of its payload (``payload_sha256``: every tensor's and
+array's bytes, dtype and shape, and the plain values around them), checked on load, so flipped bits on
+disk are a :class:`CheckpointError` instead of silently wrong weights. Objects of other types (a saved
+replay buffer's game segments) enter the checksum by type only. Checkpoints are pickles: load only
+files you trust (or pass ``weights_only=True``).
 :func:`load_newest_intact` resumes from the newest checkpoint that reads (``latest.json`` first,
 then its history, then a scan of ``iteration_<n>`` files), warning about every one it skips.
 Files are created with mode ``0o666 & ~umask`` (group/world-readable as the umask allows), and a
 failed write names the path and the cause (disk full, permission denied).
 """
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -38,7 +43,8 @@ import torch
 
 from lzero_ext.fs_errors import CAUSES, errno_cause
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: with a payload checksum (CHECKSUM_KEY); version 1 files (none) still load
+CHECKSUM_KEY = "payload_sha256"
 LATEST_FILE = "latest.json"
 CKPT_SUBDIR = "ckpt"  # an experiment dir keeps its checkpoints here
 
@@ -89,6 +95,42 @@ def write_failure_cause(error: BaseException, directory: Path) -> Optional[str]:
     if free < NEARLY_FULL_BYTES:
         return f"{_CAUSES[errno.ENOSPC]}: {free // 1024} KiB free"
     return None
+
+
+def _digest(obj: Any, h: "hashlib._Hash") -> None:
+    """Feeds ``obj``'s content into ``h``: the same for a state and the same state after save and load."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        h.update(f"T{t.dtype}{tuple(t.shape)}|".encode())
+        if t.layout == torch.strided:
+            h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, np.ndarray):
+        h.update(f"A{obj.dtype}{obj.shape}|".encode())
+        if obj.dtype == object:
+            for item in obj.reshape(-1):
+                _digest(item, h)
+        else:
+            h.update(np.ascontiguousarray(obj).tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}|".encode())
+        for key, value in obj.items():
+            _digest(key, h)
+            _digest(value, h)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{'L' if isinstance(obj, list) else 'U'}{len(obj)}|".encode())
+        for item in obj:
+            _digest(item, h)
+    elif obj is None or isinstance(obj, (bool, int, float, str, bytes, np.generic)):
+        h.update(f"{type(obj).__name__}:{obj!r}|".encode())
+    else:  # other objects (a replay buffer's segments): by type only, their pickled layout is not stable
+        h.update(f"O{type(obj).__module__}.{type(obj).__qualname__}|".encode())
+
+
+def payload_checksum(state: Dict[str, Any]) -> str:
+    """The SHA-256 of ``state``'s content (see the module docstring), without its ``CHECKSUM_KEY`` entry."""
+    h = hashlib.sha256()
+    _digest({k: v for k, v in state.items() if k != CHECKSUM_KEY}, h)
+    return h.hexdigest()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -163,7 +205,9 @@ def save_checkpoint(
     if keep_last is not None and keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
     path = Path(path)
-    payload = {**state, "format_version": FORMAT_VERSION}
+    payload = {k: v for k, v in state.items() if k != CHECKSUM_KEY}
+    payload["format_version"] = FORMAT_VERSION
+    payload[CHECKSUM_KEY] = payload_checksum(payload)
     atomic_write(path, lambda f: torch.save(payload, f))
     if not update_latest:
         return path
@@ -206,8 +250,8 @@ def load_checkpoint(
     """Load a checkpoint file, or the latest one of a directory; validate its top-level keys.
 
     Raises :class:`CheckpointError` naming the file for a missing, empty, truncated or corrupt
-    file, a non-dict payload, a missing ``format_version`` / ``required_keys`` entry, or a
-    newer format version.
+    file, a non-dict payload, a missing ``format_version`` / ``required_keys`` entry, a newer
+    format version, or a payload whose checksum does not match (bits changed on disk).
     """
     path = resolve_checkpoint(path_or_dir)
     if not path.is_file():
@@ -227,6 +271,12 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {path} lacks required keys: {', '.join(missing)}")
     if state["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has format_version {state['format_version']}, newer than {FORMAT_VERSION}")
+    if state["format_version"] >= 2:
+        if not isinstance(state.get(CHECKSUM_KEY), str):
+            raise CheckpointError(f"checkpoint {path} is corrupt: it has no payload checksum ({CHECKSUM_KEY})")
+        if payload_checksum(state) != state[CHECKSUM_KEY]:
+            raise CheckpointError(f"checkpoint {path} is corrupt: its payload does not match its checksum "
+                                  f"(bits changed on disk)")
     return state
 
 

@@ -1,0 +1,85 @@
+"""A run's integrity: checkpoint checksums and the fallback from a corrupt one, fine-tune state in the run's
+identity, --overwrite leaving nothing of the previous run, stale locks, no silent failures at the env boundary."""
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lzero_ext  # noqa: F401
+from lzero_ext.bench.fault_job import build_configs
+from lzero_ext.checkpoint import CheckpointError, load_checkpoint, load_newest_intact, save_checkpoint
+from lzero_ext.entry import train_scalezero
+from lzero_ext.entry.run_lock import LOCK_FILE, ExperimentLock, RunLockError
+
+
+def flip_tensor_bytes(path: Path, count: int = 64) -> str:
+    """Inverts ``count`` bytes in the middle of the largest tensor record of a torch zip checkpoint (what a
+    failing disk or a bad copy does); returns the record's name. The zip's own CRCs are not checked by torch."""
+    with zipfile.ZipFile(path) as archive:
+        record = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    offset = record.header_offset
+    start = offset + 30 + int.from_bytes(data[offset + 26:offset + 28], "little") + \
+        int.from_bytes(data[offset + 28:offset + 30], "little")
+    middle = start + record.file_size // 2 - count // 2
+    for i in range(middle, middle + count):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return record.filename
+
+
+# ---------------------------------------------------------------------- checksums
+def test_flipped_bits_in_a_checkpoint_are_caught_on_load(tmp_path):
+    path = save_checkpoint(tmp_path / "iteration_1.pth.tar", {"weight": torch.full((4096,), 0.5), "iteration": 1})
+    assert load_checkpoint(path)["iteration"] == 1
+    flip_tensor_bytes(path)
+    with pytest.raises(CheckpointError, match=r"iteration_1.pth.tar is corrupt: its payload does not match its checksum"):
+        load_checkpoint(path)
+
+
+def test_checksum_covers_plain_values_and_survives_a_round_trip(tmp_path):
+    state = {"policy": {"w": torch.arange(6, dtype=torch.bfloat16).reshape(2, 3)[:, 1:], "step": torch.tensor(3)},
+             "rng": (3, tuple(range(5)), None), "np": np.arange(4, dtype=np.uint32), "name": "x", "lr": float("nan")}
+    path = save_checkpoint(tmp_path / "iteration_2.pth.tar", state)
+    assert torch.equal(load_checkpoint(path)["policy"]["w"], state["policy"]["w"])
+    raw = torch.load(path, weights_only=False)
+    raw["name"] = "y"  # a changed value with an intact file
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match="does not match its checksum"):
+        load_checkpoint(path)
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_with_a_warning(tmp_path, caplog):
+    for step in (1, 2):
+        save_checkpoint(tmp_path / f"iteration_{step}.pth.tar", {"weight": torch.full((4096,), float(step)),
+                                                                  "train_iter": step})
+    flip_tensor_bytes(tmp_path / "iteration_2.pth.tar")
+    with caplog.at_level(logging.WARNING):
+        path, state = load_newest_intact(tmp_path, required_keys=("train_iter",))
+    assert path.name == "iteration_1.pth.tar" and state["train_iter"] == 1
+    assert "iteration_2.pth.tar is corrupt" in caplog.text and "older intact checkpoint" in caplog.text
+
+
+def _run(exp: Path, iters: int, **kwargs):
+    configs = build_configs(["CartPole"], exp_name=str(exp), seed=0)
+    return train_scalezero(configs, seed=0, max_env_step=10_000, max_train_iter=iters, exp_name=str(exp),
+                           checkpoint_freq=2, progress=False, **kwargs)
+
+
+def test_a_resume_skips_a_bit_flipped_newest_checkpoint(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    exp = tmp_path / "exp"
+    _run(exp, 4)  # checkpoints at 2 and 4
+    flip_tensor_bytes(exp / "ckpt" / "rank0" / "iteration_4.pth.tar")
+    with caplog.at_level(logging.INFO):
+        result = _run(exp, 5, resume=True)
+    assert "resumed from" in caplog.text and "iteration_2.pth.tar at iteration 2" in caplog.text
+    assert "iteration_4.pth.tar is corrupt" in caplog.text and result.train_iter == 5
