@@ -42,8 +42,8 @@ def _discrete(moe: bool, **overrides: Any) -> ScaleZeroModel:
                                       world_model_cfg=_cfg(moe, **overrides)))
 
 
-def _continuous(moe: bool) -> SampledScaleZeroModel:
-    cfg = _cfg(moe, action_space_size_list=[1, 2])
+def _continuous(moe: bool, **overrides: Any) -> SampledScaleZeroModel:
+    cfg = _cfg(moe, action_space_size_list=[1, 2], **overrides)
     return _randomized(SampledScaleZeroModel(observation_shape=6, action_space_size=2, world_model_cfg=cfg))
 
 
