@@ -28,19 +28,37 @@ class LightZeroOracle:
 
     def __init__(self, model, tasks: List[int], envs: List[int]) -> None:
         self.model, self.tasks, self.envs = model, tasks, envs
-        self.latents: Dict[int, np.ndarray] = {}  # search-store entry -> latent of that node
-        self.calls = 0
+        self.node_latents: Dict[Any, np.ndarray] = {}  # (simulation, root row) -> lightzero's latent of that node
+        self.leaf_parents: List[Any] = []
+        self.calls = 0  # simulations of the current search
+        self.total_calls = 0
         self._batched = search_module.recurrent_inference
 
+    def watch(self, tree: Any) -> Any:
+        """A stand-in for the C++ tree module that records which node each traversal reached (lightzero's
+        ``latent_state_index_in_search_path``, ``latent_state_index_in_batch``)."""
+        oracle = self
+
+        class Watched:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(tree, name)
+
+            def batch_traverse(self, *args: Any) -> Any:
+                out = tree.batch_traverse(*args)
+                oracle.leaf_parents = list(zip(out[0], out[1]))
+                return out
+        return Watched()
+
     def roots(self, latents: torch.Tensor) -> None:
-        self.latents = {i: latents[i].numpy() for i in range(latents.shape[0])}
+        self.node_latents = {(0, i): latents[i].numpy() for i in range(latents.shape[0])}
+        self.calls = 0
 
     def __call__(self, world_model, store, parents, children, actions, task_ids):
         ours = self._batched(world_model, store, parents, children, actions, task_ids)
         row = 0
         for task_id, n in zip(self.tasks, self.envs):
             rows = slice(row, row + n)
-            latents = np.stack([self.latents[int(p)] for p in parents[rows]])
+            latents = np.stack([self.node_latents[self.leaf_parents[i]] for i in range(rows.start, rows.stop)])
             with self.model.bind_task(task_id):
                 theirs = self.model.recurrent_inference([(latents, actions[rows])], 0, [0] * n, np.zeros(n, dtype=int))
             width = theirs.policy_logits.shape[-1]
@@ -48,10 +66,11 @@ class LightZeroOracle:
                                     ("policy", ours.policy_logits[rows, :width], theirs.policy_logits),
                                     ("latent", ours.latent[rows], theirs.latent_state)):
                 assert torch.allclose(got, want, atol=ATOL), f"call {self.calls} task {task_id} {name}"
-            for child, latent in zip(children[rows], theirs.latent_state):  # lightzero finds its caches by these bits
-                self.latents[int(child)] = latent.numpy()
+            for i, latent in zip(range(rows.start, rows.stop), theirs.latent_state):  # lightzero hashes these bits
+                self.node_latents[(self.calls + 1, i)] = latent.numpy()
             row += n
         self.calls += 1
+        self.total_calls += 1
         return ours
 
 
@@ -79,6 +98,7 @@ def _our_search(model, cache, tasks: List[int], envs: List[int], last_obs, last_
     search = BatchedSearch(num_simulations=SIMULATIONS, discount_factor=0.997, support_scale=50,
                            continuous=bool(continuous_dim), action_space_size=continuous_dim,
                            num_of_sampled_actions=4 if continuous_dim else 0)
+    search._tree = oracle.watch(search._tree)
     if continuous_dim:
         roots = search.roots([[-1]] * n)
         roots.prepare_no_noise([0.0] * n, out.policy_logits[:, :2 * continuous_dim].tolist(), [-1] * n)
@@ -126,9 +146,9 @@ def _run_steps(model, tasks, envs, dims, steps: int, monkeypatch, continuous_dim
 @pytest.mark.parametrize("moe", [False, True])
 def test_two_tasks_searched_together_get_lightzeros_outputs_at_every_simulation(moe, monkeypatch):
     oracle = _run_steps(_discrete(moe, num_simulations=SIMULATIONS), [0, 1], [2, 3], [4, 6], steps=6, monkeypatch=monkeypatch)
-    assert oracle.calls == 6 * SIMULATIONS  # every simulation of every step was checked
+    assert oracle.total_calls == 6 * SIMULATIONS  # every simulation of every step was checked
 
 
 def test_sampled_search_of_continuous_tasks_gets_lightzeros_outputs(monkeypatch):
     oracle = _run_steps(_continuous(True, num_simulations=SIMULATIONS), [1], [3], [6], steps=4, monkeypatch=monkeypatch, continuous_dim=2)
-    assert oracle.calls == 4 * SIMULATIONS
+    assert oracle.total_calls == 4 * SIMULATIONS
