@@ -83,3 +83,33 @@ def test_a_resume_skips_a_bit_flipped_newest_checkpoint(tmp_path, monkeypatch, c
         result = _run(exp, 5, resume=True)
     assert "resumed from" in caplog.text and "iteration_2.pth.tar at iteration 2" in caplog.text
     assert "iteration_4.pth.tar is corrupt" in caplog.text and result.train_iter == 5
+
+
+# ---------------------------------------------------------------------- fine-tuned runs
+def test_fine_tune_mode_is_part_of_the_run_identity_and_overwrite_removes_its_files(tmp_path, monkeypatch):
+    from lzero_ext.entry.finetune import FINETUNE_FILE, FinetuneSpec
+    from lzero_ext.evaluate import load_run_policy
+
+    monkeypatch.chdir(tmp_path)
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    _run(base, 2)
+    lora = FinetuneSpec(str(base), mode="lora")
+    _run(tuned, 2, init_from=lora)
+    assert (tuned / FINETUNE_FILE).is_file()
+    files_before = {p: p.stat().st_mtime_ns for p in tuned.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError) as error:  # a plain --resume of a LoRA run: one line, nothing written
+        _run(tuned, 4, resume=True)
+    message = str(error.value)
+    assert message.startswith("cannot resume") and "\n" not in message
+    assert "run.finetune ('lora (rank 8, alpha 8.0)' -> 'none')" in message
+    assert {p: p.stat().st_mtime_ns for p in tuned.rglob("*") if p.is_file()} == files_before
+    assert _run(tuned, 4, resume=True, init_from=lora).train_iter == 4  # with its settings it continues
+    with pytest.raises(CheckpointError, match=r"run.finetune \('none' -> 'full'\)"):  # and the reverse
+        _run(base, 4, resume=True, init_from=FinetuneSpec(str(tuned), mode="full"))
+
+    (tuned / "total_config.20260101-000000.py").write_text("# a config kept by an earlier resume\n")
+    (tuned / "evaluate").mkdir()
+    _run(tuned, 2, overwrite=True)  # a plain run over the LoRA one
+    assert not (tuned / FINETUNE_FILE).exists() and not (tuned / "evaluate").exists()
+    assert sorted(p.name for p in tuned.glob("total_config*")) == ["total_config.py"]
+    assert load_run_policy(str(tuned)).train_iter == 2  # the new run evaluates: no LoRA adapters rebuilt

@@ -46,6 +46,10 @@ class FinetuneSpec:
     lora_rank: int = 8
     lora_alpha: float = 8.0
 
+    def identity(self) -> str:
+        """What a resume of the fine-tuned run must match: the mode, and the adapters' sizes for LoRA."""
+        return self.mode if self.mode != "lora" else f"lora (rank {self.lora_rank}, alpha {self.lora_alpha})"
+
     def __post_init__(self) -> None:
         if self.mode not in FINETUNE_MODES:
             raise ValueError(f"--finetune must be one of {sorted(FINETUNE_MODES)}, got {self.mode!r}")

@@ -3,7 +3,8 @@
 :func:`run_identity` condenses a run's compiled configs into a flat dict of the keys that make a
 checkpoint unusable or meaningless when they change: the tasks, the model architecture (every
 ``policy.model`` key except the device and env counts), the policy type, the unroll length, DPS,
-and labels the caller adds (the CLI adds the preset). Checkpoints store it (``run_identity``), and
+and labels the caller adds (the CLI adds the preset; the trainer adds the fine-tune mode, so a LoRA
+fine-tuned run resumed without its ``--init-from ... --finetune lora`` is refused, and the reverse). Checkpoints store it (``run_identity``), and
 :func:`check_resume_compatible` compares it with the new run's before anything is written, giving
 one line that names the differing keys instead of a ``state_dict`` traceback.
 
@@ -56,9 +57,17 @@ def run_identity(compiled: Sequence[Any], labels: Optional[Mapping[str, Any]] = 
     return identity
 
 
+# Identity keys added after checkpoints first stored an identity: a checkpoint without one has this value.
+IDENTITY_DEFAULTS = {"run.finetune": "none"}
+
+
+def _value(identity: Mapping[str, Any], key: str) -> Any:
+    return identity.get(key, IDENTITY_DEFAULTS.get(key, "<absent>"))
+
+
 def identity_differences(saved: Mapping[str, Any], new: Mapping[str, Any]) -> List[str]:
     """Keys whose values differ, or that only one side has: ``tasks`` and the labels first, then sorted."""
-    differing = [key for key in set(saved) | set(new) if saved.get(key, "<absent>") != new.get(key, "<absent>")]
+    differing = [key for key in set(saved) | set(new) if _value(saved, key) != _value(new, key)]
     return sorted(differing, key=lambda key: (key != "tasks", not key.startswith("run."), key))  # the telling ones first
 
 
@@ -69,7 +78,7 @@ def check_resume_compatible(saved: Optional[Mapping[str, Any]], new: Mapping[str
     differing = identity_differences(saved, new)
     if not differing:
         return
-    shown = [f"{key} ({saved.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r})" for key in differing[:4]]
+    shown = [f"{key} ({_value(saved, key)!r} -> {_value(new, key)!r})" for key in differing[:4]]
     more = f" and {len(differing) - 4} more" if len(differing) > 4 else ""
     raise CheckpointError(f"cannot resume: {path} was written by a different run: {', '.join(shown)}{more}; "
                           f"resume with the original settings, or start a new --exp-name")

@@ -44,7 +44,10 @@ from lzero_ext.fs_errors import check_output_dir
 
 logger = logging.getLogger(__name__)
 RUN_MARKERS = ("summary.json",)  # besides checkpoints: files that mean "a run lives here"
-OVERWRITTEN = (CKPT_SUBDIR, "log", "summary.json", "learning_curves.png", "total_config.py")
+# Every file and directory a run writes into its experiment directory (besides run.lock): --overwrite removes them.
+OVERWRITTEN = (CKPT_SUBDIR, "log", "evaluate", "summary.json", "learning_curves.png", "expert_usage.png",
+               "grad_cosine.png", "total_config.py", "finetune.json")
+OVERWRITTEN_PATTERNS = ("total_config.*.py",)  # configs kept by resumes with other settings
 CHECKPOINTS_OF_FREE_SPACE = 3  # warn when the disk holds fewer checkpoints than this
 CONFIG_FILE = "total_config.py"
 
@@ -82,9 +85,10 @@ def prepare_run_dir(exp_dir: Path, *, resume: bool, overwrite: bool) -> None:
     if not overwrite:
         raise RunGuardError(f"{exp_dir} already holds a run: continue it with --resume, start it over with --overwrite, "
                             f"or choose a new --exp-name")
-    logger.warning(f"--overwrite: removing the previous run's checkpoints, logs and summary in {exp_dir}")
-    for name in OVERWRITTEN:
-        path = exp_dir / name
+    logger.warning(f"--overwrite: removing the previous run's checkpoints, logs, summary, configs and fine-tune "
+                   f"settings in {exp_dir}")
+    for path in [exp_dir / name for name in OVERWRITTEN] + [p for pattern in OVERWRITTEN_PATTERNS
+                                                            for p in exp_dir.glob(pattern)]:
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():

@@ -270,14 +270,15 @@ def train_scalezero(task_configs: Sequence[TaskConfig], *, seed: int = 0, max_en
     ``max_env_step`` is a per-task budget: a task that spent it stops collecting; the run ends when
     all have, or after ``max_train_iter`` learner iterations. ``resume`` continues from the latest
     checkpoint in ``<exp_name>/ckpt``; an existing run without ``resume`` needs ``overwrite``;
-    ``run_labels`` (e.g. the preset) must match on resume. :class:`RunGuard` holds the directory's
+    ``run_labels`` (e.g. the preset) and the fine-tune mode of ``init_from`` must match on resume. :class:`RunGuard` holds the directory's
     lock and turns SIGINT/SIGTERM into a final checkpoint. Returns a :class:`TrainResult`; rank 0 also writes
     ``summary.json`` and ``learning_curves.png`` into the experiment directory. ``initial_eval=False`` skips
     the baseline evaluation before training; ``init_from`` starts from another run's checkpoint
     (:mod:`lzero_ext.entry.finetune`); ``bar_stream``: where the progress bar goes (default stderr).
     """
-    exp_name = exp_name or task_configs[0][0].exp_name
-    with RunGuard(exp_name, task_configs, seed=seed, resume=resume, overwrite=overwrite, labels=run_labels) as guard:
+    exp_name = task_configs[0][0].exp_name if exp_name is None else exp_name
+    labels = {**(run_labels or {}), "finetune": "none" if init_from is None else init_from.identity()}
+    with RunGuard(exp_name, task_configs, seed=seed, resume=resume, overwrite=overwrite, labels=labels) as guard:
         trainer = MultiTaskTrainer(task_configs, seed=seed, exp_name=exp_name, score_kind=score_kind,
                                    max_env_step=max_env_step, max_train_iter=max_train_iter,
                                    checkpoint_freq=checkpoint_freq, save_replay_buffer=save_replay_buffer,
