@@ -113,3 +113,39 @@ def test_fine_tune_mode_is_part_of_the_run_identity_and_overwrite_removes_its_fi
     assert not (tuned / FINETUNE_FILE).exists() and not (tuned / "evaluate").exists()
     assert sorted(p.name for p in tuned.glob("total_config*")) == ["total_config.py"]
     assert load_run_policy(str(tuned)).train_iter == 2  # the new run evaluates: no LoRA adapters rebuilt
+
+
+# ---------------------------------------------------------------------- stale locks
+def test_a_lock_naming_this_process_that_it_does_not_hold_is_stale(tmp_path, caplog):
+    """After a container restart the new job can get the PID the old job's lock names."""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    host = socket.gethostname()
+    (exp / LOCK_FILE).write_text(json.dumps({"pid": os.getpid(), "host": host, "since": "before the restart"}))
+    with caplog.at_level(logging.WARNING), ExperimentLock(exp) as lock:
+        assert "taking over the stale lock" in caplog.text and "PID reused" in caplog.text
+        assert json.loads(lock.path.read_text())["since"] != "before the restart"
+        with pytest.raises(RunLockError, match=f"in use by process {os.getpid()}"):  # while we hold it: refused
+            ExperimentLock(exp).acquire()
+    assert not (exp / LOCK_FILE).exists()
+
+
+def test_a_lock_whose_pid_now_belongs_to_another_process_is_stale(tmp_path, caplog):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        holder = {"pid": live.pid, "host": socket.gethostname(), "since": "then"}
+        from lzero_ext.entry.run_lock import process_start_ticks
+
+        started = process_start_ticks(live.pid)
+        assert started is not None
+        (exp / LOCK_FILE).write_text(json.dumps({**holder, "started": started}))
+        with pytest.raises(RunLockError, match=f"in use by process {live.pid}"):  # the lock's own process: in use
+            ExperimentLock(exp).acquire()
+        (exp / LOCK_FILE).write_text(json.dumps({**holder, "started": started - 1}))  # written by an earlier process
+        with caplog.at_level(logging.WARNING), ExperimentLock(exp):
+            assert "the PID was reused" in caplog.text
+    finally:
+        live.kill()
+        live.wait()
