@@ -17,6 +17,7 @@ BENCHMARKS: Dict[str, str] = {
     "learner": "lzero_ext.bench.learner",  # multi-task train step vs N lightzero UniZero steps; MoE vs dense
     "collect": "lzero_ext.bench.collect",  # env steps/s with MCTS vs lightzero's UniZero collector
     "learning": "lzero_ext.bench.learning",  # returns of UniZero per task vs multi-task dense vs MoE, 3 seeds
+    "search": "lzero_ext.bench.search",  # fixed cost of one MCTS search: lightzero's KV-cache path vs the batched cache
     "engine": "lzero_ext.bench.engine",  # batched multi-task engine vs task by task: collection and learn step
     "full_size": "lzero_ext.bench.full_size",  # a paper preset at full model size: build, collect, 2 learn steps
     "finetune": "lzero_ext.bench.finetune",  # held-out task: env steps to target from scratch vs from a checkpoint
