@@ -149,3 +149,45 @@ def test_a_lock_whose_pid_now_belongs_to_another_process_is_stale(tmp_path, capl
     finally:
         live.kill()
         live.wait()
+
+
+# ---------------------------------------------------------------------- no silent failures
+def _changed_story(tmp_path: Path) -> Path:
+    """detective.z5 with one byte changed past its header: still a story file, unknown to Jericho."""
+    from lzero_ext.envs.jericho_env import game_dir
+
+    original = game_dir() / "detective.z5"
+    if not original.is_file():
+        pytest.skip(f"no detective.z5 in {game_dir()}")
+    data = bytearray(original.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tmp_path / "games").mkdir()
+    (tmp_path / "games" / "detective.z5").write_bytes(bytes(data))
+    return tmp_path / "games"
+
+
+def test_an_unknown_jericho_game_is_refused_in_one_line(tmp_path):
+    games = _changed_story(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "zoo.jericho.config.scalezero_jericho_multitask_config", "--preset",
+                           "smoke", "--games", "detective", "--game-dir", str(games), "--exp-name",
+                           str(tmp_path / "exp"), "--max-train-iter", "1"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {games / 'detective.z5'} is not a game Jericho knows")
+    assert last.endswith("pass --allow-unknown-game to train on it") and not (tmp_path / "exp").exists()
+
+
+def test_an_allowed_unknown_jericho_game_shows_its_warning_on_the_quiet_console(tmp_path, capsys):
+    from lzero_ext.entry.run_logging import run_console
+    from lzero_ext.envs.jericho_env import JerichoMultiTaskEnv, UnknownGameError
+    from zoo.jericho.config.scalezero_jericho_multitask_config import build_configs
+
+    games = _changed_story(tmp_path)
+    with run_console(verbose=False):
+        configs = build_configs("smoke", games=["detective"], games_dir=str(games), exp_name=str(tmp_path / "exp"),
+                                cuda=False, allow_unknown_game=True)
+    assert "is not a game Jericho knows" in capsys.readouterr().err  # shown, not swallowed
+    assert configs[0][0].env.allow_unknown_game is True  # the env workers accept it too
+    with pytest.raises(UnknownGameError, match="not a game Jericho knows"):  # the env itself refuses it by default
+        JerichoMultiTaskEnv(dict(game="detective", game_dir=str(games), max_seq_len=32))

