@@ -1,4 +1,5 @@
 """Tests of the MoE feed-forward layer (lzero_ext/model/moe.py): identities, routing, losses, statistics."""
+import contextlib
 import doctest
 import math
 
@@ -308,3 +309,83 @@ def test_few_token_path_respects_hooks_and_wrapped_linears():
         expert.w2 = doubled
         after = expert.inference_forward(x)
     torch.testing.assert_close(after, 2 * before)
+
+
+# ------------------------------------------------------------------ no host reads in the forward
+HOST_READS = ("tolist", "item", "numpy", "nonzero", "__bool__", "__int__", "__float__", "__index__")
+
+
+@contextlib.contextmanager
+def forbid_host_reads(monkeypatch):
+    """Every Tensor method that copies a value to the host (a device sync on a GPU) raises inside the block."""
+    def forbidden(name):
+        def read(self, *args, **kwargs):
+            raise AssertionError(f"host read in the MoE forward: Tensor.{name}")
+        return read
+
+    with monkeypatch.context() as patch:
+        for name in HOST_READS:
+            patch.setattr(torch.Tensor, name, forbidden(name))
+        patch.setattr(torch, "nonzero", forbidden("torch.nonzero"))
+        yield
+
+
+def _reference(moe, x):
+    """Token by token through the expert modules: shared experts + gate-weighted chosen experts."""
+    flat = x.reshape(-1, moe.embed_dim)
+    _, weights, ids = moe.route(flat)
+    rows = []
+    for token, token_weights, token_ids in zip(flat, weights, ids):
+        row = sum(shared(token[None]) for shared in moe.shared_experts)
+        for w, e in zip(token_weights.tolist(), token_ids.tolist()):
+            row = row + w * moe.experts[e](token[None])
+        rows.append(row)
+    return torch.cat(rows).reshape(x.shape)
+
+
+@pytest.mark.parametrize("expert_type", sorted(moe_module.EXPERT_TYPES))
+@pytest.mark.parametrize("top_k", [1, 2])
+@pytest.mark.parametrize("num_tokens", [1, 8, 40, 100])  # 100: above SYNC_FREE_TOKENS
+def test_eval_forward_reads_nothing_on_the_host(monkeypatch, expert_type, top_k, num_tokens):
+    """MCTS-sized calls (dense path) and larger no-grad batches (grouped matmuls) never read a tensor's value."""
+    moe = MoEFeedForward(16, num_experts=4, top_k=top_k, num_shared_experts=1, expert_type=expert_type).eval()
+    x = torch.randn(num_tokens, 16) * 3
+    with torch.no_grad(), forbid_host_reads(monkeypatch):
+        out, logits = moe(x)
+    with torch.no_grad():
+        torch.testing.assert_close(out, _reference(moe, x), rtol=1e-5, atol=1e-5)
+    assert logits.shape == (num_tokens, 4)
+
+
+@pytest.mark.parametrize("expert_type", sorted(moe_module.EXPERT_TYPES))
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_train_forward_and_backward_read_nothing_on_the_host(monkeypatch, expert_type, top_k):
+    """The learn step's path (grouped matmuls with on-device offsets) gives the module calls' output and gradients."""
+    moe = MoEFeedForward(16, num_experts=4, top_k=top_k, num_shared_experts=1, expert_type=expert_type).train()
+    x = torch.randn(3, 30, 16)
+    with forbid_host_reads(monkeypatch):
+        out, _ = moe(x)
+        out.pow(2).sum().backward()
+    grads = {name: p.grad.clone() for name, p in moe.named_parameters()}
+    moe.zero_grad(set_to_none=True)
+    monkeypatch.setattr(moe_module, "_grouped_mm", None)  # the expert-module path
+    reference, _ = moe(x)
+    reference.pow(2).sum().backward()
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    for name, p in moe.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_dense_path_sees_weights_changed_in_place_or_replaced():
+    moe = MoEFeedForward(8, num_experts=2, top_k=1, num_shared_experts=1).eval()
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        moe(x)                                                   # builds the stacked-weight cache
+        for expert in moe.experts:
+            expert.w2.weight.mul_(2.0)                           # an optimizer step: in place
+        torch.testing.assert_close(moe(x)[0], _reference(moe, x), rtol=1e-5, atol=1e-6)
+        for expert in moe.experts:
+            replacement = nn.Linear(expert.w1.in_features, expert.w1.out_features, bias=False)
+            expert.w1 = replacement                              # a module swapped in (e.g. a LoRA wrapper)
+        torch.testing.assert_close(moe(x)[0], _reference(moe, x), rtol=1e-5, atol=1e-6)
+    assert "_stacked_cache" not in moe.state_dict()

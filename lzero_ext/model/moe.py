@@ -12,10 +12,21 @@ The FFN sublayer of every transformer block becomes ``num_experts`` routed exper
   "Pitfalls of the authors' code avoided"); for k > 1 the k weights are renormalised to sum to 1;
 * tokens are sorted by expert once, each expert runs on one contiguous slice, and results are
   combined with ``index_add_``;
-* in eval mode without autograd (MCTS collection and evaluation, 1-2 tokens per env per call) a
-  lean top-1 path runs one expert call per token and calls the experts' weights through
-  ``F.linear`` directly, skipping the sort/scatter and nn.Module dispatch that dominate at that
-  size (see :func:`_inference_weight`).
+* in eval mode without autograd and for at most ``SYNC_FREE_TOKENS`` tokens (MCTS collection and
+  evaluation: 1-2 tokens per env per call) every routed expert runs on every token as three batched
+  matmuls over the experts' stacked weights, and the routing weights (zero for experts a token did not
+  choose) combine them. Nothing in it reads a tensor on the host (no ``.tolist()``, ``.item()``, or
+  data-dependent shapes), so a GPU search loop never waits for the device here and ``torch.compile``
+  traces it without a graph break. The stacked weights are cached and rebuilt when a weight changes
+  (its version counter or identity; see :meth:`MoEFeedForward._stacked_weights`). On the CPU, where a
+  host read is no device sync, a layer too large for that (``CPU_DENSE_MACS``) calls the chosen
+  experts one token at a time instead (up to ``FEW_TOKENS`` tokens).
+
+The sorted dispatch (training, large no-grad batches such as reanalysis) runs each expert role as one
+``F.grouped_mm`` over the sorted tokens, with the per-expert offsets computed on the device: no host
+read either. Where ``grouped_mm`` cannot serve (an expert linear with hooks, such as the dormant-neuron
+probe at the diagnostics cadence; LoRA adapters in training; expert dropout; a device or dtype the kernel
+rejects) it calls each expert module on its slice, which needs the per-expert counts on the host.
 
 The layer returns its router logits and holds no loss weights: the world model collects the
 logits of every MoE layer and adds ``load_balancing_loss`` / ``router_z_loss`` itself (pitfall 2:
@@ -25,14 +36,20 @@ Expert linears are plain ``nn.Linear`` modules named ``w1``/``w2``/``w3`` (SwiGL
 ``fc1``/``fc2`` (GELU) so a LoRA pass can wrap them by name; the router is named ``gate`` and the
 always-on experts live in ``shared_experts`` so the same pass can exclude them.
 """
-from typing import Dict, FrozenSet, Optional, Sequence, Tuple, Union
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 EXPERT_TYPES: FrozenSet[str] = frozenset({"swiglu", "gelu"})
-# Top-1 eval/no-grad calls with at most this many tokens take the lean path (MCTS: 1-2 per env).
+# Eval/no-grad calls with at most this many tokens take the sync-free dense path (MCTS: 1-2 tokens per env).
+SYNC_FREE_TOKENS = 64
+# On the CPU, where reading a tensor is no device sync, the dense path runs while it costs at most this many
+# multiply-adds (E * N * per-token expert cost: ~0.1-0.5 ms of one core); larger layers keep sparse expert calls.
+CPU_DENSE_MACS = 2 ** 22
+# Top-1 eval/no-grad calls on the CPU with at most this many tokens, too large for the dense path, call the
+# chosen experts one token at a time.
 FEW_TOKENS = 8
 
 
@@ -101,15 +118,19 @@ def _inference_weight(linear: nn.Module) -> Optional[Tensor]:
     """The weight ``W`` with ``F.linear(x, W, linear.bias) == linear(x)`` in eval mode, or None when the
     module must be called: a hooked linear (the dormant-neuron probe) or a subclass without an
     ``inference_weight()`` answer (e.g. a LoRA layer in train mode)."""
-    if not _has_no_hooks(linear):
+    if linear._forward_hooks or linear._forward_pre_hooks:
         return None
     if type(linear) is nn.Linear:
-        return linear.weight
+        return linear._parameters["weight"]
     inference_weight = getattr(linear, "inference_weight", None)  # e.g. StagedLoRALinear (lzero_ext.dps)
     return inference_weight() if callable(inference_weight) else None
 
 
 _EXPERT_CLASSES = {"swiglu": SwiGLUExpert, "gelu": GELUExpert}
+_EXPERT_ROLES = {"swiglu": ("w1", "w3", "w2"), "gelu": ("fc1", "fc2")}  # the linears of each expert type
+_grouped_mm = getattr(F, "grouped_mm", None)  # torch >= 2.9: one matmul over jagged per-expert slices
+# (device type, dtype, D, H) whose grouped_mm call raised (e.g. a GPU kernel that takes bf16 only): module calls there
+_GROUPED_MM_UNSUPPORTED: set = set()
 
 
 def make_expert(expert_type: str, embed_dim: int, *, hidden_dim: Optional[int] = None,
@@ -191,7 +212,12 @@ class MoEFeedForward(nn.Module):
         """``x (..., D)`` -> ``(output (..., D), router_logits (N_tokens, E))``; output includes shared experts."""
         flat = x.reshape(-1, self.embed_dim)                             # (N, D)
         router_logits, weights, expert_ids = self.route(flat)            # (N, E), (N, k), (N, k)
-        if self.top_k == 1 and 0 < flat.shape[0] <= FEW_TOKENS and not (self.training or torch.is_grad_enabled()):
+        num_tokens = flat.shape[0]
+        inference = num_tokens > 0 and not (self.training or torch.is_grad_enabled())
+        stacked = self._stacked_weights() if inference and self._dense_fits(flat) else None
+        if stacked is not None:
+            output = self._dense_inference(flat, weights, expert_ids, stacked)
+        elif inference and self.top_k == 1 and num_tokens <= FEW_TOKENS and flat.device.type == "cpu":
             output = self._few_tokens_inference(flat, weights, expert_ids)
         else:
             output = self._sorted_dispatch(flat, weights, expert_ids)
@@ -214,25 +240,146 @@ class MoEFeedForward(nn.Module):
         token_ids = order // self.top_k                                  # (N*k,) token of each sorted assignment
         sorted_weights = weights.reshape(-1)[order].unsqueeze(-1)        # (N*k, 1)
         sorted_tokens = flat.index_select(0, token_ids)                  # (N*k, D)
+        routed = self._grouped_experts(sorted_tokens, flat_expert_ids, order)
+        if routed is None:
+            routed = self._expert_slices(sorted_tokens, flat_expert_ids)
+        routed = routed * sorted_weights.to(routed.dtype)                # (N*k, D), gate-weighted
+        output = self._shared_output(flat, inference=False)              # (N, D)
+        output.index_add_(0, token_ids, routed.to(output.dtype))         # (N, D), adds the k experts of each token
+        return output
+
+    def _grouped_experts(self, sorted_tokens: Tensor, flat_expert_ids: Tensor, order: Tensor) -> Optional[Tensor]:
+        """Every expert on its slice of the expert-sorted tokens ``(N*k, D)`` as ``F.grouped_mm`` calls whose
+        offsets stay on the device, ``(N*k, D)``; None when an expert must be called as a module (see the
+        module docstring) or the kernel rejects this device and dtype."""
+        tokens = sorted_tokens
+        device_type = tokens.device.type
+        if torch.is_autocast_enabled(device_type):  # as F.linear would compute under autocast
+            tokens = tokens.to(torch.get_autocast_dtype(device_type))
+        hidden_dim = self.experts[0]._modules[_EXPERT_ROLES[self.expert_type][0]].out_features
+        key = (device_type, tokens.dtype, self.embed_dim, hidden_dim)
+        if _grouped_mm is None or key in _GROUPED_MM_UNSUPPORTED or (self.training and self._has_dropout()):
+            return None
+        if (self.embed_dim * tokens.element_size()) % 16 or (hidden_dim * tokens.element_size()) % 16:
+            return None  # the kernel wants 16-byte aligned rows
+        weights: List[Tensor] = []
+        for expert in self.experts._modules.values():
+            if expert._forward_hooks or expert._forward_pre_hooks:
+                return None
+            for name in _EXPERT_ROLES[self.expert_type]:
+                weight = _inference_weight(expert._modules[name])
+                if weight is None:
+                    return None
+                weights.append(weight)
+        roles = len(_EXPERT_ROLES[self.expert_type])
+        stacked = [torch.stack(weights[role::roles]).transpose(1, 2) for role in range(roles)]  # (E, in, out) each
+        stacked = [w.to(tokens.dtype) for w in stacked]
+        offsets = torch.bincount(flat_expert_ids, minlength=self.num_experts).cumsum(0).to(torch.int32)  # (E,)
+        try:
+            with torch.autocast(device_type, enabled=False):
+                if self.expert_type == "swiglu":
+                    w1, w3, w2 = stacked                                 # (E, D, H), (E, D, H), (E, H, D)
+                    hidden = F.silu(_grouped_mm(tokens, w1, offs=offsets)) * _grouped_mm(tokens, w3, offs=offsets)
+                    return _grouped_mm(hidden, w2, offs=offsets)         # (N*k, D)
+                w1, w2 = stacked                                         # (E, D, H), (E, H, D)
+                sorted_ids = flat_expert_ids[order]                      # (N*k,) expert of each sorted row
+                b1 = torch.stack([e.fc1.bias for e in self.experts]).to(tokens.dtype)  # (E, H)
+                b2 = torch.stack([e.fc2.bias for e in self.experts]).to(tokens.dtype)  # (E, D)
+                hidden = F.gelu(_grouped_mm(tokens, w1, offs=offsets) + b1.index_select(0, sorted_ids))  # (N*k, H)
+                return _grouped_mm(hidden, w2, offs=offsets) + b2.index_select(0, sorted_ids)            # (N*k, D)
+        except RuntimeError:  # a device / dtype / size the grouped kernel does not take: module calls from now on
+            _GROUPED_MM_UNSUPPORTED.add(key)
+            return None
+
+    def _has_dropout(self) -> bool:
+        return any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.experts.modules())
+
+    def _expert_slices(self, sorted_tokens: Tensor, flat_expert_ids: Tensor) -> Tensor:
+        """Each expert module on its contiguous slice of the sorted tokens, ``(N*k, D)``. Reads the per-expert
+        counts on the host (``torch.split`` sizes)."""
         counts = torch.bincount(flat_expert_ids, minlength=self.num_experts).tolist()  # E ints, sum N*k
 
         # torch.split (not slicing) so that backward concatenates the slice grads once instead of
         # scattering each into an (N*k, D) zero tensor.
         expert_outputs = [expert(tokens)                                 # (count_e, D)
                           for expert, tokens in zip(self.experts, sorted_tokens.split(counts)) if tokens.shape[0]]
-        if expert_outputs:
-            routed = torch.cat(expert_outputs, dim=0)                    # (N*k, D), still sorted by expert
-            routed = routed * sorted_weights.to(routed.dtype)            # (N*k, D), gate-weighted
+        if not expert_outputs:
+            return sorted_tokens                                         # (0, D): no tokens at all
+        return torch.cat(expert_outputs, dim=0)                          # (N*k, D), still sorted by expert
+
+    def _dense_fits(self, flat: Tensor) -> bool:
+        """Whether the sync-free dense path serves these ``(N, D)`` tokens: at most ``SYNC_FREE_TOKENS``, and on the
+        CPU at most ``CPU_DENSE_MACS`` multiply-adds for all experts."""
+        if flat.shape[0] > SYNC_FREE_TOKENS:
+            return False
+        if flat.device.type != "cpu":
+            return True
+        first = self.experts[0]
+        hidden = first.w1.out_features if isinstance(first, SwiGLUExpert) else first.fc1.out_features
+        per_token = (3 if isinstance(first, SwiGLUExpert) else 2) * self.embed_dim * hidden
+        return flat.shape[0] * self.num_experts * per_token <= CPU_DENSE_MACS
+
+    def _stacked_weights(self) -> Optional[List[Tensor]]:
+        """The dense path's stacked expert weights (see :meth:`_stack`), or None when an expert must be called
+        as a module (hooks, or a linear without an inference weight). Cached; rebuilt when a weight is
+        replaced or modified in place (its identity or version counter changes). Runs once per MCTS model
+        call, so it reads module dicts directly."""
+        sources: List[Tensor] = []
+        roles = _EXPERT_ROLES[self.expert_type]
+        for expert in self.experts._modules.values():
+            if expert._forward_hooks or expert._forward_pre_hooks:
+                return None
+            linears = expert._modules
+            for name in roles:
+                weight = _inference_weight(linears[name])
+                if weight is None:
+                    return None
+                sources.append(weight)
+            if self.expert_type == "gelu":
+                sources.extend((linears["fc1"].bias, linears["fc2"].bias))
+        if torch.compiler.is_compiling():  # traced: the stack is part of the graph
+            return self._stack(sources)
+        versions = [w._version for w in sources]
+        cache = self.__dict__.get("_stacked_cache")
+        if cache is None or cache[1] != versions or any(a is not b for a, b in zip(cache[0], sources)):
+            cache = (sources, versions, self._stack(sources))
+            self.__dict__["_stacked_cache"] = cache  # a plain attribute: not a parameter, buffer or state
+        return cache[2]
+
+    def _stack(self, sources: List[Tensor]) -> List[Tensor]:
+        """Per-expert weights and biases (in expert order) -> the dense path's stacked operands: SwiGLU
+        ``[w1|w3 (E, D, 2H), w2 (E, H, D)]``, GELU ``[fc1 (E, D, H), fc2 (E, H, D), b1 (E, 1, H), b2 (E, 1, D)]``."""
+        roles = len(sources) // self.num_experts
+        with torch.no_grad():
+            per_role = [torch.stack(sources[role::roles]) for role in range(roles)]  # (E, out, in) / (E, out)
+            if self.expert_type == "swiglu":
+                w1, w3, w2 = per_role
+                return [torch.cat([w1, w3], dim=1).transpose(1, 2).contiguous(), w2.transpose(1, 2).contiguous()]
+            w1, w2, b1, b2 = per_role
+            return [w1.transpose(1, 2).contiguous(), w2.transpose(1, 2).contiguous(), b1.unsqueeze(1), b2.unsqueeze(1)]
+
+    def _dense_inference(self, flat: Tensor, weights: Tensor, expert_ids: Tensor, stacked: List[Tensor]) -> Tensor:
+        """Eval / no-grad path without host reads: every expert on all N tokens (batched matmuls over the
+        stacked weights), then each token's k chosen outputs, gate-weighted; the same result as ``_sorted_dispatch``."""
+        num_experts, num_tokens = self.num_experts, flat.shape[0]
+        tokens = flat.unsqueeze(0).expand(num_experts, num_tokens, self.embed_dim)  # (E, N, D), a view
+        if self.expert_type == "swiglu":
+            w13, w2 = stacked                                            # (E, D, 2H), (E, H, D)
+            gate, value = torch.bmm(tokens, w13).chunk(2, dim=-1)  # (E, N, H) each
+            routed = torch.bmm(F.silu(gate) * value, w2)  # (E, N, D)
         else:
-            routed = sorted_tokens                                       # (0, D): no tokens at all
-        output = self._shared_output(flat, inference=False)              # (N, D)
-        output.index_add_(0, token_ids, routed.to(output.dtype))         # (N, D), adds the k experts of each token
-        return output
+            w1, w2, b1, b2 = stacked                                     # (E, D, H), (E, H, D), (E, 1, H), (E, 1, D)
+            hidden = F.gelu(torch.baddbmm(b1, tokens, w1))  # (E, N, H)
+            routed = torch.baddbmm(b2, hidden, w2)       # (E, N, D)
+        chosen = torch.take_along_dim(routed.transpose(0, 1), expert_ids.unsqueeze(-1), dim=1)  # (N, k, D)
+        routed = (chosen * weights.unsqueeze(-1).to(chosen.dtype)).sum(dim=1)  # (N, D)
+        return self._shared_output(flat, inference=True) + routed
+
 
     def _few_tokens_inference(self, flat: Tensor, weights: Tensor, expert_ids: Tensor) -> Tensor:
-        """Top-1 eval / no-grad path for at most ``FEW_TOKENS`` tokens: the same result as
-        ``_sorted_dispatch`` with a third of the ops: one expert call per token, or a single call
-        when all tokens chose the same expert (no sort, gather or scatter)."""
+        """CPU top-1 eval / no-grad path for at most ``FEW_TOKENS`` tokens of a layer too large for the dense
+        path: one expert call per token, or one call when all tokens chose the same expert. It reads the expert
+        ids on the host, which on the CPU is a memory read, not a device sync."""
         ids = expert_ids.reshape(-1).tolist()                            # N expert ids
         if ids.count(ids[0]) == len(ids):
             routed = self.experts[ids[0]].inference_forward(flat)        # (N, D)
