@@ -1,6 +1,7 @@
 """Evaluate and watch a trained run: its own config, its latest (or a named) checkpoint, MCTS.
 
     python -m lzero_ext.evaluate --exp-name DIR [--checkpoint PATH] [--episodes N] [--games G ...] [--video DIR]
+                                 [--device cuda|cpu|cuda:N]   (default: cuda when available, else cpu)
 
 Loads ``<DIR>/total_config.py`` (every task's compiled config, written by the trainer) and the
 checkpoint (default: the latest of ``<DIR>/ckpt/rank0``; a LoRA fine-tuned run's adapters are
@@ -102,8 +103,26 @@ def _architecture_mismatch(model_state: Dict[str, Any], saved: Dict[str, Any]) -
     return "; ".join(parts)
 
 
-def load_run_policy(exp_dir: str, checkpoint: Optional[str] = None) -> LoadedRun:
-    """Builds the run's policy from its saved config (on the CPU) and loads ``checkpoint`` (default: the latest)."""
+def resolve_device(device: Optional[str] = None) -> str:
+    """``device`` checked (``cpu``, ``cuda`` or ``cuda:N``), or the default: ``cuda`` when available, else ``cpu``."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise EvaluateError(f"--device {device}: not a device (cpu, cuda or cuda:N)") from None
+    if kind not in ("cpu", "cuda"):
+        raise EvaluateError(f"--device {device}: evaluation runs on cpu or cuda")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise EvaluateError(f"--device {device}: no CUDA device is visible; use --device cpu")
+    return device
+
+
+def load_run_policy(exp_dir: str, checkpoint: Optional[str] = None, *, device: Optional[str] = None) -> LoadedRun:
+    """Builds the run's policy from its saved config on ``device`` (default: :func:`resolve_device`) and loads
+    ``checkpoint`` (default: the latest)."""
     import torch
     from ding.policy import create_policy
 
@@ -111,10 +130,11 @@ def load_run_policy(exp_dir: str, checkpoint: Optional[str] = None) -> LoadedRun
     from lzero_ext.entry.finetune import prepare_model_like_run
     from lzero_ext.model.text_encoder import frozen_pretrained_state_keys
 
+    device = resolve_device(device)
     cfgs = load_task_configs(exp_dir)
     for cfg in cfgs:
-        cfg.policy.update(cuda=False, device="cpu")
-        cfg.policy.model.world_model_cfg.device = "cpu"
+        cfg.policy.update(cuda=device.startswith("cuda"), device=device)
+        cfg.policy.model.world_model_cfg.device = device
     path = checkpoint or str(Path(exp_dir) / "ckpt" / "rank0")
     if checkpoint is not None and not Path(checkpoint).exists():
         raise EvaluateError(f"--checkpoint {checkpoint}: no such file or directory")
@@ -221,15 +241,17 @@ def print_table(results: Sequence[TaskEval], *, file: Any = None) -> str:
 
 
 def evaluate_run(exp_dir: str, *, checkpoint: Optional[str] = None, episodes: int = 1,
-                 games: Optional[Sequence[str]] = None, video_dir: Optional[str] = None) -> List[TaskEval]:
-    """Loads the run and evaluates the chosen tasks (default: all it trained)."""
+                 games: Optional[Sequence[str]] = None, video_dir: Optional[str] = None,
+                 device: Optional[str] = None) -> List[TaskEval]:
+    """Loads the run on ``device`` (default: cuda when available) and evaluates the chosen tasks (default: all)."""
     if episodes < 1:
         raise EvaluateError(f"--episodes must be >= 1, got {episodes}")
+    device = resolve_device(device)
     load_task_configs(exp_dir)  # a run's directory, before anything is created in it
     check_output_dir(Path(exp_dir) / "evaluate", flag="the evaluation log directory")  # before any work is done
     if video_dir is not None:
         check_output_dir(video_dir, flag="--video")
-    run = load_run_policy(exp_dir, checkpoint)
+    run = load_run_policy(exp_dir, checkpoint, device=device)
     task_ids = [run.task_id(g) for g in games] if games else list(range(len(run.task_names)))
     return [evaluate_task(run, t, episodes=episodes, video_dir=video_dir) for t in task_ids]
 
@@ -243,6 +265,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[TaskEval]:
     parser.add_argument("--games", nargs="+", help="tasks to evaluate (default: every task the run trained)")
     parser.add_argument("--video", metavar="DIR", help="write one GIF per task (Jericho: a transcript) into DIR")
     parser.add_argument("--verbose", action="store_true", help="show lightzero / ding output and warnings too")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
     args = parser.parse_args(argv)
     if not args.exp_name.strip():
         parser.error("--exp-name is empty: give the run's experiment directory")
@@ -252,7 +275,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[TaskEval]:
     with run_console(verbose=args.verbose), RunSignals():  # SIGINT / SIGTERM / SIGHUP: one line, 130 / 143 / 129
         try:
             results = evaluate_run(args.exp_name, checkpoint=args.checkpoint, episodes=args.episodes, games=args.games,
-                                   video_dir=args.video)
+                                   video_dir=args.video, device=args.device)
         except (EvaluateError, CheckpointError, OutputDirError) as error:
             raise SystemExit(f"error: {error}") from None
         except OSError as error:
