@@ -189,6 +189,7 @@ def evaluate_task(run: LoadedRun, task_id: int, *, episodes: int, video_dir: Opt
     from torch.utils.tensorboard import SummaryWriter
 
     from lzero_ext.entry.task_runtime import rank_local
+    from lzero_ext.envs.finite_env import FiniteEnvManager
     from lzero_ext.entry.watch import EpisodeRecorder, VideoUnavailable
 
     cfg, name = run.cfgs[task_id], run.task_names[task_id]
@@ -197,7 +198,7 @@ def evaluate_task(run: LoadedRun, task_id: int, *, episodes: int, video_dir: Opt
     recorder = EpisodeRecorder(name, record=video_dir is not None)
     factories = [partial(recorder.wrap, partial(env_fn, cfg=c), film=i == 0) for i, c in enumerate(evaluator_env_cfg)]
     manager_cfg = EasyDict(dict(cfg.env.manager, type="base"))  # in process: the recorder sees every step
-    env = create_env_manager(manager_cfg, factories)
+    env = FiniteEnvManager(create_env_manager(manager_cfg, factories), task_id=task_id, task_name=name)
     env.seed(cfg.seed, dynamic_seed=False)
     out_dir = os.path.join(run.exp_dir, "evaluate")
     writer = SummaryWriter(os.path.join(out_dir, "log", name))

@@ -191,3 +191,39 @@ def test_an_allowed_unknown_jericho_game_shows_its_warning_on_the_quiet_console(
     assert configs[0][0].env.allow_unknown_game is True  # the env workers accept it too
     with pytest.raises(UnknownGameError, match="not a game Jericho knows"):  # the env itself refuses it by default
         JerichoMultiTaskEnv(dict(game="detective", game_dir=str(games), max_seq_len=32))
+
+
+def _broken_env_class(what: str):
+    from ding.envs import BaseEnvTimestep
+    from ding.utils import ENV_REGISTRY
+
+    from lzero_ext.envs.classic_control_env import ClassicControlEnv
+
+    name = f"nan_{what}_test_env"
+    if name not in ENV_REGISTRY:
+        class Broken(ClassicControlEnv):
+            def step(self, action):
+                timestep = super().step(action)
+                if self._timestep == 5:
+                    obs = dict(timestep.obs)
+                    if what == "observation":
+                        obs["observation"] = np.full_like(obs["observation"], np.nan)
+                    reward = np.array(np.inf if what == "reward" else timestep.reward, dtype=np.float32)
+                    timestep = BaseEnvTimestep(obs, reward, timestep.done, timestep.info)
+                return timestep
+        ENV_REGISTRY.register(name)(Broken)
+    return name
+
+
+@pytest.mark.parametrize("what", ["observation", "reward"])
+def test_non_finite_env_output_is_caught_at_the_env_naming_task_and_step(tmp_path, monkeypatch, what):
+    monkeypatch.chdir(tmp_path)
+    exp = tmp_path / "exp"
+    configs = build_configs(["CartPole"], exp_name=str(exp), seed=0)
+    for _, create in configs:
+        create.env.type, create.env.import_names = _broken_env_class(what), []
+    with pytest.raises(ValueError) as error:
+        train_scalezero(configs, seed=0, max_env_step=10_000, max_train_iter=6, exp_name=str(exp), checkpoint_freq=2,
+                        progress=False, initial_eval=False)
+    message = str(error.value)
+    assert f"non-finite {what} for task 0 (CartPole-v1), env 0, at its step 5" in message and "\n" not in message

@@ -23,6 +23,7 @@ from lzero.worker import muzero_evaluator, muzero_segment_collector
 from torch.utils.tensorboard import SummaryWriter
 
 from lzero_ext.collector import MaskAwareSegmentCollector
+from lzero_ext.envs.finite_env import FiniteEnvManager
 from lzero_ext.summary import TaskRecord
 
 BUFFER_CLASSES = {"scalezero": UniZeroGameBuffer, "sampled_scalezero": SampledUniZeroGameBuffer}
@@ -70,8 +71,11 @@ class TaskRuntime:
     @classmethod
     def build(cls, task_id: int, name: str, cfg: EasyDict, policy: Any, log_dir: str, score_kind: str = "raw") -> "TaskRuntime":
         env_fn, collector_env_cfg, evaluator_env_cfg = get_vec_env_setting(cfg.env)
-        collector_env = create_env_manager(cfg.env.manager, [partial(env_fn, cfg=c) for c in collector_env_cfg])
-        evaluator_env = create_env_manager(cfg.env.manager, [partial(env_fn, cfg=c) for c in evaluator_env_cfg])
+        # NaN / inf observations and rewards stop at the env boundary, naming the task and the step
+        collector_env, evaluator_env = (
+            FiniteEnvManager(create_env_manager(cfg.env.manager, [partial(env_fn, cfg=c) for c in env_cfgs]),
+                             task_id=task_id, task_name=name)
+            for env_cfgs in (collector_env_cfg, evaluator_env_cfg))
         collector_env.seed(cfg.seed)
         evaluator_env.seed(cfg.seed, dynamic_seed=False)
         writer = SummaryWriter(os.path.join(log_dir, "tasks", name))
