@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from lzero.mcts.ctree.ctree_muzero import mz_tree
 from lzero.mcts.ctree.ctree_sampled_muzero import smz_tree
-from lzero.policy import InverseScalarTransform
 
 from lzero_ext.model.cached_inference import InferenceCache, recurrent_inference
 
@@ -56,7 +55,8 @@ class BatchedSearch:
                    num_of_sampled_actions=cfg.model.get('num_of_sampled_actions', 0) if continuous else 0)
 
     def __post_init__(self) -> None:
-        self._inverse = InverseScalarTransform(self.support_scale, self.device, self.categorical_distribution)
+        self._support = torch.arange(-self.support_scale, self.support_scale + 1, dtype=torch.float32,
+                                     device=self.device)                                # (S,)
         self._tree = smz_tree if self.continuous else mz_tree
 
     def roots(self, legal_actions: List[List[int]]) -> Any:
@@ -66,8 +66,12 @@ class BatchedSearch:
                                   self.num_of_sampled_actions, True)
         return mz_tree.Roots(len(legal_actions), legal_actions)
 
-    def _to_host(self, logits: torch.Tensor) -> List[float]:
-        return self._inverse(logits).reshape(-1).detach().cpu().numpy().tolist()
+    def scalars(self, logits: torch.Tensor, epsilon: float = 0.001) -> torch.Tensor:
+        """lightzero's ``InverseScalarTransform`` of ``(N, S)`` support logits -> ``(N,)`` values, without its
+        "already a softmax?" check (a host sync; these are always logits)."""
+        value = logits.softmax(dim=-1) @ self._support if self.categorical_distribution else logits[:, 0]
+        tmp = (torch.sqrt(1 + 4 * epsilon * (value.abs() + 1 + epsilon)) - 1) / (2 * epsilon)
+        return torch.sign(value) * (tmp * tmp - 1)
 
     @torch.no_grad()
     def run(self, roots: Any, world_model: torch.nn.Module, cache: InferenceCache, slots: np.ndarray,
@@ -92,6 +96,8 @@ class BatchedSearch:
             out = recurrent_inference(world_model, store, parents, (simulation + 1) * batch + rows,
                                       actions.to(store.device), task_ids)
             policy = out.policy_logits[:, :width] if self.continuous else out.policy_logits
-            self._tree.batch_backpropagate(simulation + 1, self.discount_factor, self._to_host(out.reward),
-                                           self._to_host(out.value), policy.detach().cpu().numpy().tolist(),
-                                           stats, results, virtual_to_play)
+            # the one host transfer of a simulation: what the C++ tree needs, in one tensor
+            scalars = self.scalars(torch.cat([out.reward, out.value]))                  # (2B,)
+            host = torch.cat([scalars.view(2, batch).T, policy], dim=1).cpu().numpy()   # (B, 2 + A)
+            self._tree.batch_backpropagate(simulation + 1, self.discount_factor, host[:, 0].tolist(),
+                                           host[:, 1].tolist(), host[:, 2:].tolist(), stats, results, virtual_to_play)

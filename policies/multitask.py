@@ -17,6 +17,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from ding.policy import Policy
 from ding.utils import deep_merge_dicts
@@ -28,9 +29,12 @@ from lzero_ext.diagnostics import (DEFAULT_PREFIX, KEY_LATENT_NORM, DormantNeuro
                                    expert_usage_metrics, gradient_conflict, shared_backbone_parameters)
 from lzero_ext.distributed import average_gradients, get_world_size
 from lzero_ext.divergence import check_finite_gradient, check_finite_losses, check_finite_targets
+from lzero_ext.model.cached_inference import InferenceCache
 from lzero_ext.model.task_routing import cat_rows
+from lzero_ext.search import BatchedSearch
 from lzero_ext.model.text_encoder import frozen_pretrained_state_keys
 from lzero_ext.dps import LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage
+from policies.batched_act import act
 from policies.lockstep import LockstepInference, Request, combine_requests, forward_groups, split_output, task_rows_of
 from policies.world_model_batch import build_world_model_batch
 
@@ -151,6 +155,11 @@ class MultiTaskPolicyMixin:
         most steps): one initial inference and one MCTS search over every task's roots, in row mode."""
         with self._policy_lock:
             states = {t: self._task_state(t, mode) for t in requests}
+            if not self._continuous_actions:  # one batched-cache step serves every task, whatever its context
+                outputs = self._act_batched(mode, sorted(requests), requests, states)
+                for task_id in requests:
+                    self._after_inference_step(task_id, mode, lockstep=True)
+                return outputs
             dims = self._model.world_model._action_dims
             outputs = {}
             for tasks in forward_groups(requests, states, dims, self._continuous_actions):
@@ -158,6 +167,59 @@ class MultiTaskPolicyMixin:
                 for task_id in tasks:
                     self._after_inference_step(task_id, mode, lockstep=True)
             return outputs
+
+    def _inference_cache(self, mode: str) -> InferenceCache:
+        """The batched KV cache of ``mode``'s lockstep steps: one slot per (task, env) of this policy's tasks."""
+        caches = self.__dict__.setdefault("_inference_caches", {})
+        if mode not in caches:
+            key = "collector_env_num" if mode == "collect" else "evaluator_env_num"
+            env_counts = {t: int(cfg[key]) for t, cfg in getattr(self, "_task_cfgs", {0: self._cfg}).items()}
+            caches[mode] = InferenceCache(self._model.world_model, env_counts, num_simulations=self._cfg.num_simulations)
+        return caches[mode]
+
+    def _act_batched(self, mode: str, tasks: List[int], requests: Dict[int, Request],
+                     states: Dict[int, Dict[str, Any]]) -> Dict[int, Dict[int, Any]]:
+        """Every requesting task's step through :func:`policies.batched_act.act`; each task's per-env last
+        observations and actions are updated for its ready envs only."""
+        names = ("data", "action_mask", "temperature", "to_play", "epsilon") if mode == "collect" \
+            else ("data", "action_mask", "to_play")  # lightzero's _forward_collect / _forward_eval arguments
+        calls = {t: dict(zip(names, requests[t][0]), **requests[t][1]) for t in tasks}
+        env_ids = {t: [int(i) for i in (range(calls[t]["data"].shape[0]) if calls[t].get("ready_env_id") is None
+                                         else calls[t]["ready_env_id"])] for t in tasks}
+        first = np.concatenate([[max(states[t]["last_batch_action"]) == -1] * len(env_ids[t]) for t in tasks])
+        last_actions = torch.as_tensor([int(states[t]["last_batch_action"][e]) for t in tasks for e in env_ids[t]])
+        timesteps = [s for t in tasks for s in calls[t].get("timestep", [-1] * len(env_ids[t]))]
+        first_call = calls[tasks[0]]
+        with autocast(self._cfg.amp, self._cfg.device, self._model):
+            outputs = act(
+                self._model.world_model, BatchedSearch.from_policy_config(self._cfg), self._inference_cache(mode),
+                obs=cat_rows([calls[t]["data"] for t in tasks]),
+                task_ids=[t for t in tasks for _ in env_ids[t]], env_ids=[e for t in tasks for e in env_ids[t]],
+                last_obs=cat_rows([states[t]["last_batch_obs"][env_ids[t]] for t in tasks]),
+                last_actions=last_actions, first_step=first,
+                action_masks=[m for t in tasks for m in calls[t]["action_mask"]], mode=mode,
+                temperature=first_call.get("temperature", 1.0), epsilon=first_call.get("epsilon", 0.0),
+                noise=(self._cfg.root_dirichlet_alpha, self._cfg.root_noise_weight), timesteps=timesteps)
+        result, row = {}, 0
+        for t in tasks:
+            ids, data = env_ids[t], calls[t]["data"]
+            state = states[t]
+            state["last_batch_obs"] = state["last_batch_obs"].clone()
+            state["last_batch_obs"][ids] = data[..., :state["last_batch_obs"].shape[-1]] \
+                if data.dim() == 2 else data
+            actions = list(state["last_batch_action"])
+            for e in ids:
+                actions[e] = outputs[row]["action"]
+                row += 1
+            state["last_batch_action"] = actions
+            result[t] = {e: outputs[row - len(ids) + k] for k, e in enumerate(ids)}
+        return result
+
+    def recompute_pos_emb_diff_and_clear_cache(self) -> None:
+        # lightzero clears its own inference caches after a learn round; the batched caches follow it.
+        super().recompute_pos_emb_diff_and_clear_cache()
+        for cache in self.__dict__.get("_inference_caches", {}).values():
+            cache.invalidate()
 
     def _forward_group(self, mode: str, tasks: List[int], requests: Dict[int, Request],
                        states: Dict[int, Dict[str, Any]]) -> Dict[int, Dict[int, Any]]:
@@ -208,6 +270,9 @@ class MultiTaskPolicyMixin:
         if interval and counts[(task_id, mode)] % interval == 0:
             world_model = self._model.world_model
             world_model.clear_caches() if lockstep else world_model.clear_task_caches()
+            cache = self.__dict__.get("_inference_caches", {}).get(mode)
+            if cache is not None:
+                cache.invalidate(task_id)
 
     @contextmanager
     def task_context(self, task_id: int, mode: str) -> Iterator[None]:

@@ -24,11 +24,12 @@ copied to the host. Sizes are host integers (a child has its parent's tokens plu
 transfers are the outputs the C++ tree needs.
 """
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from lzero_ext.model.kv_store import KVStore
 from lzero_ext.model.task_routing import TaskRows, TaskSwitch, cat_rows
@@ -135,11 +136,27 @@ def _route(switch: TaskSwitch, x: Tensor, rows: TaskRows, fn=lambda module, x: m
 def _head(switch: TaskSwitch, x: Tensor, rows: TaskRows) -> Tensor:
     """A lightzero head (``Head`` or continuous ``PolicyHeadCont``) on one token per row: ``(B, 1, D) -> (B, out)``."""
     def run(head, x_t):
-        out = head.head_module(x_t)
+        out = _sequential(head.head_module, x_t)
         if isinstance(out, dict):  # ReparameterizationHead: lightzero concatenates [mu, sigma]
             out = torch.cat([out['mu'], out['sigma']], dim=-1)
         return out[:, 0]
     return _route(switch, x, rows, run)
+
+
+def _sequential(module: nn.Module, x: Tensor) -> Any:
+    """A head's ``nn.Sequential`` with the fast paths of :func:`_linear` / :func:`_layer_norm`."""
+    if type(module) is not nn.Sequential:
+        return module(x)
+    for layer in module:
+        if type(layer) is nn.Linear:
+            x = F.linear(x, layer.weight, layer.bias)
+        elif type(layer) is nn.LayerNorm:
+            x = _layer_norm(layer, x)
+        elif type(layer) is nn.GELU:
+            x = F.gelu(x, approximate=layer.approximate)
+        else:
+            x = layer(x)
+    return x
 
 
 def encode_observations(world_model: torch.nn.Module, obs: Tensor, rows: TaskRows) -> Tensor:
@@ -166,39 +183,75 @@ def _action_embeddings(world_model: torch.nn.Module, actions: Tensor, rows: Task
     return table(actions.long())[:, None]
 
 
-def _token_pass(world_model: torch.nn.Module, x: Tensor, k_buf: Tensor, v_buf: Tensor, column: int,
-                key_valid: Tensor, rows: TaskRows) -> Tensor:
+def _linear(module: nn.Module, x: Tensor) -> Tensor:
+    """``module(x)``, through ``F.linear`` for a plain ``nn.Linear`` (saves the module-call overhead, which on a
+    CPU is most of the cost of a one-token layer); wrapped linears (DPS adapters) keep their own forward."""
+    if type(module) is nn.Linear:
+        return F.linear(x, module.weight, module.bias)
+    return module(x)
+
+
+def _layer_norm(module: nn.Module, x: Tensor) -> Tensor:
+    if type(module) is nn.LayerNorm:
+        return F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
+    return module(x)
+
+
+def _fused_qkv(attn: nn.Module) -> Optional[Tuple[Tensor, Tensor]]:
+    """One ``(3D, D)`` weight and ``(3D,)`` bias for lightzero's query, key and value linears, rebuilt only when
+    a weight changed (the optimizer bumps the tensors' versions); None when one of them is wrapped (DPS)."""
+    linears = (attn.query, attn.key, attn.value)
+    if any(type(m) is not nn.Linear or m.bias is None for m in linears):
+        return None
+    stamp = tuple((m.weight.data_ptr(), m.weight._version, m.bias._version) for m in linears)
+    cached = attn.__dict__.get('_fused_qkv')
+    if cached is None or cached[0] != stamp:
+        with torch.no_grad():
+            weight = torch.cat([m.weight for m in linears])                            # (3D, D)
+            bias = torch.cat([m.bias for m in linears])                                # (3D,)
+        cached = attn.__dict__['_fused_qkv'] = (stamp, weight, bias)
+    return cached[1], cached[2]
+
+
+def _token_pass(world_model: torch.nn.Module, x: Tensor, kv_buf: Tensor, column: int, key_valid: Tensor,
+                rows: TaskRows) -> Tensor:
     """One token per row through the transformer: its keys and values are written at ``column`` of the
-    ``(L, B, H, W, d)`` buffers and it attends to the columns ``< column + 1`` that ``key_valid`` (B, W) allows.
-    Same arithmetic as lightzero's ``SelfAttention`` with a KV cache. Returns ``(B, 1, D)``."""
+    ``(2, L, B, H, W, d)`` buffer and it attends to the columns ``< column + 1`` that ``key_valid`` (B, W) allows.
+    lightzero's ``SelfAttention`` with a KV cache, in eval mode (dropout is the identity). Returns ``(B, 1, D)``."""
     if world_model.task_embed_option == 'add':
         x = x + world_model.task_embedding(rows.task_ids(x.device))[:, None]
     transformer = world_model.transformer
-    x = transformer.drop(x)
     B, _, D = x.shape
     H = world_model.num_heads
     allowed = key_valid[:, None, None, :column + 1]                                   # (B, 1, 1, column + 1)
     for layer, block in enumerate(transformer.blocks):
         attn = block.attn
-        h = block.ln1(x)
-        q = attn.query(h).view(B, 1, H, D // H).transpose(1, 2)                        # (B, H, 1, d)
-        k_buf[layer, :, :, column] = attn.key(h).view(B, H, D // H)
-        v_buf[layer, :, :, column] = attn.value(h).view(B, H, D // H)
-        k, v = k_buf[layer, :, :, :column + 1], v_buf[layer, :, :, :column + 1]        # (B, H, column + 1, d)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / float(k.size(-1)) ** 0.5)            # (B, H, 1, column + 1)
-        att = att.masked_fill(~allowed, float('-inf')).softmax(dim=-1)
-        y = (att @ v).transpose(1, 2).reshape(B, 1, D)                                 # (B, 1, D)
-        x = x + attn.resid_drop(attn.proj(y))
-        x = x + block._feed_forward(block.ln2(x))
-    return transformer.ln_f(x)
+        h = _layer_norm(block.ln1, x)                                                 # (B, 1, D)
+        fused = _fused_qkv(attn)
+        if fused is not None:
+            q, k, v = F.linear(h, *fused).view(B, 3, H, D // H).unbind(1)             # 3 x (B, H, d)
+        else:
+            q, k, v = (_linear(m, h).view(B, H, D // H) for m in (attn.query, attn.key, attn.value))
+        kv_buf[0, layer, :, :, column] = k
+        kv_buf[1, layer, :, :, column] = v
+        keys, values = kv_buf[0, layer, :, :, :column + 1], kv_buf[1, layer, :, :, :column + 1]  # (B, H, c + 1, d)
+        y = F.scaled_dot_product_attention(q[:, :, None], keys, values, attn_mask=allowed)  # (B, H, 1, d)
+        x = x + _linear(attn.proj, y.reshape(B, 1, D))
+        x = x + block._feed_forward(_layer_norm(block.ln2, x))
+    return _layer_norm(transformer.ln_f, x)
 
 
-def _position_correction(world_model: torch.nn.Module) -> Tuple[Tensor, Tensor]:
-    """lightzero's precomputed key/value shift of a trimmed context, stacked over layers: ``(L, H, C - 3, d)``."""
-    C = world_model.context_length
-    dk = torch.stack([world_model.pos_emb_diff_k[layer][(2, C - 1)][0] for layer in range(world_model.config.num_layers)])
-    dv = torch.stack([world_model.pos_emb_diff_v[layer][(2, C - 1)][0] for layer in range(world_model.config.num_layers)])
-    return dk, dv
+def _position_correction(world_model: torch.nn.Module) -> Tensor:
+    """lightzero's precomputed key/value shift of a trimmed context as one ``(2, L, H, C - 3, d)`` tensor (rebuilt
+    when lightzero recomputes its ``pos_emb_diff_k`` / ``pos_emb_diff_v`` after a learn round)."""
+    source = (world_model.pos_emb_diff_k, world_model.pos_emb_diff_v)
+    cached = world_model.__dict__.get('_kv_position_correction')
+    if cached is None or cached[0][0] is not source[0] or cached[0][1] is not source[1]:
+        key = (2, world_model.context_length - 1)
+        layers = range(world_model.config.num_layers)
+        correction = torch.stack([torch.stack([diffs[layer][key][0] for layer in layers]) for diffs in source])
+        cached = world_model.__dict__['_kv_position_correction'] = (source, correction)
+    return cached[1]
 
 
 def _window(size_before: np.ndarray, own_start: np.ndarray, context_length: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -221,11 +274,10 @@ def _fill_missing_roots(world_model: torch.nn.Module, cache: InferenceCache, slo
     latent = encode_observations(world_model, last_obs, rows)                         # (n, 1, D)
     n, L = latent.shape[0], world_model.config.num_layers
     H, C = world_model.num_heads, world_model.context_length
-    k_buf = latent.new_zeros(L, n, H, 1, world_model.embed_dim // H)
-    v_buf = torch.zeros_like(k_buf)
+    kv_buf = latent.new_zeros(2, L, n, H, 1, world_model.embed_dim // H)
     x = latent + world_model.pos_emb.weight[0]
-    _token_pass(world_model, x, k_buf, v_buf, 0, torch.ones(n, 1, dtype=torch.bool, device=x.device), rows)
-    cache.root.store(slots, k_buf, v_buf, offsets=np.zeros(n, dtype=np.int64), sizes=np.ones(n, dtype=np.int64))
+    _token_pass(world_model, x, kv_buf, 0, torch.ones(n, 1, dtype=torch.bool, device=x.device), rows)
+    cache.root.store(slots, kv_buf, offsets=np.zeros(n, dtype=np.int64), sizes=np.ones(n, dtype=np.int64))
     cache.root_valid[slots] = True
 
 
@@ -262,12 +314,7 @@ def initial_inference(world_model: torch.nn.Module, obs: Tensor, task_ids: Seque
 
     sizes = np.where(continuing, cache.root.size[slots], 0)                           # (B,) context tokens
     longest = _per_task_max(sizes, rows)                                              # (B,) lightzero's padded length
-    ctx_k, ctx_v, _ = cache.root.gather_right_aligned(slots, W) if B else (None, None, None)
-    if first_step.any():
-        zero = torch.from_numpy(continuing).to(device, ctx_k.dtype)[None, :, None, None, None]
-        ctx_k, ctx_v = ctx_k * zero, ctx_v * zero
-    pad = ctx_k.new_zeros(ctx_k.shape[:3] + (2, ctx_k.shape[-1]))
-    k_buf, v_buf = torch.cat([ctx_k, pad], dim=3), torch.cat([ctx_v, pad], dim=3)     # (L, B, H, W + 2, d)
+    kv_buf, _ = cache.root.gather_right_aligned(slots, W, sizes=sizes, free_columns=2)  # (2, L, B, H, W + 2, d)
     columns = np.arange(W + 2)[None, :]
     valid = (columns >= (W - longest)[:, None]) & continuing[:, None]                 # context and action token
     valid[:, W + 1] = True                                                            # the observation token
@@ -284,14 +331,14 @@ def initial_inference(world_model: torch.nn.Module, obs: Tensor, task_ids: Seque
             actions = actions.clamp(min=0)  # first-step rows carry -1; their action token is masked out
         positions = torch.from_numpy(longest).to(device)
         x = _action_embeddings(world_model, actions, rows) + world_model.pos_emb(positions)[:, None]
-        _token_pass(world_model, x, k_buf, v_buf, W, act_valid, rows)
+        _token_pass(world_model, x, kv_buf, W, act_valid, rows)
     obs_positions = torch.from_numpy(np.where(continuing, longest + 1, 0)).to(device)
-    out = _token_pass(world_model, latent + world_model.pos_emb(obs_positions)[:, None], k_buf, v_buf, W + 1,
+    out = _token_pass(world_model, latent + world_model.pos_emb(obs_positions)[:, None], kv_buf, W + 1,
                       key_valid, rows)
 
     total = np.where(continuing, longest + 2, 1)                                      # tokens after this step
     offsets, new_sizes, trimmed = _window(total, np.where(continuing, W - longest, W + 1), C)
-    cache.root.store(slots, k_buf, v_buf, offsets=offsets, sizes=new_sizes,
+    cache.root.store(slots, kv_buf, offsets=offsets, sizes=new_sizes,
                      correction=_position_correction(world_model), corrected=trimmed)
     cache.root_valid[slots] = True
     return InferenceOutput(latent=latent, policy_logits=_head(world_model.head_policy, out, rows),
@@ -313,23 +360,21 @@ def recurrent_inference(world_model: torch.nn.Module, store: KVStore, parents: n
     device = store.device
     sizes = store.size[parents]                                                       # (B,)
     longest = _per_task_max(sizes, rows)
-    ctx_k, ctx_v, _ = store.gather_right_aligned(parents, W)
-    pad = ctx_k.new_zeros(ctx_k.shape[:3] + (2, ctx_k.shape[-1]))
-    k_buf, v_buf = torch.cat([ctx_k, pad], dim=3), torch.cat([ctx_v, pad], dim=3)     # (L, B, H, W + 2, d)
+    kv_buf, _ = store.gather_right_aligned(parents, W, sizes=sizes, free_columns=2)   # (2, L, B, H, W + 2, d)
     valid = np.arange(W + 2)[None, :] >= (W - longest)[:, None]
     key_valid = torch.from_numpy(valid).to(device)
     positions = torch.from_numpy(sizes).to(device)
 
     x = _action_embeddings(world_model, torch.as_tensor(actions, device=device), rows) \
         + world_model.pos_emb(positions)[:, None]
-    act_out = _token_pass(world_model, x, k_buf, v_buf, W, key_valid, rows)
+    act_out = _token_pass(world_model, x, kv_buf, W, key_valid, rows)
     reward = _head(world_model.head_rewards, act_out, rows)
     latent = _head(world_model.head_observations, act_out, rows)[:, None]            # (B, 1, D)
-    obs_out = _token_pass(world_model, latent + world_model.pos_emb(positions + 1)[:, None], k_buf, v_buf, W + 1,
+    obs_out = _token_pass(world_model, latent + world_model.pos_emb(positions + 1)[:, None], kv_buf, W + 1,
                           key_valid, rows)
 
     offsets, new_sizes, trimmed = _window(sizes + 2, W - sizes, C)
-    store.store(children, k_buf, v_buf, offsets=offsets, sizes=new_sizes,
+    store.store(children, kv_buf, offsets=offsets, sizes=new_sizes,
                 correction=_position_correction(world_model), corrected=trimmed)
     return InferenceOutput(latent=latent, policy_logits=_head(world_model.head_policy, obs_out, rows),
                            value=_head(world_model.head_value, obs_out, rows), reward=reward)

@@ -1,0 +1,80 @@
+"""One acting step for every task's envs: one initial inference and one MCTS search over all their roots.
+
+This is lightzero's UniZero ``_forward_collect`` / ``_forward_eval`` (discrete actions) written for a mixed
+batch of tasks with the batched KV cache (``lzero_ext.model.cached_inference``) and
+:class:`~lzero_ext.search.BatchedSearch`: root noise, action selection (visit-count temperature, optional
+epsilon-greedy), and the output dict per env that lightzero's collector and evaluator read are lightzero's.
+Task ids, env ids and the cache are arguments; nothing is bound onto the model.
+
+Example::
+
+    outputs = act(world_model, search, cache, obs=obs, task_ids=task_ids, env_ids=env_ids, last_obs=last_obs,
+                  last_actions=last_actions, first_step=first_step, action_masks=masks, mode="collect",
+                  temperature=0.25, noise=(0.3, 0.25))
+    outputs[i]["action"]  # row i's action, in its task's action set
+"""
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from lzero.policy import select_action
+
+from lzero_ext.model.cached_inference import InferenceCache, initial_inference
+from lzero_ext.search import BatchedSearch
+
+MODES = frozenset({"collect", "eval"})
+
+
+@torch.no_grad()
+def act(world_model: torch.nn.Module, search: BatchedSearch, cache: InferenceCache, *, obs: torch.Tensor,
+        task_ids: Sequence[int], env_ids: Sequence[int], last_obs: torch.Tensor, last_actions: torch.Tensor,
+        first_step: np.ndarray, action_masks: Sequence[np.ndarray], mode: str, temperature: float = 1.0,
+        epsilon: float = 0.0, noise: Optional[Tuple[float, float]] = None,
+        timesteps: Optional[Sequence[Any]] = None) -> List[Dict[str, Any]]:
+    """lightzero's per-env output dicts (``action``, ``visit_count_distributions``, ``searched_value``, ...) for
+    every row of a mixed batch. ``mode='collect'`` samples actions from the visit counts at ``temperature``
+    (or epsilon-greedy when ``epsilon > 0``) after Dirichlet root noise ``noise = (alpha, weight)``;
+    ``'eval'`` takes the most visited action. Rows of one task must be contiguous."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    task_ids = np.asarray(task_ids, dtype=np.int64)
+    n = len(task_ids)
+    slots = cache.slots(task_ids, env_ids)
+    out = initial_inference(world_model, obs, task_ids, cache, slots, last_obs=last_obs, last_actions=last_actions,
+                            first_step=first_step)
+    pred_values = search.scalars(out.value)                                           # (B,)
+    host = torch.cat([pred_values[:, None], out.policy_logits], dim=1).cpu().numpy()  # one transfer: (B, 1 + A)
+    policy_logits = host[:, 1:].tolist()
+    legal_actions = [np.flatnonzero(np.asarray(mask) == 1).tolist() for mask in action_masks]
+    roots = search.roots(legal_actions)
+    to_play = [-1] * n
+    if mode == "collect" and noise is not None:
+        alpha, weight = noise
+        noises = [np.random.dirichlet([alpha] * len(legal)).astype(np.float32).tolist() for legal in legal_actions]
+        roots.prepare(weight, noises, [0.0] * n, policy_logits, to_play)
+    else:
+        roots.prepare_no_noise([0.0] * n, policy_logits, to_play)
+    search.run(roots, world_model, cache, slots, task_ids, to_play)
+
+    distributions, values = roots.get_distributions(), roots.get_values()
+    outputs = []
+    for i in range(n):
+        if mode == "eval":
+            index, entropy = select_action(distributions[i], temperature=1, deterministic=True)
+        elif epsilon > 0:
+            index, entropy = select_action(distributions[i], temperature=temperature, deterministic=True)
+        else:
+            index, entropy = select_action(distributions[i], temperature=temperature, deterministic=False)
+        action = legal_actions[i][index]
+        if mode == "collect" and epsilon > 0 and np.random.rand() < epsilon:
+            action = int(np.random.choice(legal_actions[i]))
+        outputs.append({
+            "action": action,
+            "visit_count_distributions": distributions[i],
+            "visit_count_distribution_entropy": entropy,
+            "searched_value": values[i],
+            "predicted_value": host[i, :1],
+            "predicted_policy_logits": policy_logits[i],
+            "timestep": -1 if timesteps is None else timesteps[i],
+        })
+    return outputs
