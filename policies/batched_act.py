@@ -1,6 +1,6 @@
 """One acting step for every task's envs: one initial inference and one MCTS search over all their roots.
 
-This is lightzero's UniZero ``_forward_collect`` / ``_forward_eval`` (discrete actions) written for a mixed
+This is lightzero's UniZero and sampled UniZero ``_forward_collect`` / ``_forward_eval`` written for a mixed
 batch of tasks with the batched KV cache (``lzero_ext.model.cached_inference``) and
 :class:`~lzero_ext.search.BatchedSearch`: root noise, action selection (visit-count temperature, optional
 epsilon-greedy), and the output dict per env that lightzero's collector and evaluator read are lightzero's.
@@ -43,9 +43,13 @@ def act(world_model: torch.nn.Module, search: BatchedSearch, cache: InferenceCac
     out = initial_inference(world_model, obs, task_ids, cache, slots, last_obs=last_obs, last_actions=last_actions,
                             first_step=first_step)
     pred_values = search.scalars(out.value)                                           # (B,)
-    host = torch.cat([pred_values[:, None], out.policy_logits], dim=1).cpu().numpy()  # one transfer: (B, 1 + A)
+    logits = out.policy_logits[:, :2 * search.action_space_size] if search.continuous else out.policy_logits
+    host = torch.cat([pred_values[:, None], logits], dim=1).cpu().numpy()             # one transfer: (B, 1 + A)
     policy_logits = host[:, 1:].tolist()
-    legal_actions = [np.flatnonzero(np.asarray(mask) == 1).tolist() for mask in action_masks]
+    if search.continuous:  # the sampled tree draws K actions per root; lightzero marks them -1
+        legal_actions = [[-1] * search.num_of_sampled_actions for _ in range(n)]
+    else:
+        legal_actions = [np.flatnonzero(np.asarray(mask) == 1).tolist() for mask in action_masks]
     roots = search.roots(legal_actions)
     to_play = [-1] * n
     if mode == "collect" and noise is not None:
@@ -57,6 +61,7 @@ def act(world_model: torch.nn.Module, search: BatchedSearch, cache: InferenceCac
     search.run(roots, world_model, cache, slots, task_ids, to_play)
 
     distributions, values = roots.get_distributions(), roots.get_values()
+    sampled = roots.get_sampled_actions() if search.continuous else None
     outputs = []
     for i in range(n):
         if mode == "eval":
@@ -65,9 +70,12 @@ def act(world_model: torch.nn.Module, search: BatchedSearch, cache: InferenceCac
             index, entropy = select_action(distributions[i], temperature=temperature, deterministic=True)
         else:
             index, entropy = select_action(distributions[i], temperature=temperature, deterministic=False)
-        action = legal_actions[i][index]
-        if mode == "collect" and epsilon > 0 and np.random.rand() < epsilon:
-            action = int(np.random.choice(legal_actions[i]))
+        if search.continuous:
+            action = np.asarray(sampled[i][index])
+        else:
+            action = legal_actions[i][index]
+            if mode == "collect" and epsilon > 0 and np.random.rand() < epsilon:
+                action = int(np.random.choice(legal_actions[i]))
         outputs.append({
             "action": action,
             "visit_count_distributions": distributions[i],
@@ -77,4 +85,6 @@ def act(world_model: torch.nn.Module, search: BatchedSearch, cache: InferenceCac
             "predicted_policy_logits": policy_logits[i],
             "timestep": -1 if timesteps is None else timesteps[i],
         })
+        if search.continuous:
+            outputs[-1]["root_sampled_actions"] = np.asarray(sampled[i])
     return outputs

@@ -110,7 +110,7 @@ class LockstepInference:
         self._cond.notify_all()
 
 
-def _is_first_step(last_actions: List[Any], continuous: bool) -> bool:
+def is_first_step(last_actions: List[Any], continuous: bool) -> bool:
     """lightzero's test for "no previous action": every last action is -1 (discrete) or no action array."""
     if continuous:
         return not isinstance(last_actions[0], np.ndarray)
@@ -126,7 +126,7 @@ def forward_groups(requests: Dict[int, Request], states: Dict[int, Dict[str, Any
         if data.shape[0] != last_obs.shape[0]:  # a subset of envs is ready: lightzero aligns rows by position
             key: Any = ("alone", task_id)
         else:
-            key = (_is_first_step(states[task_id]["last_batch_action"], continuous), action_dims[task_id])
+            key = (is_first_step(states[task_id]["last_batch_action"], continuous), action_dims[task_id])
         groups.setdefault(key, []).append(task_id)
     return list(groups.values())
 

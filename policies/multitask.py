@@ -35,7 +35,8 @@ from lzero_ext.search import BatchedSearch
 from lzero_ext.model.text_encoder import frozen_pretrained_state_keys
 from lzero_ext.dps import LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage
 from policies.batched_act import act
-from policies.lockstep import LockstepInference, Request, combine_requests, forward_groups, split_output, task_rows_of
+from policies.lockstep import (LockstepInference, Request, is_first_step, combine_requests, forward_groups,
+                               split_output, task_rows_of)
 from policies.world_model_batch import build_world_model_batch
 
 TaskBatch = Tuple[int, Sequence[Any], Sequence[Any]]  # (task_id, current_batch, target_batch)
@@ -155,17 +156,15 @@ class MultiTaskPolicyMixin:
         most steps): one initial inference and one MCTS search over every task's roots, in row mode."""
         with self._policy_lock:
             states = {t: self._task_state(t, mode) for t in requests}
-            if not self._continuous_actions:  # one batched-cache step serves every task, whatever its context
-                outputs = self._act_batched(mode, sorted(requests), requests, states)
-                for task_id in requests:
-                    self._after_inference_step(task_id, mode, lockstep=True)
-                return outputs
             dims = self._model.world_model._action_dims
+            groups: Dict[int, List[int]] = {}  # one search per action dim (the sampled tree has one); discrete: one
+            for task_id in sorted(requests):
+                groups.setdefault(dims[task_id] if self._continuous_actions else 0, []).append(task_id)
             outputs = {}
-            for tasks in forward_groups(requests, states, dims, self._continuous_actions):
-                outputs.update(self._forward_group(mode, tasks, requests, states))
-                for task_id in tasks:
-                    self._after_inference_step(task_id, mode, lockstep=True)
+            for tasks in groups.values():
+                outputs.update(self._act_batched(mode, tasks, requests, states))
+            for task_id in requests:
+                self._after_inference_step(task_id, mode, lockstep=True)
             return outputs
 
     def _inference_cache(self, mode: str) -> InferenceCache:
@@ -186,13 +185,16 @@ class MultiTaskPolicyMixin:
         calls = {t: dict(zip(names, requests[t][0]), **requests[t][1]) for t in tasks}
         env_ids = {t: [int(i) for i in (range(calls[t]["data"].shape[0]) if calls[t].get("ready_env_id") is None
                                          else calls[t]["ready_env_id"])] for t in tasks}
-        first = np.concatenate([[max(states[t]["last_batch_action"]) == -1] * len(env_ids[t]) for t in tasks])
-        last_actions = torch.as_tensor([int(states[t]["last_batch_action"][e]) for t in tasks for e in env_ids[t]])
+        first = np.concatenate([[is_first_step(states[t]["last_batch_action"], self._continuous_actions)]
+                                * len(env_ids[t]) for t in tasks])
+        last_actions = self._last_actions(tasks, env_ids, states)
         timesteps = [s for t in tasks for s in calls[t].get("timestep", [-1] * len(env_ids[t]))]
         first_call = calls[tasks[0]]
+        dim = self._model.world_model._action_dims[tasks[0]] if self._continuous_actions else 0
+        search = BatchedSearch.from_policy_config(self._cfg, action_space_size=dim)
         with autocast(self._cfg.amp, self._cfg.device, self._model):
             outputs = act(
-                self._model.world_model, BatchedSearch.from_policy_config(self._cfg), self._inference_cache(mode),
+                self._model.world_model, search, self._inference_cache(mode),
                 obs=cat_rows([calls[t]["data"] for t in tasks]),
                 task_ids=[t for t in tasks for _ in env_ids[t]], env_ids=[e for t in tasks for e in env_ids[t]],
                 last_obs=cat_rows([states[t]["last_batch_obs"][env_ids[t]] for t in tasks]),
@@ -214,6 +216,23 @@ class MultiTaskPolicyMixin:
             state["last_batch_action"] = actions
             result[t] = {e: outputs[row - len(ids) + k] for k, e in enumerate(ids)}
         return result
+
+    def _last_actions(self, tasks: List[int], env_ids: Dict[int, List[int]],
+                      states: Dict[int, Dict[str, Any]]) -> torch.Tensor:
+        """The rows' previous actions: ``(B,)`` discrete ids, or ``(B, a_max)`` continuous actions (zeros where an
+        episode starts: lightzero marks those with -1)."""
+        if not self._continuous_actions:
+            return torch.as_tensor([int(states[t]["last_batch_action"][e]) for t in tasks for e in env_ids[t]])
+        width = max(self._model.world_model._action_dims)
+        rows = []
+        for t in tasks:
+            for e in env_ids[t]:
+                action = states[t]["last_batch_action"][e]
+                row = np.zeros(width, dtype=np.float32)
+                if isinstance(action, np.ndarray):
+                    row[:action.shape[-1]] = action
+                rows.append(row)
+        return torch.from_numpy(np.stack(rows))
 
     def recompute_pos_emb_diff_and_clear_cache(self) -> None:
         # lightzero clears its own inference caches after a learn round; the batched caches follow it.
