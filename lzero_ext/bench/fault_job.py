@@ -28,16 +28,18 @@ CHECKPOINT_FREQ = 2  # learner iterations between checkpoints
 
 
 def build_configs(tasks: Sequence[str], *, exp_name: str, seed: int, settings: Settings = TINY,
-                  env_manager: str = "base", **run_keys: Any) -> List[Any]:
+                  env_manager: str = "base", episode_steps: Optional[int] = None, **run_keys: Any) -> List[Any]:
     """The ``(main, create)`` pairs of ``tasks`` (names of :data:`TASKS`); ``env_manager`` ``subprocess``
-    runs two collector envs per task in worker processes (as the paper presets do); ``run_keys`` are further
-    :class:`~lzero_ext.entry.run_config.RunConfig` fields (the command line's ``engine``, ``amp``, ``compile``)."""
+    runs two collector envs per task in worker processes (as the paper presets do); ``episode_steps`` caps
+    episodes elsewhere than at 20 steps (Acrobot runs to the cap: a long cap makes evaluations long, for
+    signals during one); ``run_keys`` are further :class:`~lzero_ext.entry.run_config.RunConfig` fields
+    (the command line's ``engine``, ``amp``, ``compile``)."""
     if env_manager not in ENV_MANAGERS:
         raise ValueError(f"unknown env manager {env_manager!r}: choose from {sorted(ENV_MANAGERS)}")
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown task {unknown[0]!r}: choose from {sorted(TASKS)}")
-    specs = [TASKS[t] for t in tasks]
+    specs = [TASKS[t] if episode_steps is None else replace(TASKS[t], max_episode_steps=episode_steps) for t in tasks]
     if env_manager == "subprocess":
         settings = replace(settings, collector_env_num=2)
     return classic_configs(specs, settings, moe=True, exp_name=exp_name, seed=seed, env_manager=env_manager, **run_keys)
@@ -49,11 +51,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = scalezero_arg_parser(__doc__, presets=PRESETS, default_preset="tiny", task_flag="--tasks",
                                   task_help=f"tasks, from {sorted(TASKS)} (default: CartPole)")
     parser.add_argument("--env-manager", choices=sorted(ENV_MANAGERS), default="base", help="ding env manager")
+    parser.add_argument("--episode-steps", type=int, help="episode cap (default 20; Acrobot plays to the cap)")
     args = parse_scalezero_args(parser, argv)
     tasks = args.tasks or ["CartPole"]
     exp_name = args.exp_name or "data_scalezero/fault_job"
     run_cli(args, lambda **run_keys: build_configs(tasks, exp_name=exp_name, seed=args.seed, env_manager=args.env_manager,
-                                                   **run_keys), torch_threads=1,
+                                                   episode_steps=args.episode_steps, **run_keys), torch_threads=1,
             max_env_step=args.max_env_step or TINY.env_steps, score_kind="raw", checkpoint_freq=CHECKPOINT_FREQ,
             progress=False, exp_name=exp_name)
 

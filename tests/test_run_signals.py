@@ -1,0 +1,99 @@
+"""Signals in every phase end with one line and the shell's exit code (130 SIGINT, 143 SIGTERM, 129 SIGHUP): real
+jobs (subprocesses) during the baseline evaluation (batched engine and task by task), during training, outside
+training, and during ``lzero_ext.evaluate``."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lzero_ext.bench.faults import CLEAR_LINES, session_members
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
+JOB = [sys.executable, "-m", "lzero_ext.bench.fault_job"]
+CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+
+
+def _start(args, log: Path) -> subprocess.Popen:
+    with open(log, "w") as handle:
+        return subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, env=ENV, start_new_session=True)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None and time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def _clear_lines(text: str):
+    return [line for line in text.splitlines() if CLEAR_LINES.match(line)]
+
+
+@pytest.mark.parametrize("sig, engine", [(signal.SIGHUP, "batched"), (signal.SIGTERM, "batched"),
+                                         (signal.SIGINT, "per_task")])
+def test_a_signal_during_the_baseline_evaluation_is_one_line_and_its_exit_code(tmp_path, sig, engine):
+    """Acrobot plays every evaluation episode to its 3000-step cap: the baseline evaluation lasts long enough to
+    be interrupted. The batched engine runs both tasks' evaluators in their lockstep threads, for real."""
+    exp, log = tmp_path / "exp", tmp_path / "job.log"
+    proc = _start(JOB + ["--exp-name", str(exp), "--tasks", "Acrobot", "CartPole", "--episode-steps", "3000",
+                         "--max-train-iter", "4"] + (["--per-task"] if engine == "per_task" else []), log)
+    _wait_for(exp / "run.lock", proc)
+    time.sleep(5.0)  # the trainer is built (about 2 s) and evaluating
+    os.killpg(proc.pid, sig)
+    assert proc.wait(timeout=120) == CODES[sig]
+    text = log.read_text()
+    assert "Traceback" not in text and "terminate called" not in text, text[-3000:]
+    assert "[eval]" not in text, "the baseline evaluation had ended before the signal: the test missed its phase"
+    assert _clear_lines(text) == [f"interrupted by {sig.name} at iteration 0: no learner iteration ran, no checkpoint "
+                                  f"was written (start again without --resume)"]
+    assert not (exp / "run.lock").exists()
+    time.sleep(1.0)
+    assert session_members(proc.pid) == []
+
+
+def test_sighup_during_training_saves_a_final_checkpoint_and_exits_129(tmp_path):
+    exp, log = tmp_path / "exp", tmp_path / "job.log"
+    proc = _start(JOB + ["--exp-name", str(exp), "--max-train-iter", "100000"], log)
+    _wait_for(exp / "ckpt" / "rank0" / "latest.json", proc)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGHUP)
+    assert proc.wait(timeout=120) == 129
+    text = log.read_text()
+    (last,) = _clear_lines(text)
+    assert last.startswith("interrupted by SIGHUP at iteration ") and "continue with --resume" in last, text[-3000:]
+    assert not (exp / "run.lock").exists()  # the lock is released, not left stale
+    resumed = subprocess.run(JOB + ["--exp-name", str(exp), "--max-train-iter", "1", "--resume"], capture_output=True,
+                             text=True, cwd=REPO, env=ENV, timeout=240)
+    iteration = int(last.split("at iteration ")[1].split(":")[0])
+    assert resumed.returncode == 0 and f"iteration_{iteration}.pth.tar at iteration {iteration}" in resumed.stderr
+
+
+def test_sighup_outside_training_is_one_line_and_129():
+    code = ("import os, signal, time; from lzero_ext.entry.cli import exit_on_signals_outside_training as f; f(); "
+            "os.kill(os.getpid(), signal.SIGHUP); time.sleep(30)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 129
+    assert _clear_lines(result.stderr) == ["interrupted by SIGHUP outside training: no learner step since the last "
+                                           "checkpoint to save"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_lzero_ext_evaluate_is_one_line(tmp_path, sig):
+    exp = tmp_path / "exp"
+    trained = subprocess.run(JOB + ["--exp-name", str(exp), "--max-train-iter", "2"], capture_output=True, text=True,
+                             cwd=REPO, env=ENV, timeout=240)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    log = tmp_path / "evaluate.log"
+    proc = _start([sys.executable, "-m", "lzero_ext.evaluate", "--exp-name", str(exp), "--episodes", "5000"], log)
+    _wait_for(exp / "evaluate" / "log" / "CartPole-v1", proc)  # its evaluator is built: the episodes run
+    time.sleep(2.0)
+    os.killpg(proc.pid, sig)
+    assert proc.wait(timeout=120) == CODES[sig]
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    assert _clear_lines(text) == [f"interrupted by {sig.name} during the evaluation: nothing to save"]
