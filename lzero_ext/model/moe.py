@@ -24,9 +24,12 @@ The FFN sublayer of every transformer block becomes ``num_experts`` routed exper
 
 The sorted dispatch (training, large no-grad batches such as reanalysis) runs each expert role as one
 ``F.grouped_mm`` over the sorted tokens, with the per-expert offsets computed on the device: no host
-read either. Where ``grouped_mm`` cannot serve (an expert linear with hooks, such as the dormant-neuron
-probe at the diagnostics cadence; LoRA adapters in training; expert dropout; a device or dtype the kernel
-rejects) it calls each expert module on its slice, which needs the per-expert counts on the host.
+read either. Where ``grouped_mm`` cannot serve it calls each expert module on its slice, which needs the
+per-expert counts on the host (one read per layer per learn step, never in the search loop): an expert
+linear with hooks (the dormant-neuron probe, at the diagnostics cadence), LoRA adapters in training, expert
+dropout, rows not 16-byte aligned, or a device and dtype the kernel rejects (torch documents bf16 as the
+CUDA kernel's input type, so an fp32 learn step on a GPU most likely takes the module calls, and under
+``torch.compile`` only bf16 is traced through ``grouped_mm``).
 
 The layer returns its router logits and holds no loss weights: the world model collects the
 logits of every MoE layer and adds ``load_balancing_loss`` / ``router_z_loss`` itself (pitfall 2:
@@ -260,6 +263,9 @@ class MoEFeedForward(nn.Module):
         key = (device_type, tokens.dtype, self.embed_dim, hidden_dim)
         if _grouped_mm is None or key in _GROUPED_MM_UNSUPPORTED or (self.training and self._has_dropout()):
             return None
+        compiling = torch.compiler.is_compiling()
+        if compiling and tokens.dtype != torch.bfloat16:
+            return None  # the kernel's traced (meta) form takes bf16 only: --compile with --amp bf16
         if (self.embed_dim * tokens.element_size()) % 16 or (hidden_dim * tokens.element_size()) % 16:
             return None  # the kernel wants 16-byte aligned rows
         weights: List[Tensor] = []
@@ -274,22 +280,30 @@ class MoEFeedForward(nn.Module):
         roles = len(_EXPERT_ROLES[self.expert_type])
         stacked = [torch.stack(weights[role::roles]).transpose(1, 2) for role in range(roles)]  # (E, in, out) each
         stacked = [w.to(tokens.dtype) for w in stacked]
-        offsets = torch.bincount(flat_expert_ids, minlength=self.num_experts).cumsum(0).to(torch.int32)  # (E,)
+        counts = torch.zeros(self.num_experts, dtype=torch.int64, device=flat_expert_ids.device)
+        counts.scatter_add_(0, flat_expert_ids, torch.ones_like(flat_expert_ids))  # (E,); bincount's shape is data-dependent
+        offsets = counts.cumsum(0).to(torch.int32)                       # (E,) end of each expert's slice
+        if compiling:
+            return self._grouped_roles(tokens, stacked, offsets, flat_expert_ids[order])
         try:
-            with torch.autocast(device_type, enabled=False):
-                if self.expert_type == "swiglu":
-                    w1, w3, w2 = stacked                                 # (E, D, H), (E, D, H), (E, H, D)
-                    hidden = F.silu(_grouped_mm(tokens, w1, offs=offsets)) * _grouped_mm(tokens, w3, offs=offsets)
-                    return _grouped_mm(hidden, w2, offs=offsets)         # (N*k, D)
-                w1, w2 = stacked                                         # (E, D, H), (E, H, D)
-                sorted_ids = flat_expert_ids[order]                      # (N*k,) expert of each sorted row
-                b1 = torch.stack([e.fc1.bias for e in self.experts]).to(tokens.dtype)  # (E, H)
-                b2 = torch.stack([e.fc2.bias for e in self.experts]).to(tokens.dtype)  # (E, D)
-                hidden = F.gelu(_grouped_mm(tokens, w1, offs=offsets) + b1.index_select(0, sorted_ids))  # (N*k, H)
-                return _grouped_mm(hidden, w2, offs=offsets) + b2.index_select(0, sorted_ids)            # (N*k, D)
+            return self._grouped_roles(tokens, stacked, offsets, flat_expert_ids[order])
         except RuntimeError:  # a device / dtype / size the grouped kernel does not take: module calls from now on
             _GROUPED_MM_UNSUPPORTED.add(key)
             return None
+
+    def _grouped_roles(self, tokens: Tensor, stacked: List[Tensor], offsets: Tensor, sorted_ids: Tensor) -> Tensor:
+        """The experts' matmuls over expert-sorted rows ``tokens (N*k, D)``, slices ending at ``offsets (E,)``,
+        ``sorted_ids (N*k,)`` the expert of each row -> ``(N*k, D)``."""
+        with torch.autocast(tokens.device.type, enabled=False):  # operands already in the autocast dtype
+            if self.expert_type == "swiglu":
+                w1, w3, w2 = stacked                                     # (E, D, H), (E, D, H), (E, H, D)
+                hidden = F.silu(_grouped_mm(tokens, w1, offs=offsets)) * _grouped_mm(tokens, w3, offs=offsets)
+                return _grouped_mm(hidden, w2, offs=offsets)             # (N*k, D)
+            w1, w2 = stacked                                             # (E, D, H), (E, H, D)
+            b1 = torch.stack([e.fc1.bias for e in self.experts]).to(tokens.dtype)  # (E, H)
+            b2 = torch.stack([e.fc2.bias for e in self.experts]).to(tokens.dtype)  # (E, D)
+            hidden = F.gelu(_grouped_mm(tokens, w1, offs=offsets) + b1.index_select(0, sorted_ids))  # (N*k, H)
+            return _grouped_mm(hidden, w2, offs=offsets) + b2.index_select(0, sorted_ids)            # (N*k, D)
 
     def _has_dropout(self) -> bool:
         return any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.experts.modules())
@@ -337,8 +351,8 @@ class MoEFeedForward(nn.Module):
                 sources.append(weight)
             if self.expert_type == "gelu":
                 sources.extend((linears["fc1"].bias, linears["fc2"].bias))
-        if torch.compiler.is_compiling():  # traced: the stack is part of the graph
-            return self._stack(sources)
+        if torch.compiler.is_compiling():  # traced: per-expert calls in the graph, no weight copies per call
+            return []
         versions = [w._version for w in sources]
         cache = self.__dict__.get("_stacked_cache")
         if cache is None or cache[1] != versions or any(a is not b for a, b in zip(cache[0], sources)):
@@ -363,7 +377,9 @@ class MoEFeedForward(nn.Module):
         stacked weights), then each token's k chosen outputs, gate-weighted; the same result as ``_sorted_dispatch``."""
         num_experts, num_tokens = self.num_experts, flat.shape[0]
         tokens = flat.unsqueeze(0).expand(num_experts, num_tokens, self.embed_dim)  # (E, N, D), a view
-        if self.expert_type == "swiglu":
+        if not stacked:  # under torch.compile: one traced call per expert
+            routed = torch.stack([expert.inference_forward(flat) for expert in self.experts])  # (E, N, D)
+        elif self.expert_type == "swiglu":
             w13, w2 = stacked                                            # (E, D, 2H), (E, H, D)
             gate, value = torch.bmm(tokens, w13).chunk(2, dim=-1)  # (E, N, H) each
             routed = torch.bmm(F.silu(gate) * value, w2)  # (E, N, D)
