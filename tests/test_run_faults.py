@@ -105,13 +105,29 @@ def test_two_nodes_train_checkpoint_and_resume_at_one_iteration(tmp_path):
 
 
 def test_fault_bench_short(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "lzero_ext.bench", "faults", "--runs", "2", "--ranks", "1", "--seed", "3",
+    """Three of the bench's faults: SIGHUP, bit flips in the newest checkpoint, a plain resume of a LoRA fine-tune."""
+    result = subprocess.run([sys.executable, "-m", "lzero_ext.bench", "faults", "--runs", "3", "--ranks", "1", "--seed", "3",
+                             "--faults", "sighup", "bitflip", "finetune_resume",
                              "--timeout", "200", "--work-dir", str(tmp_path / "faults")],
                             capture_output=True, text=True, cwd=REPO, env=ENV, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
-    assert lines[-1] == "faults: 2 runs, 0 hangs, 0 lost checkpoints, 0 unclear errors", result.stdout[-3000:]
-    assert sum(line.startswith("run ") for line in lines) == 2
+    assert lines[-1] == "faults: 3 runs, 0 hangs, 0 lost checkpoints, 0 unclear errors, 0 wrong exit codes", \
+        result.stdout[-3000:]
+    assert sorted(line.split()[2] for line in lines if line.startswith("run ")) == ["bitflip", "finetune_resume", "sighup"]
+
+
+def test_fault_bench_counts_a_wrong_exit_code_even_with_a_clear_line(tmp_path):
+    """A job that prints the interrupt line but exits 1 instead of 143 (a real process) is a wrong exit code."""
+    from lzero_ext.bench.faults import Outcome, _start, _unclear, _wait
+
+    code = "import sys; print('interrupted by SIGTERM at iteration 3: saved a final checkpoint x', file=sys.stderr); sys.exit(1)"
+    proc = _start([sys.executable, "-c", code], tmp_path / "job.log", ENV)
+    _wait(proc, 60)
+    out = Outcome("sigterm", 1)
+    out.check_code("first job", proc, (143,))
+    assert _unclear(proc, (143,)) is None  # the line is clear ...
+    assert out.wrong_codes == 1 and out.notes == ["first job: exit 1, expected 143"]  # ... the exit code is not
 
 
 def test_a_signal_outside_training_ends_with_one_clear_line():

@@ -17,7 +17,7 @@ from lzero_ext.bench.learning_configs import classic_configs
 from lzero_ext.checkpoint import CheckpointError, CheckpointWriteError, atomic_write, load_newest_intact, save_checkpoint
 from lzero_ext.divergence import DivergenceError
 from lzero_ext.entry import train_scalezero
-from lzero_ext.entry.fault_injection import NAN_AT_ITER
+from lzero_ext.entry.fault_injection import NanTargetsAt
 from lzero_ext.entry.resume_check import identity_differences
 from lzero_ext.entry.run_guard import RunGuardError, check_free_space
 from lzero_ext.entry.run_lock import LOCK_FILE, ExperimentLock, RunLockError
@@ -160,10 +160,9 @@ def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypa
 # ---------------------------------------------------------------------- divergence
 def test_nan_targets_stop_the_run_with_task_and_iteration(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv(NAN_AT_ITER, "5")
     exp = tmp_path / "exp"
     with pytest.raises(DivergenceError) as error:
-        _run(exp, 8)
+        _run(exp, 8, batch_transform=NanTargetsAt(5))
     message = str(error.value)
     assert "non-finite target_value of task 0 (CartPole-v1) at iteration 5" in message
     assert "iteration_4.pth.tar is kept" in message and "\n" not in message

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,25 +14,10 @@ import torch
 
 import lzero_ext  # noqa: F401
 from lzero_ext.bench.fault_job import build_configs
+from lzero_ext.bench.faults import flip_tensor_bytes
 from lzero_ext.checkpoint import CheckpointError, load_checkpoint, load_newest_intact, save_checkpoint
 from lzero_ext.entry import train_scalezero
 from lzero_ext.entry.run_lock import LOCK_FILE, ExperimentLock, RunLockError
-
-
-def flip_tensor_bytes(path: Path, count: int = 64) -> str:
-    """Inverts ``count`` bytes in the middle of the largest tensor record of a torch zip checkpoint (what a
-    failing disk or a bad copy does); returns the record's name. The zip's own CRCs are not checked by torch."""
-    with zipfile.ZipFile(path) as archive:
-        record = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
-    data = bytearray(path.read_bytes())
-    offset = record.header_offset
-    start = offset + 30 + int.from_bytes(data[offset + 26:offset + 28], "little") + \
-        int.from_bytes(data[offset + 28:offset + 30], "little")
-    middle = start + record.file_size // 2 - count // 2
-    for i in range(middle, middle + count):
-        data[i] ^= 0xFF
-    path.write_bytes(bytes(data))
-    return record.filename
 
 
 # ---------------------------------------------------------------------- checksums

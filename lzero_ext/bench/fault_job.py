@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from lzero_ext.bench.learning_configs import classic_configs
 from lzero_ext.bench.learning_runs import Settings, TaskSpec
+from lzero_ext.entry.fault_injection import NanTargetsAt
 from lzero_ext.entry.run_config import ENV_MANAGERS
 
 TASKS: Dict[str, TaskSpec] = {
@@ -52,11 +53,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                   task_help=f"tasks, from {sorted(TASKS)} (default: CartPole)")
     parser.add_argument("--env-manager", choices=sorted(ENV_MANAGERS), default="base", help="ding env manager")
     parser.add_argument("--episode-steps", type=int, help="episode cap (default 20; Acrobot plays to the cap)")
+    parser.add_argument("--fault-nan-at-iter", type=int, metavar="N",
+                        help="inject NaN value targets at learner iteration N (a fault for the bench and tests)")
     args = parse_scalezero_args(parser, argv)
     tasks = args.tasks or ["CartPole"]
     exp_name = args.exp_name or "data_scalezero/fault_job"
     run_cli(args, lambda **run_keys: build_configs(tasks, exp_name=exp_name, seed=args.seed, env_manager=args.env_manager,
                                                    episode_steps=args.episode_steps, **run_keys), torch_threads=1,
+            batch_transform=None if args.fault_nan_at_iter is None else NanTargetsAt(args.fault_nan_at_iter),
             max_env_step=args.max_env_step or TINY.env_steps, score_kind="raw", checkpoint_freq=CHECKPOINT_FREQ,
             progress=False, exp_name=exp_name)
 

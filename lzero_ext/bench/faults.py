@@ -3,27 +3,39 @@
 Each run trains :mod:`lzero_ext.bench.fault_job` (1 rank, or 2 under ``torchrun``) in a fresh
 directory, injects one fault, then resumes with ``--resume`` and checks the outcome:
 
-==============  ==================================================================================
-fault           what happens
-==============  ==================================================================================
-kill9           SIGKILL to the job's process group at a random moment
-sigint          SIGINT to the process group (a terminal's Ctrl-C) at a random moment
-sigterm         SIGTERM to the process group (what ``timeout`` and schedulers send)
-truncate        the newest checkpoint cut in half after the run (resume must fall back)
-delete          the newest checkpoint deleted after the run (resume must fall back)
-nan             NaN value targets at a random iteration (``SCALEZERO_FAULT_NAN_AT_ITER``)
-second_job      a second job on the same ``--exp-name`` while the first runs
-disk_full       the experiment on a 1 MiB tmpfs (root only; skipped otherwise)
-==============  ==================================================================================
+================  ================================================================================
+fault             what happens
+================  ================================================================================
+kill9             SIGKILL to the job's process group at a random moment
+sigint            SIGINT to the process group (a terminal's Ctrl-C) at a random moment
+sigterm           SIGTERM to the process group (what ``timeout`` and schedulers send)
+sighup            SIGHUP to the process group (a closed terminal or SSH session)
+eval_signal       SIGINT, SIGTERM or SIGHUP during the baseline evaluation (Acrobot plays 3000-step
+                  episodes), with the batched engine or ``--per-task``, chosen at random
+truncate          the newest checkpoint cut in half after the run (resume must fall back)
+delete            the newest checkpoint deleted after the run (resume must fall back)
+bitflip           64 bytes of a tensor in the newest checkpoint inverted after the run (the checksum
+                  must catch it and the resume fall back)
+nan               NaN value targets at a random iteration (``fault_job --fault-nan-at-iter``)
+second_job        a second job on the same ``--exp-name`` while the first runs
+disk_full         the experiment on a 1 MiB tmpfs: refused before any file is written (root only)
+disk_full_resume  a finished run on a tmpfs filled up to 16 KiB: its resume is refused in one line and
+                  writes nothing; then, with room again, it resumes (root only)
+finetune_resume   a LoRA fine-tune (``--init-from``) of a finished run, then a plain ``--resume``
+                  of it: refused in one line; the resume with its settings continues
+================  ================================================================================
 
 The signal moments: 1 in 3 within 15 s of the run's start (its lock taken), else within 3 s after
 its first checkpoint (so most signals hit training with a checkpoint to resume from).
 
 Counted: **hangs** (a process past ``--timeout``, or one left behind by a finished job: an
 orphan), **lost checkpoints** (the newest checkpoint that was complete before the fault, if not
-damaged on purpose, is missing or unreadable afterwards, or the resume starts from an older one)
-and **unclear errors** (a non-zero exit without one known line, any ``Traceback``, or a resume
-that fails). The last line is exactly ``faults: N runs, H hangs, L lost checkpoints, U unclear errors``.
+damaged on purpose, is missing or unreadable afterwards, the resume starts from an older one, or it
+starts from one damaged on purpose), **unclear errors** (a non-zero exit without one known line, any
+``Traceback``, or a resume that fails) and **wrong exit codes** (130 / 143 / 129 for SIGINT / SIGTERM /
+SIGHUP, 1 for an error, 0 for a run that ends well; under torchrun the launcher's 1 counts for a rank's
+signal exit too). The last line is exactly
+``faults: N runs, H hangs, L lost checkpoints, U unclear errors, W wrong exit codes``.
 """
 import argparse
 import json
@@ -36,13 +48,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
-FAULTS_1RANK = ("kill9", "sigint", "sigterm", "truncate", "delete", "nan", "second_job", "disk_full")
-FAULTS_2RANK = ("kill9", "sigterm", "nan")
-SIGNALLED = ("kill9", "sigint", "sigterm")
+FAULTS_1RANK = ("kill9", "sigint", "sigterm", "sighup", "eval_signal", "truncate", "delete", "bitflip", "nan",
+                "second_job", "disk_full", "disk_full_resume", "finetune_resume")
+FAULTS_2RANK = ("kill9", "sigterm", "sighup", "nan")
+SIGNALLED = ("kill9", "sigint", "sigterm", "sighup", "eval_signal")
+DAMAGED = ("truncate", "delete", "bitflip")  # the newest checkpoint is damaged on purpose after the run
+ON_TMPFS = ("disk_full", "disk_full_resume")
+SIGNALS = {"kill9": signal.SIGKILL, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sighup": signal.SIGHUP}
+EXIT_CODES = {signal.SIGKILL: -signal.SIGKILL, signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+LONG_EVAL = ("--tasks", "Acrobot", "CartPole", "--episode-steps", "3000")  # a baseline evaluation of 10 s and more
 CLEAR_LINES = re.compile(r"^(error: .+|interrupted by SIG[A-Z]+ .+|.+: error: .+)$")  # our one-liners and argparse's
 TORCHRUN_NOISE = re.compile(r"torch\.distributed|torchrun|ChildFailedError|elastic|^\s|^=+$|^\[|^Root Cause|^Failures:|"
                             r"^\S+\.py FAILED|^-+$|^<NO_OTHER_FAILURES>|^W\d{4}|^E\d{4}|^I\d{4}")
@@ -70,16 +89,39 @@ class Outcome:
     hangs: int = 0
     lost: int = 0
     unclear: int = 0
+    wrong_codes: int = 0
     notes: List[str] = field(default_factory=list)
 
+    def check_code(self, what: str, proc: "Proc", expected: Sequence[int]) -> None:
+        """Counts a wrong exit code of ``proc`` (a hung one was killed by the bench: not its own code)."""
+        if not proc.hung and proc.returncode not in expected:
+            self.wrong_codes += 1
+            self.notes.append(f"{what}: exit {proc.returncode}, expected {' or '.join(map(str, expected))}")
 
-def _job_command(exp: Path, iters: int, ranks: int, *, resume: bool, port: int) -> List[str]:
-    job = ["--exp-name", str(exp), "--max-train-iter", str(iters)] + (["--resume"] if resume else [])
+
+def _job_command(exp: Path, iters: int, ranks: int, *, resume: bool, port: int, extra: Sequence[str] = ()) -> List[str]:
+    job = ["--exp-name", str(exp), "--max-train-iter", str(iters), *extra] + (["--resume"] if resume else [])
     if ranks == 1:
         return [sys.executable, "-m", "lzero_ext.bench.fault_job", *job]
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(ranks),
             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--max-restarts", "0",
             "-m", "lzero_ext.bench.fault_job", "--tasks", "CartPole", "Acrobot", *job]
+
+
+def flip_tensor_bytes(path: Path, count: int = 64) -> str:
+    """Inverts ``count`` bytes in the middle of the largest tensor record of a torch zip checkpoint (a failing
+    disk or a bad copy); returns the record's name. torch does not check the zip's own CRCs on load."""
+    with zipfile.ZipFile(path) as archive:
+        record = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    header = record.header_offset  # local file header: 30 bytes, then the name and the extra field
+    start = (header + 30 + int.from_bytes(data[header + 26:header + 28], "little")
+             + int.from_bytes(data[header + 28:header + 30], "little"))
+    middle = start + record.file_size // 2 - count // 2
+    for i in range(middle, middle + count):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return record.filename
 
 
 def _start(command: List[str], log: Path, env: Dict[str, str]) -> Proc:
@@ -144,11 +186,12 @@ def _checkpoints(exp: Path) -> Dict[str, List[Path]]:
 
 
 def _intact(path: Path) -> bool:
-    import torch
+    from lzero_ext.checkpoint import CheckpointError, load_checkpoint
 
     try:
-        return isinstance(torch.load(path, map_location="cpu", weights_only=False), dict)
-    except Exception:  # noqa: BLE001  (any unreadable file)
+        load_checkpoint(path)  # readable, and its payload matches its checksum
+        return True
+    except (CheckpointError, OSError):
         return False
 
 
@@ -178,47 +221,83 @@ class FaultBench:
         self.env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
         self.port = 29650 + seed % 200
 
+    def _job(self, exp: Path, iters: int, ranks: int, log: Path, *, resume: bool = False,
+             extra: Sequence[str] = ()) -> Proc:
+        self.port += 1
+        return _start(_job_command(exp, iters, ranks, resume=resume, port=self.port, extra=extra), log, self.env)
+
     def run_one(self, index: int, fault: str, ranks: int) -> Outcome:
         out = Outcome(fault, ranks)
         root = self.work / f"run{index:03d}_{fault}_{ranks}r"
         root.mkdir(parents=True)
         exp = root / "exp"
-        mounted = False
-        if fault == "disk_full":
-            mounted = self._mount_tmpfs(root / "disk")
-            if not mounted:
+        disk = root / "disk"
+        if fault in ON_TMPFS:
+            if not self._mount_tmpfs(disk, "1m" if fault == "disk_full" else "64m"):
                 out.notes.append("skipped: not root or mount failed")
                 return out
-            exp = root / "disk" / "exp"
+            exp = disk / "exp"
+        try:
+            self._run_faulted(fault, ranks, root, exp, disk, out)
+        finally:
+            if fault in ON_TMPFS:
+                subprocess.run(["umount", "-l", str(disk)], check=False)
+        return out
+
+    def _run_faulted(self, fault: str, ranks: int, root: Path, exp: Path, disk: Path, out: Outcome) -> None:
         # the first job must outlast the second's start; signalled jobs must still run after their first checkpoint
         iters = 60 if fault == "second_job" else self.rng.randint(20, 40) if fault in SIGNALLED else self.rng.randint(6, 10)
-        env = dict(self.env)
-        if fault == "nan":
-            env["SCALEZERO_FAULT_NAN_AT_ITER"] = str(self.rng.randint(3, iters))
-        self.port += 1
-        first = _start(_job_command(exp, iters, ranks, resume=False, port=self.port), root / "first.log", env)
-        seen = self._drive(first, fault, exp, iters, ranks, root, out)
+        extra: List[str] = []
+        sig = SIGNALS.get(fault)
+        if fault == "eval_signal":
+            sig = self.rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+            extra = [*LONG_EVAL] + (["--per-task"] if self.rng.random() < 0.5 else [])
+            out.notes.append(f"{sig.name} with the {'per-task' if '--per-task' in extra else 'batched'} engine")
+            iters = 4
+        if fault == "finetune_resume":
+            base = self._job(root / "base", 4, ranks, root / "base.log")
+            _wait(base, self.timeout)
+            out.hangs += int(base.hung) + _orphans(base)
+            out.check_code("base job", base, (0,))
+            extra = ["--init-from", str(root / "base"), "--finetune", "lora"]
+        first_extra = extra + (["--fault-nan-at-iter", str(self.rng.randint(3, iters))] if fault == "nan" else [])
+        first = self._job(exp, iters, ranks, root / "first.log", extra=first_extra)
+        seen, fired = self._drive(first, fault, sig, exp, iters, ranks, root, out)
         out.hangs += int(first.hung) + _orphans(first)
-        unclear = _unclear(first, {"sigint": (130,), "sigterm": (143,), "nan": (1,), "disk_full": (1,)}.get(fault, ()))
+        expected = (0,)
+        if fault in ("nan", "disk_full"):
+            expected = (1,)
+        elif sig is not None and fired:
+            expected = (EXIT_CODES[sig], 1) if ranks > 1 and sig != signal.SIGKILL else (EXIT_CODES[sig],)
+        elif sig is not None:  # it ended before the signal, or the signal came while it ended
+            expected = (0, EXIT_CODES[sig])
+        out.check_code("first job", first, expected)
+        unclear = _unclear(first, expected)
         if unclear:
             out.unclear += 1
             out.notes.append(f"first job: {unclear}")
+        if fault == "disk_full":
+            self._check_nothing_written(exp, {}, out, "the run refused on a full disk")
+            subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=False)
         damaged = self._damage(fault, exp)
-        if mounted:
-            subprocess.run(["mount", "-o", "remount,size=64m", str(root / "disk")], check=False)
         out.lost += self._lost(seen, damaged, out)
-        self._resume(exp, iters, ranks, root, seen, damaged, out)
-        if mounted:
-            subprocess.run(["umount", "-l", str(root / "disk")], check=False)
-        return out
+        if fault == "disk_full_resume":
+            self._resume_on_full_disk(exp, iters, ranks, root, disk, out)
+        if fault == "finetune_resume":
+            self._plain_resume_of_a_finetune(exp, iters, ranks, root, out)
+        self._resume(exp, iters, ranks, root, seen, damaged, out, extra)
 
     # ------------------------------------------------------------------ steps
-    def _drive(self, proc: Proc, fault: str, exp: Path, iters: int, ranks: int, root: Path, out: Outcome) -> Dict[str, Path]:
-        """Runs the first job to its end with the fault injected; returns each rank's newest complete checkpoint."""
+    def _drive(self, proc: Proc, fault: str, sig: Optional[signal.Signals], exp: Path, iters: int, ranks: int,
+               root: Path, out: Outcome) -> Tuple[Dict[str, Path], bool]:
+        """Runs the first job to its end with the fault injected; returns each rank's newest complete checkpoint
+        and whether the signal was sent."""
         seen: Dict[str, Path] = {}
-        # The moment: 1 in 3 within 15 s of the run's start (lock taken), else within 3 s of its first checkpoint.
-        after_checkpoint = self.rng.random() < 2 / 3
-        delay = self.rng.uniform(0.0, 3.0 if after_checkpoint else 15.0)
+        # The moment: 1 in 3 within 15 s of the run's start (lock taken), else within 3 s of its first checkpoint;
+        # during the baseline evaluation: 3-6 s after the lock (the trainer is built in about 2 s).
+        after_checkpoint = fault != "eval_signal" and self.rng.random() < 2 / 3
+        delay = self.rng.uniform(3.0, 6.0) if fault == "eval_signal" else \
+            self.rng.uniform(0.0, 3.0 if after_checkpoint else 15.0)
         fire_at: Optional[float] = None
         fired = False
         second: Optional[Proc] = None
@@ -229,27 +308,27 @@ class FaultBench:
             started = any(_checkpoints(exp).values()) if after_checkpoint else (exp / "run.lock").exists()
             if fire_at is None and started:
                 fire_at = time.time() + delay
-            if fault in SIGNALLED and not fired and fire_at is not None and time.time() >= fire_at:
-                sig = {"kill9": signal.SIGKILL, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM}[fault]
+            if sig is not None and not fired and fire_at is not None and time.time() >= fire_at:
                 try:
                     os.killpg(proc.popen.pid, sig)
                 except ProcessLookupError:
                     pass
                 fired = True
             if fault == "second_job" and second is None and (exp / "run.lock").exists():
-                self.port += 1
-                second = _start(_job_command(exp, iters, ranks, resume=False, port=self.port), root / "second.log",
-                                self.env)
+                second = self._job(exp, iters, ranks, root / "second.log")
             time.sleep(0.25)
         _wait(proc, self.timeout)
         for rank, paths in _checkpoints(exp).items():  # the job's last save (latest.json only names complete files)
             if paths:
                 seen[rank] = paths[0]
-        if fault in SIGNALLED and not fired:
+        if sig is not None and not fired:
             out.notes.append("the job ended before the signal")
+        if fault == "eval_signal" and fired and "[eval]" in proc.output():
+            out.notes.append("the baseline evaluation had ended before the signal")
         if second is not None:
             _wait(second, self.timeout)
             out.hangs += int(second.hung) + _orphans(second)
+            out.check_code("second job", second, (1,))
             refused = "in use by process" in second.output() or "already holds a run" in second.output()
             if second.returncode == 0 or not refused:
                 out.unclear += 1
@@ -258,16 +337,18 @@ class FaultBench:
                 out.notes.append("the first job had ended: the second was refused as a reuse")
         elif fault == "second_job":
             out.notes.append("the first job ended before the second could start")
-        return seen
+        return seen, fired
 
     def _damage(self, fault: str, exp: Path) -> Optional[Path]:
-        if fault not in ("truncate", "delete"):
+        if fault not in DAMAGED:
             return None
         newest = _checkpoints(exp).get("rank0", [])
         if not newest:
             return None
         if fault == "truncate":
             newest[0].write_bytes(newest[0].read_bytes()[: newest[0].stat().st_size // 2])
+        elif fault == "bitflip":
+            flip_tensor_bytes(newest[0])
         else:
             newest[0].unlink()
         return newest[0]
@@ -280,16 +361,50 @@ class FaultBench:
                 out.notes.append(f"lost {rank}/{path.name}")
         return lost
 
+    def _check_nothing_written(self, exp: Path, before: Dict[Path, int], out: Outcome, what: str) -> None:
+        after = {p: p.stat().st_mtime_ns for p in exp.rglob("*")} if exp.exists() else {}
+        if after != before:
+            out.unclear += 1
+            changed = sorted(str(p.relative_to(exp)) for p in set(after) ^ set(before) | {
+                p for p in set(after) & set(before) if after[p] != before[p]})
+            out.notes.append(f"{what} left files behind: {changed[:3]}")
+
+    def _resume_on_full_disk(self, exp: Path, iters: int, ranks: int, root: Path, disk: Path, out: Outcome) -> None:
+        """With 16 KiB left, ``--resume`` is one line (ENOSPC) and writes nothing; then the disk is freed."""
+        before = {p: p.stat().st_mtime_ns for p in exp.rglob("*")}
+        filler = disk / "filler"
+        with open(filler, "wb") as f:
+            f.write(b"\0" * max(0, shutil.disk_usage(disk).free - 16 * 1024))
+        proc = self._job(exp, iters + 2, ranks, root / "resume_full.log", resume=True)
+        _wait(proc, self.timeout)
+        out.hangs += int(proc.hung) + _orphans(proc)
+        out.check_code("resume on a full disk", proc, (1,))
+        if "ENOSPC" not in proc.output() or _unclear(proc, (1,)):
+            out.unclear += 1
+            out.notes.append("resume on a full disk: no one-line ENOSPC refusal")
+        self._check_nothing_written(exp, before, out, "the resume on a full disk")
+        filler.unlink()
+
+    def _plain_resume_of_a_finetune(self, exp: Path, iters: int, ranks: int, root: Path, out: Outcome) -> None:
+        """A LoRA fine-tune resumed without its settings: refused in one line naming the fine-tune mode."""
+        proc = self._job(exp, iters + 2, ranks, root / "resume_plain.log", resume=True)
+        _wait(proc, self.timeout)
+        out.hangs += int(proc.hung) + _orphans(proc)
+        out.check_code("plain resume of a LoRA fine-tune", proc, (1,))
+        if "run.finetune" not in proc.output() or _unclear(proc, (1,)):
+            out.unclear += 1
+            out.notes.append("plain resume of a LoRA fine-tune: no one-line refusal naming the fine-tune mode")
+
     def _resume(self, exp: Path, iters: int, ranks: int, root: Path, seen: Dict[str, Path], damaged: Optional[Path],
-                out: Outcome) -> None:
-        self.port += 1
-        proc = _start(_job_command(exp, iters + 2, ranks, resume=True, port=self.port), root / "resume.log", self.env)
+                out: Outcome, extra: Sequence[str] = ()) -> None:
+        proc = self._job(exp, iters + 2, ranks, root / "resume.log", resume=True, extra=extra)
         _wait(proc, self.timeout)
         out.hangs += int(proc.hung) + _orphans(proc)
         text = proc.output()
         if proc.returncode != 0:
             nothing = "nothing to resume from" in text or "no intact checkpoint" in text
             if nothing and not seen:  # the fault came before the first checkpoint: a clear, correct refusal
+                out.check_code("resume", proc, (1,))
                 out.notes.append("no checkpoint before the fault: resume refused clearly")
                 return
             out.unclear += 1
@@ -303,12 +418,15 @@ class FaultBench:
         if resumed and expected and min(resumed) < min(expected) and damaged is None:
             out.lost += 1
             out.notes.append(f"resumed from iteration {min(resumed)}, newest complete was {min(expected)}")
+        if damaged is not None and f"{damaged.name} at iteration" in text:
+            out.lost += 1  # the damaged checkpoint was loaded as if intact: its data is corrupt
+            out.notes.append(f"resumed from the damaged {damaged.name}")
 
-    def _mount_tmpfs(self, path: Path) -> bool:
+    def _mount_tmpfs(self, path: Path, size: str) -> bool:
         if os.geteuid() != 0:
             return False
         path.mkdir()
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], capture_output=True)
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
         return result.returncode == 0
 
 
@@ -341,19 +459,22 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         parser.error(f"--runs must be a positive integer, got {args.runs}")
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="scalezero_faults_"))
     bench = FaultBench(work, timeout=args.timeout, seed=args.seed)
-    totals = [0, 0, 0]
+    totals = [0, 0, 0, 0]
     start = time.time()
     for index, (fault, ranks) in enumerate(plan(args.runs, bench.rng, ranks=args.ranks, kinds=args.faults)):
         t0 = time.time()
         outcome = bench.run_one(index, fault, ranks)
-        totals = [totals[0] + outcome.hangs, totals[1] + outcome.lost, totals[2] + outcome.unclear]
+        totals = [totals[0] + outcome.hangs, totals[1] + outcome.lost, totals[2] + outcome.unclear,
+                  totals[3] + outcome.wrong_codes]
         notes = "; ".join(outcome.notes)
-        print(f"run {index + 1:3d}/{args.runs} {fault:<10} {ranks} rank(s) {time.time() - t0:5.0f} s  hangs {outcome.hangs} "
-              f"lost {outcome.lost} unclear {outcome.unclear}" + (f"  ({notes})" if notes else ""), flush=True)
+        print(f"run {index + 1:3d}/{args.runs} {fault:<16} {ranks} rank(s) {time.time() - t0:5.0f} s  hangs {outcome.hangs} "
+              f"lost {outcome.lost} unclear {outcome.unclear} codes {outcome.wrong_codes}" + (f"  ({notes})" if notes else ""),
+              flush=True)
     print(f"total {time.time() - start:.0f} s; files in {work}" if args.work_dir else f"total {time.time() - start:.0f} s")
     if not args.work_dir:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"faults: {args.runs} runs, {totals[0]} hangs, {totals[1]} lost checkpoints, {totals[2]} unclear errors")
+    print(f"faults: {args.runs} runs, {totals[0]} hangs, {totals[1]} lost checkpoints, {totals[2]} unclear errors, "
+          f"{totals[3]} wrong exit codes")
 
 
 if __name__ == "__main__":

@@ -1,34 +1,29 @@
-"""Test-only faults the trainer honours when asked through environment variables.
+"""Faults for tests and the fault bench, handed to the trainer as a parameter (never read from the environment).
 
-``python -m lzero_ext.bench faults`` and the tests use them to check that a fault is caught where
-it starts; nothing happens unless a variable is set.
+:func:`~lzero_ext.entry.train_scalezero.train_scalezero` takes ``batch_transform``: a function
+``(learner iteration, batch) -> batch`` applied to every sampled batch; production runs pass None.
+``python -m lzero_ext.bench.fault_job --fault-nan-at-iter N`` and the tests pass :class:`NanTargetsAt`.
 
-- ``SCALEZERO_FAULT_NAN_AT_ITER=<n>``: the value targets of the batches of learner iteration ``n``
-  are NaN (as a diverging target model would produce them).
+Example::
+
+    train_scalezero(configs, max_train_iter=8, batch_transform=NanTargetsAt(5))  # DivergenceError at iteration 5
 """
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-NAN_AT_ITER = "SCALEZERO_FAULT_NAN_AT_ITER"
 
+@dataclass(frozen=True)
+class NanTargetsAt:
+    """NaN value targets in every batch of learner iteration ``iteration`` (as a diverging target model would
+    produce them); other iterations' batches pass unchanged."""
 
-def _with_nan_targets(batch: Any) -> Any:
-    task_id, current_batch, target_batch = batch
-    target_reward, target_value, target_policy = target_batch
-    return task_id, current_batch, [target_reward, np.full_like(np.asarray(target_value, dtype=np.float32), np.nan),
-                                    target_policy]
+    iteration: int
 
-
-def install(trainer: Any) -> None:
-    """Wraps the trainer's tasks' ``sample`` when a fault variable is set; otherwise changes nothing."""
-    at_iter = os.environ.get(NAN_AT_ITER)
-    if not at_iter:
-        return
-    nan_iter = int(at_iter)
-    for task in trainer.tasks:
-        def sample(policy: Any, _sample: Any = task.sample) -> Any:
-            batch = _sample(policy)
-            return _with_nan_targets(batch) if trainer.train_iter + 1 == nan_iter else batch
-        task.sample = sample
+    def __call__(self, iteration: int, batch: Any) -> Any:
+        if iteration != self.iteration:
+            return batch
+        task_id, current_batch, (target_reward, target_value, target_policy) = batch
+        nan_value = np.full_like(np.asarray(target_value, dtype=np.float32), np.nan)
+        return task_id, current_batch, [target_reward, nan_value, target_policy]

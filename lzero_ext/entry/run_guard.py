@@ -35,7 +35,6 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 from lzero_ext.checkpoint import CKPT_SUBDIR, ITERATION_FILE, CheckpointError, atomic_write, load_newest_intact
 from lzero_ext.distributed import split_tasks
 from lzero_ext.divergence import DivergenceError, check_finite_parameters
-from lzero_ext.entry import fault_injection
 from lzero_ext.entry.configs import compile_task_configs, save_task_configs, validate_task_configs
 from lzero_ext.entry.resume_check import check_resume_compatible, run_identity
 from lzero_ext.entry.run_lock import ExperimentLock
@@ -217,7 +216,6 @@ class RunGuard:
             return path
 
         trainer.learn, trainer.save, trainer.resume = guarded_learn, guarded_save, guarded_resume
-        fault_injection.install(trainer)
 
     def _final_checkpoint(self, trainer: Any, stop: RunInterrupted) -> str:
         """Saves when a learner iteration ran since the last checkpoint; returns the one true line."""

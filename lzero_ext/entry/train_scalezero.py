@@ -66,7 +66,8 @@ class MultiTaskTrainer:
 
     def __init__(self, task_configs: Sequence[TaskConfig], *, seed: int, exp_name: str, score_kind: str,
                  max_env_step: int, max_train_iter: int, checkpoint_freq: int, save_replay_buffer: bool,
-                 progress: bool, initial_eval: bool = True, bar_stream: Any = None) -> None:
+                 progress: bool, initial_eval: bool = True, bar_stream: Any = None,
+                 batch_transform: Optional[Callable[[int, Any], Any]] = None) -> None:
         validate_task_configs(task_configs)
         self.dist = init_distributed()
         self.local_task_ids = split_tasks(list(range(len(task_configs))), self.dist.rank, self.dist.world_size)
@@ -75,6 +76,7 @@ class MultiTaskTrainer:
         self.checkpoint_freq, self.save_replay_buffer = checkpoint_freq, save_replay_buffer
         self.progress = progress and self.dist.rank == 0
         self.initial_eval, self.bar_stream = initial_eval, bar_stream  # False: no baseline evaluation before training
+        self.batch_transform = batch_transform  # a test seam (lzero_ext.entry.fault_injection); None in production
         self.bar = RunProgress(total=0, enabled=False)  # the run's bar, made in run()
         self.score_kind = score_kind
         self.train_iter = 0
@@ -151,6 +153,8 @@ class MultiTaskTrainer:
             if self.train_iter >= self.max_train_iter:
                 break
             batches = [task.sample(self.policy) for task in ready]
+            if self.batch_transform is not None:
+                batches = [self.batch_transform(self.train_iter + 1, batch) for batch in batches]
             log = self.policy.learn_mode.forward(batches)
             self.train_iter += 1
             self.bar.learning(self.train_iter)
@@ -264,7 +268,8 @@ def train_scalezero(task_configs: Sequence[TaskConfig], *, seed: int = 0, max_en
                     score_kind: str = "raw", checkpoint_freq: int = 1000, save_replay_buffer: bool = False,
                     progress: bool = True, initial_eval: bool = True, init_from: Optional[FinetuneSpec] = None,
                     bar_stream: Any = None, overwrite: bool = False,
-                    run_labels: Optional[Dict[str, Any]] = None) -> TrainResult:
+                    run_labels: Optional[Dict[str, Any]] = None,
+                    batch_transform: Optional[Callable[[int, Any], Any]] = None) -> TrainResult:
     """Trains one ScaleZero model on every task in ``task_configs`` (one ``(main, create)`` pair each).
 
     ``max_env_step`` is a per-task budget: a task that spent it stops collecting; the run ends when
@@ -274,7 +279,9 @@ def train_scalezero(task_configs: Sequence[TaskConfig], *, seed: int = 0, max_en
     lock and turns SIGINT/SIGTERM into a final checkpoint. Returns a :class:`TrainResult`; rank 0 also writes
     ``summary.json`` and ``learning_curves.png`` into the experiment directory. ``initial_eval=False`` skips
     the baseline evaluation before training; ``init_from`` starts from another run's checkpoint
-    (:mod:`lzero_ext.entry.finetune`); ``bar_stream``: where the progress bar goes (default stderr).
+    (:mod:`lzero_ext.entry.finetune`); ``bar_stream``: where the progress bar goes (default stderr);
+    ``batch_transform``: ``(iteration, batch) -> batch`` on every sampled batch, for injected faults in tests
+    (:mod:`lzero_ext.entry.fault_injection`).
     """
     exp_name = task_configs[0][0].exp_name if exp_name is None else exp_name
     labels = {**(run_labels or {}), "finetune": "none" if init_from is None else init_from.identity()}
@@ -282,7 +289,8 @@ def train_scalezero(task_configs: Sequence[TaskConfig], *, seed: int = 0, max_en
         trainer = MultiTaskTrainer(task_configs, seed=seed, exp_name=exp_name, score_kind=score_kind,
                                    max_env_step=max_env_step, max_train_iter=max_train_iter,
                                    checkpoint_freq=checkpoint_freq, save_replay_buffer=save_replay_buffer,
-                                   progress=progress, initial_eval=initial_eval, bar_stream=bar_stream)
+                                   progress=progress, initial_eval=initial_eval, bar_stream=bar_stream,
+                                   batch_transform=batch_transform)
         try:
             with guard.watch(trainer):  # final checkpoint on SIGINT/SIGTERM; divergence keeps the last good one
                 if init_from is not None:
