@@ -17,12 +17,23 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from lzero.policy import select_action
 
 from lzero_ext.model.cached_inference import InferenceCache, initial_inference
 from lzero_ext.search import BatchedSearch
 
 MODES = frozenset({"collect", "eval"})
+
+
+def select_action(visit_counts: Sequence[float], *, temperature: float, deterministic: bool) -> Tuple[int, float]:
+    """lightzero's ``select_action`` (``lzero.policy.utils``) without scipy: the visit-count distribution at
+    ``temperature``, its argmax or one draw from it (the same ``np.random.choice`` call, so seeded runs draw the
+    same actions), and its entropy in bits."""
+    counts = np.asarray(visit_counts, dtype=np.float64)
+    probs = counts ** (1.0 / temperature)
+    probs = probs / probs.sum()
+    index = int(np.argmax(counts)) if deterministic else int(np.random.choice(len(counts), p=probs))
+    nonzero = probs[probs > 0]
+    return index, float(-(nonzero * np.log2(nonzero)).sum())
 
 
 @torch.no_grad()
@@ -66,10 +77,8 @@ def act(world_model: torch.nn.Module, search: BatchedSearch, cache: InferenceCac
     for i in range(n):
         if mode == "eval":
             index, entropy = select_action(distributions[i], temperature=1, deterministic=True)
-        elif epsilon > 0:
-            index, entropy = select_action(distributions[i], temperature=temperature, deterministic=True)
         else:
-            index, entropy = select_action(distributions[i], temperature=temperature, deterministic=False)
+            index, entropy = select_action(distributions[i], temperature=temperature, deterministic=epsilon > 0)
         if search.continuous:
             action = np.asarray(sampled[i][index])
         else:

@@ -1,124 +1,173 @@
-"""The batched multi-task engine against the task-by-task one: collection speed and learn-step time.
+"""The multi-task engine against lightzero's own UniZero run one game after another, at the same sizes.
 
-``python -m lzero_ext.bench engine --tasks 3 [--rounds 3 --learn-repeats 5 --threads 2]``
+``python -m lzero_ext.bench engine --suite minatar`` (or ``--suite atari``) ``[--rounds 3 --learn-repeats 5]``
 
-One multi-task trainer on ``--tasks`` real Atari games (the ``cpu`` preset's model: embed 64, 2 layers,
-4 heads, 4 experts; 8 simulations; 2 envs per task, base env manager) is switched between the two
-engines (``policy.engine``), so both time the same model, envs and replay data:
+* **ours**: one ScaleZero trainer on the suite's ``cpu`` preset (MinAtar: 5 games x 8 envs; Atari: the main
+  job's 3 games), default engine: every task's envs step together, one initial inference and one C++ search
+  over every task's roots per step on the batched KV cache, one learn step for every task's batch.
+* **lightzero**: lightzero's ``unizero`` policy (``GridUniZeroModel`` for MinAtar's grids), its own
+  ``MuZeroSegmentCollector`` and learn step, one policy per game, the games one after another: what a
+  LightZero user runs today to train the same games at the same width, depth, simulations and env count.
 
-* **collection**: env steps per second over all tasks of one collection round; ``per_task`` collects the
-  tasks one after another (one policy forward and one MCTS search per task and step), ``batched`` collects
-  them in lockstep (one forward and one search over every task's roots per step). Rounds alternate.
-* **learn step**: seconds per learner iteration on the same sampled batches (one per task), at batch 8 and
-  32 per task, dense and MoE FFN; ``per_task`` runs one world-model forward per task, ``batched`` one for all.
+Figures (all from this one process, sides interleaved round by round):
 
-The last line is ``engine: collect batched/per-task X.XX, learn batched/per-task Y.YY``: X the env-steps/s
-ratio, Y the geometric mean of the learn-time ratios over the four (batch, FFN) settings.
+* **collect**: env steps per second over all games (ours: one round of every task; lightzero: one round of
+  each game in turn), after a warm-up round each;
+* **learn**: seconds of our one multi-task learn step against the sum of lightzero's single-task learn steps
+  on batches of the same rows (``batch_size`` per game), median over ``--learn-repeats``;
+* **search overhead**: the fixed cost of one search (``lzero_ext.bench.search``'s fit over 1-40 roots) of ours.
+
+The last line is ``engine: collect ours/lightzero X.XX, learn ours/lightzero Y.YY, search overhead Z.Z ms``.
 """
 import argparse
 import logging
-import math
+import os
 import tempfile
 import time
+from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate
 
-from lzero_ext.bench.common import atari_task_configs, machine_load, median, set_threads, time_interleaved
+from lzero_ext.bench.common import (create_policy_for, lightzero_unizero_config, machine_load, median,
+                                    set_threads, time_interleaved)
 
-GAMES = ["Pong", "Breakout", "MsPacman", "Seaquest", "Boxing", "Alien", "ChopperCommand", "Hero"]
-ENGINES = ("per_task", "batched")
-MODEL = dict(embed_dim=64, num_layers=2, num_heads=4, num_experts=4, num_simulations=8, collector_env_num=2)
-
-
-def build_trainer(games: Sequence[str], *, dense: bool, batch_size: int, exp_name: str, seed: int) -> Any:
-    from lzero_ext.entry.train_scalezero import MultiTaskTrainer
-
-    configs = atari_task_configs(games, dense=dense, batch_size=batch_size, exp_name=exp_name,
-                                 diagnostics_freq=0, **MODEL)  # diagnostics off: time the learn step itself
-    return MultiTaskTrainer(configs, seed=seed, exp_name=exp_name, score_kind="atari", max_env_step=10 ** 9,
-                            max_train_iter=10 ** 9, checkpoint_freq=10 ** 9, save_replay_buffer=False, progress=False)
+SUITES = ("minatar", "atari")
+SEARCH_BATCHES = (1, 2, 5, 10, 20, 40)
 
 
-def use_engine(trainer: Any, engine: str) -> None:
-    trainer.cfg.engine = trainer.policy._cfg.engine = engine
+def suite_configs(suite: str, exp_name: str) -> Tuple[List[Any], Optional[int]]:
+    """The suite's ``cpu`` preset configs (default engine) and the preset's torch thread count."""
+    if suite == "minatar":
+        from zoo.minatar.config.scalezero_minatar_multitask_config import PRESETS, build_configs
+    else:
+        from zoo.atari.config.scalezero_multitask_config import PRESETS, build_configs
+    return build_configs("cpu", exp_name=exp_name, cuda=False), PRESETS["cpu"].torch_threads
 
 
-def time_collection(trainer: Any, rounds: int) -> Dict[str, Tuple[int, float]]:
-    """(env steps, seconds) per engine over ``rounds`` alternating collection rounds, after one warm-up each."""
-    totals = {engine: [0, 0.0] for engine in ENGINES}
+def lightzero_side(task_config: Any, suite: str, seed: int) -> Dict[str, Any]:
+    """lightzero's UniZero policy, its segment collector and replay buffer for one game."""
+    from ding.envs import create_env_manager, get_vec_env_setting
+    from lzero.mcts import UniZeroGameBuffer
+    from lzero.worker import MuZeroSegmentCollector
+
+    main, create = lightzero_unizero_config(task_config)
+    for key in ("diagnostics_freq", "dps", "engine", "amp", "compile", "cache_clear_interval"):
+        main.policy.pop(key, None)
+    if suite == "minatar":  # lightzero's UniZero model with the grid encoder
+        main.policy.model.update(type="GridUniZeroModel", import_names=["lzero_ext.model.grid_encoder"])
+    policy, cfg = create_policy_for((main, create), seed=seed, enable_field=("learn", "collect"))
+    env_fn, collector_env_cfg, _ = get_vec_env_setting(cfg.env)
+    env = create_env_manager(cfg.env.manager, [partial(env_fn, cfg=c) for c in collector_env_cfg])
+    env.seed(cfg.seed)
+    collector = MuZeroSegmentCollector(env=env, policy=policy.collect_mode, tb_logger=None,
+                                       exp_name=os.path.relpath(cfg.exp_name), instance_name="bench_unizero",
+                                       policy_config=cfg.policy)
+    return dict(policy=policy, cfg=cfg, collector=collector, buffer=UniZeroGameBuffer(cfg.policy))
+
+
+def lightzero_round(side: Dict[str, Any]) -> int:
+    """One collection round of one game; returns its env steps (segments go to the game's buffer)."""
+    before = side["collector"].envstep
+    data = side["collector"].collect(train_iter=0, policy_kwargs={"temperature": 1.0, "epsilon": 0.0})
+    side["buffer"].push_game_segments(data)
+    side["buffer"].remove_oldest_data_to_fit()
+    return side["collector"].envstep - before
+
+
+def time_collection(trainer: Any, sides: Sequence[Dict[str, Any]], rounds: int) -> Dict[str, Tuple[int, float]]:
+    """(env steps, seconds) of ``rounds`` rounds per side, alternating, after a warm-up round each."""
+    totals = {"ours": [0, 0.0], "lightzero": [0, 0.0]}
     for round_index in range(rounds + 1):
-        for engine in ENGINES:
-            use_engine(trainer, engine)
-            start = time.perf_counter()
-            steps = trainer.collect()
-            if round_index:  # round 0 warms up
-                totals[engine][0] += steps
-                totals[engine][1] += time.perf_counter() - start
-    return {engine: (steps, seconds) for engine, (steps, seconds) in totals.items()}
+        start = time.perf_counter()
+        steps = trainer.collect()
+        if round_index:
+            totals["ours"][0] += steps
+            totals["ours"][1] += time.perf_counter() - start
+        start = time.perf_counter()
+        steps = sum(lightzero_round(side) for side in sides)  # the games one after another
+        if round_index:
+            totals["lightzero"][0] += steps
+            totals["lightzero"][1] += time.perf_counter() - start
+    return {name: (steps, seconds) for name, (steps, seconds) in totals.items()}
 
 
-def time_learn_step(trainer: Any, repeats: int) -> Dict[str, float]:
-    """Median seconds per learner iteration per engine, on one fixed set of sampled batches."""
+def time_learning(trainer: Any, sides: Sequence[Dict[str, Any]], repeats: int) -> Dict[str, float]:
+    """Median seconds of our one multi-task learn step and of lightzero's learn steps of every game."""
     while not all(task.has_enough_data() for task in trainer.tasks):
         trainer.collect()
-    batches = [task.sample(trainer.policy) for task in trainer.tasks]
+    ours_batches = [task.sample(trainer.policy) for task in trainer.tasks]
+    theirs = []
+    for side in sides:
+        batch_size = side["cfg"].policy.batch_size
+        while side["buffer"].get_num_of_transitions() < batch_size:
+            lightzero_round(side)
+        theirs.append((side["policy"], side["buffer"].sample(batch_size, side["policy"])))
 
-    def step(engine: str):
-        def run() -> None:
-            use_engine(trainer, engine)
-            trainer.policy.learn_mode.forward(batches)
-        return run
+    def ours() -> None:
+        trainer.policy.learn_mode.forward(ours_batches)
 
-    times = time_interleaved({engine: step(engine) for engine in ENGINES}, warmup=1, repeats=repeats)
-    return {engine: median(values) for engine, values in times.items()}
+    def lightzero() -> None:
+        for policy, batch in theirs:
+            policy.learn_mode.forward(batch + [0] if len(batch) == 2 else batch)
+
+    times = time_interleaved({"ours": ours, "lightzero": lightzero}, warmup=1, repeats=repeats)
+    return {name: median(values) for name, values in times.items()}
+
+
+def search_overhead(trainer: Any, repeats: int) -> Tuple[float, float]:
+    """Fixed cost and per-root cost (seconds) of one search on our engine, fitted over 1-40 roots."""
+    from lzero_ext.bench.search import BatchedPath, fit, spread_rows, time_search
+
+    cfg = trainer.policy._cfg
+    num_tasks = len(trainer.tasks)
+    path = BatchedPath(trainer.policy._collect_model, cfg, {t: max(SEARCH_BATCHES) for t in range(num_tasks)})
+    obs_shape = tuple(trainer.tasks[0].cfg.policy.model.observation_shape)
+    seconds = [time_search(path, spread_rows(batch, num_tasks), obs_shape, repeats) for batch in SEARCH_BATCHES]
+    return fit(SEARCH_BATCHES, seconds)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, default=3, help=f"Atari games (1..{len(GAMES)})")
-    parser.add_argument("--rounds", type=int, default=3, help="timed collection rounds per engine")
-    parser.add_argument("--learn-repeats", type=int, default=5, help="timed learner iterations per engine and setting")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--suite", choices=SUITES, default="minatar")
+    parser.add_argument("--rounds", type=int, default=3, help="timed collection rounds per side")
+    parser.add_argument("--learn-repeats", type=int, default=5, help="timed learn steps per side")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if not 1 <= args.tasks <= len(GAMES):
-        parser.error(f"--tasks must lie in 1..{len(GAMES)}")
-    threads = set_threads(args.threads)
 
     import lzero_ext  # noqa: F401  (registers envs, models, policies)
-    logging.getLogger().setLevel(logging.WARNING)
-    games = GAMES[:args.tasks]
-    learn_rows, ratios = [], []
-    collect: Dict[str, Tuple[int, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="scalezero_bench_engine_") as exp:
-        for dense in (False, True):
-            for batch_size in args.batch_sizes:
-                trainer = build_trainer(games, dense=dense, batch_size=batch_size, exp_name=exp, seed=args.seed)
-                try:
-                    if not dense and batch_size == args.batch_sizes[0]:  # collection: the MoE model of the cpu preset
-                        collect = time_collection(trainer, args.rounds)
-                    seconds = time_learn_step(trainer, args.learn_repeats)
-                finally:
-                    trainer.close()
-                ratio = seconds["batched"] / seconds["per_task"]
-                ratios.append(ratio)
-                learn_rows.append(["dense" if dense else "MoE", batch_size, f"{seconds['per_task'] * 1e3:.0f}",
-                                   f"{seconds['batched'] * 1e3:.0f}", f"{ratio:.2f}"])
+    from lzero_ext.entry.train_scalezero import MultiTaskTrainer
 
-    rates = {engine: steps / seconds for engine, (steps, seconds) in collect.items()}
-    print(f"\nengine benchmark: {args.tasks} Atari tasks ({', '.join(games)}); threads {threads}, load {machine_load()}")
-    print(f"\ncollection ({MODEL['collector_env_num']} envs per task, {MODEL['num_simulations']} simulations, MoE, "
-          f"{args.rounds} rounds per engine)")
-    print(tabulate([[engine, collect[engine][0], f"{collect[engine][1]:.1f}", f"{rates[engine]:.1f}"] for engine in ENGINES],
-                   headers=["engine", "env steps", "seconds", "env steps / s"]))
-    print(f"\nlearn step (one batch per task; median of {args.learn_repeats})")
-    print(tabulate(learn_rows, headers=["FFN", "batch / task", "per_task ms", "batched ms", "batched / per_task"]))
-    collect_ratio = rates["batched"] / rates["per_task"]
-    learn_ratio = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-    print(f"engine: collect batched/per-task {collect_ratio:.2f}, learn batched/per-task {learn_ratio:.2f}")
+    load_before = machine_load()
+    logging.getLogger().setLevel(logging.WARNING)  # lightzero's collectors log every round at INFO
+    with tempfile.TemporaryDirectory(prefix="scalezero_bench_engine_") as exp:
+        configs, preset_threads = suite_configs(args.suite, exp)
+        threads = set_threads(args.threads or preset_threads)
+        trainer = MultiTaskTrainer(configs, seed=args.seed, exp_name=exp, score_kind="raw", max_env_step=10 ** 9,
+                                   max_train_iter=10 ** 9, checkpoint_freq=10 ** 9, save_replay_buffer=False,
+                                   progress=False)
+        sides = [lightzero_side(config, args.suite, args.seed) for config in configs]
+        try:
+            collect = time_collection(trainer, sides, args.rounds)
+            learn = time_learning(trainer, sides, args.learn_repeats)
+            fixed, per_root = search_overhead(trainer, repeats=3)
+        finally:
+            trainer.close()
+            for side in sides:
+                side["collector"].close()
+    games = [task.name for task in trainer.tasks]
+    rates = {name: steps / seconds for name, (steps, seconds) in collect.items()}
+    print(f"\nengine benchmark, {args.suite} cpu preset: {len(games)} games ({', '.join(games)}); "
+          f"threads {threads}, load {load_before} -> {machine_load()}")
+    print(tabulate([[name, collect[name][0], f"{collect[name][1]:.1f}", f"{rates[name]:.1f}",
+                     f"{learn[name] * 1e3:.0f}"] for name in ("ours", "lightzero")],
+                   headers=["side", "env steps", "collect s", "env steps / s", "learn step ms (all games)"]))
+    print(f"search: fixed {fixed * 1e3:.1f} ms + {per_root * 1e3:.2f} ms per root "
+          f"({trainer.policy._cfg.num_simulations} simulations)")
+    print(f"engine: collect ours/lightzero {rates['ours'] / rates['lightzero']:.2f}, "
+          f"learn ours/lightzero {learn['ours'] / learn['lightzero']:.2f}, search overhead {fixed * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":

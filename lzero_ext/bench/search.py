@@ -32,7 +32,7 @@ def _policy(preset: str, dense: bool) -> Any:
     return create_policy(cfgs[0].policy, enable_field=["collect"]), cfgs[0].policy
 
 
-def _rows(batch: int, num_tasks: int) -> np.ndarray:
+def spread_rows(batch: int, num_tasks: int) -> np.ndarray:
     """Task id of each root: B roots spread over the tasks in contiguous blocks."""
     return np.sort(np.arange(batch) % num_tasks)
 
@@ -121,7 +121,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     rows = []
     seconds: Dict[str, List[float]] = {name: [] for name in paths}
     for batch in args.batches:
-        task_ids = _rows(batch, num_tasks)
+        task_ids = spread_rows(batch, num_tasks)
         for name, path in paths.items():
             seconds[name].append(time_search(path, task_ids, obs_shape, args.repeats))
         rows.append([batch] + [f"{seconds[name][-1] * 1e3:.1f}" for name in paths] +

@@ -24,7 +24,7 @@ copied to the host. Sizes are host integers (a child has its parent's tokens plu
 transfers are the outputs the C++ tree needs.
 """
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -133,8 +133,68 @@ def _route(switch: TaskSwitch, x: Tensor, rows: TaskRows, fn=lambda module, x: m
     return cat_rows(outs)
 
 
+def _stacked_head(switch: TaskSwitch) -> Optional[List[Tuple[str, Tensor, Optional[Tensor]]]]:
+    """Per-task heads of the form Linear -> GELU -> Linear [-> LayerNorm] as stacked ``(T, in, out)`` weights and
+    ``(T, 1, out)`` biases (LayerNorm: ``(T, 1, D)`` gain and bias), cached until a weight changes; None for any
+    other head (shared, continuous, wrapped by DPS adapters)."""
+    if switch.shared or switch.input_widths is not None:
+        return None
+    sequences = [head.head_module for head in switch.per_task]
+    if any(type(seq) is not nn.Sequential for seq in sequences):
+        return None
+    kinds = [type(layer) for layer in sequences[0]]
+    if kinds[:3] != [nn.Linear, nn.GELU, nn.Linear] or kinds[3:] not in ([], [nn.LayerNorm]) or \
+            any([type(layer) for layer in seq] != kinds for seq in sequences):
+        return None
+    params = [p for seq in sequences for p in seq.parameters()]
+    stamp = tuple((p.data_ptr(), p._version) for p in params)
+    cached = switch.__dict__.get('_stacked_head')
+    if cached is None or cached[0] != stamp:
+        with torch.no_grad():
+            layers = []
+            for index, kind in enumerate(kinds):
+                modules = [seq[index] for seq in sequences]
+                if kind is nn.Linear:
+                    layers.append(('linear', torch.stack([m.weight.T for m in modules]),        # (T, in, out)
+                                   torch.stack([m.bias for m in modules])[:, None]))            # (T, 1, out)
+                elif kind is nn.LayerNorm:
+                    if len({m.eps for m in modules}) > 1:
+                        return None
+                    layers.append((f'layernorm:{modules[0].eps}', torch.stack([m.weight for m in modules])[:, None],
+                                   torch.stack([m.bias for m in modules])[:, None]))
+                else:
+                    layers.append(('gelu', None, None))
+            approximate = sequences[0][1].approximate
+        cached = switch.__dict__['_stacked_head'] = (stamp, layers, approximate)
+    return [(kind, w, b) if kind != 'gelu' else (cached[2], None, None) for kind, w, b in cached[1]]
+
+
+def _batched_head(layers: List[Tuple[str, Tensor, Optional[Tensor]]], x: Tensor, rows: TaskRows) -> Tensor:
+    """Every task's head on its rows at once: rows laid out as ``(T, R, D)`` (each task padded to the most rows),
+    one batched matmul per layer, then back to row order: ``(B, 1, D) -> (B, out)``."""
+    tasks = rows.tasks
+    longest = max(stop - start for _, start, stop in rows.segments)
+    slots = torch.cat([torch.arange(start, stop) - start + i * longest
+                       for i, (_, start, stop) in enumerate(rows.segments)]).to(x.device)      # (B,)
+    h = x.new_zeros(len(tasks) * longest, x.shape[-1]).index_copy_(0, slots, x[:, 0]).view(len(tasks), longest, -1)
+    index = torch.as_tensor(tasks, device=x.device)
+    for kind, weight, bias in layers:
+        if kind == 'linear':
+            h = torch.baddbmm(bias.index_select(0, index), h, weight.index_select(0, index))    # (T, R, out)
+        elif kind.startswith('layernorm:'):
+            h = F.layer_norm(h, h.shape[-1:], eps=float(kind.split(':')[1])) * weight.index_select(0, index) \
+                + bias.index_select(0, index)
+        else:
+            h = F.gelu(h, approximate=kind)
+    return h.reshape(len(tasks) * longest, -1).index_select(0, slots)                           # (B, out)
+
+
 def _head(switch: TaskSwitch, x: Tensor, rows: TaskRows) -> Tensor:
     """A lightzero head (``Head`` or continuous ``PolicyHeadCont``) on one token per row: ``(B, 1, D) -> (B, out)``."""
+    stacked = _stacked_head(switch) if len(rows.segments) > 1 else None
+    if stacked is not None:
+        return _batched_head(stacked, x, rows)
+
     def run(head, x_t):
         out = _sequential(head.head_module, x_t)
         if isinstance(out, dict):  # ReparameterizationHead: lightzero concatenates [mu, sigma]
