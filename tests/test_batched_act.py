@@ -1,0 +1,52 @@
+"""The batched acting step: lightzero's action selection, legal actions only, per-task outputs."""
+import numpy as np
+import pytest
+import torch
+from lzero.policy import select_action as lightzero_select_action
+
+from lzero_ext.model.cached_inference import InferenceCache
+from lzero_ext.search import BatchedSearch
+from policies.batched_act import act, select_action
+from tests.test_cached_inference import NUM_ACTIONS, _discrete, _pad
+
+
+@pytest.mark.parametrize("temperature", [0.25, 1.0])
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_select_action_draws_what_lightzero_draws(temperature, deterministic):
+    rng = np.random.default_rng(0)
+    for seed in range(100):
+        visits = rng.integers(0, 9, rng.integers(2, 7)).astype(float)
+        visits[rng.integers(0, len(visits))] += 1
+        np.random.seed(seed)
+        want = lightzero_select_action(list(visits), temperature=temperature, deterministic=deterministic)
+        np.random.seed(seed)
+        got = select_action(list(visits), temperature=temperature, deterministic=deterministic)
+        assert got[0] == want[0]
+        assert got[1] == pytest.approx(float(want[1]), abs=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["collect", "eval"])
+def test_act_picks_legal_actions_of_each_task_and_eval_takes_the_most_visited(mode):
+    model = _discrete(True, num_simulations=6)
+    cache = InferenceCache(model.world_model, {0: 2, 1: 3}, num_simulations=6)
+    search = BatchedSearch(num_simulations=6, discount_factor=0.997, support_scale=50)
+    task_ids, env_ids = [0, 0, 1, 1, 1], [0, 1, 0, 1, 2]
+    masks = [np.array([1, 0, 1]), np.array([0, 1, 0]), np.array([1, 1, 1]), np.array([0, 0, 1]), np.array([1, 1, 0])]
+    obs = torch.cat([_pad(torch.randn(2, 4), 6), torch.randn(3, 6)])
+    np.random.seed(0)
+    last_obs, last_actions, first = torch.zeros(5, 6), torch.full((5,), -1), np.ones(5, dtype=bool)
+    for step in range(3):
+        outputs = act(model.world_model, search, cache, obs=obs, task_ids=task_ids, env_ids=env_ids,
+                      last_obs=last_obs, last_actions=last_actions, first_step=first, action_masks=masks, mode=mode,
+                      temperature=1.0, noise=(0.3, 0.25))
+        for out, mask in zip(outputs, masks):
+            legal = np.flatnonzero(mask)
+            assert out["action"] in legal  # never an illegal action
+            assert len(out["visit_count_distributions"]) == len(legal)  # visits cover the legal actions only
+            assert sum(out["visit_count_distributions"]) == 6
+            if mode == "eval":
+                assert out["action"] == legal[int(np.argmax(out["visit_count_distributions"]))]
+        last_obs, obs = obs, torch.randn(5, 6)
+        last_actions = torch.as_tensor([out["action"] for out in outputs])
+        first = np.zeros(5, dtype=bool)
+    assert NUM_ACTIONS == 3
