@@ -7,7 +7,7 @@ from lzero.policy import select_action as lightzero_select_action
 from lzero_ext.model.cached_inference import InferenceCache
 from lzero_ext.search import BatchedSearch
 from policies.batched_act import act, select_action
-from tests.test_cached_inference import NUM_ACTIONS, _discrete, _pad
+from tests.test_cached_inference import _discrete, _pad
 
 
 @pytest.mark.parametrize("temperature", [0.25, 1.0])
@@ -49,4 +49,3 @@ def test_act_picks_legal_actions_of_each_task_and_eval_takes_the_most_visited(mo
         last_obs, obs = obs, torch.randn(5, 6)
         last_actions = torch.as_tensor([out["action"] for out in outputs])
         first = np.zeros(5, dtype=bool)
-    assert NUM_ACTIONS == 3
