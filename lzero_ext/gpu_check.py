@@ -1,22 +1,27 @@
-"""One-shot GPU check: CUDA smoke per domain, NCCL DDP with one process, learn-step and inference timings.
+"""One-shot GPU check: the real pipeline per domain, the collectives on NCCL, then timings; one table.
 
-    python -m lzero_ext.gpu_check                     # on the GPU machine (scripts/gpu_check.sh sets it up)
-    python -m lzero_ext.gpu_check --device cpu --small  # the same flow on a CPU, tiny sizes (a dry run)
+    python -m lzero_ext.gpu_check                  # on the GPU machine (scripts/gpu_check.sh sets it up)
+    python -m lzero_ext.gpu_check --cpu-dry-run    # every step on the CPU at tiny sizes
 
-Steps, each reported as a row of the final table (a failing step is reported, the others still run):
+Steps, each a row of the final table (a failing step is reported, the others still run):
 
-1. environment: torch, CUDA device, Python; whether lightzero's compiled MCTS trees load. lightzero 0.2.0
-   ships them for CPython 3.11 only; where they do not load, stand-in modules let its pure-Python code
-   import, and MCTS and the replay buffer (which need the trees) are not exercised;
-2. per domain (Atari image + ViT, DMC vector + continuous actions, Jericho text): the smoke preset's
-   model on the device: initial and recurrent inference, then one learn step of the world model on a
-   synthetic batch per task (``compute_loss`` for each task, summed loss, backward, gradient averaging,
-   clip, AdamW), checked finite;
-3. DDP: a one-process NCCL group (gloo on CPU), rank-0 broadcast and ``average_gradients`` leave the
-   gradients as they were;
-4. timings of the ``atari8`` learn step at full model size (fp32, bf16 autocast, bf16 + torch.compile;
-   ``--tasks`` x ``--batch-size``, halved on out-of-memory) and of one batched inference step (initial
-   inference of ``--envs`` envs, then one recurrent inference, per task), median of ``--repeats``.
+1. environment: torch, the device, Python; whether lightzero's compiled MCTS trees load
+   (``scripts/gpu_check.sh`` builds them for the running Python from lightzero 0.2.0's sources first;
+   where they still do not load, stand-ins let its pure-Python code import and every step that needs
+   them fails with a clear message);
+2. per domain (Atari images + ViT, DMC vectors + continuous actions + sampled search, Jericho text):
+   the ``smoke`` preset end to end on the device through :func:`train_scalezero`: collection through
+   the C++ tree, the replay buffer, the default (batched) learn step, evaluation, a checkpoint, then a
+   resume from it that runs one more iteration. Jericho needs its game files (``--jericho-dir``);
+   without them its row checks the model and a learn step on a synthetic batch instead;
+3. collectives: a one-process group (NCCL on a GPU; gloo on the CPU, device-strict with a declared
+   ``cuda`` device) with collectives forced at world size 1, so the trainer's scalar all-reduces, its
+   rank-0 broadcast and the gradient averaging all run; then the Atari smoke run through it;
+4. timings: the ``atari8`` learn step in fp32, bf16 and bf16 + torch.compile (``--tasks`` x
+   ``--batch-size``, halved on out-of-memory), with the graphs compiled after warm-up (0 = no
+   recompiles); one batched inference step, eager and compiled; one ``--simulations`` search over
+   ``--roots`` roots through the batched engine's C++ tree; one collection round of the batched engine
+   against task by task at ``--tasks`` tasks.
 
 The Jericho smoke uses a randomly initialised encoder of MiniLM's shape when the pretrained package is not
 installed (the GPU machine has no copy of its weights): ``--text-model-dir`` names a directory with its
@@ -25,6 +30,8 @@ installed (the GPU machine has no copy of its weights): ``--text-model-dir`` nam
 import argparse
 import contextlib
 import importlib
+import json
+import math
 import os
 import statistics
 import sys
@@ -42,6 +49,7 @@ COMPILED_TREES = tuple(f"lzero.mcts.ctree.{package}.{module}" for package, modul
     ("ctree_sampled_efficientzero", "ezs_tree"), ("ctree_gumbel_muzero", "gmz_tree"),
     ("ctree_stochastic_muzero", "stochastic_mz_tree")))
 SUPPORT = 101  # lightzero's value/reward support size (categorical, -50..50)
+SCORE_KINDS = {"atari": "atari", "dmc": "dmc", "jericho": "raw"}  # suite -> summary score kind
 Row = Tuple[str, str, str]  # (step, result, detail)
 
 
@@ -252,40 +260,76 @@ def check_domain(suite: str, device: torch.device, *, text_model_dir: Optional[s
            f"{losses[0]:.3f} -> {losses[1]:.3f}"
 
 
-def check_ddp(device: torch.device) -> str:
-    """A one-process group (NCCL on CUDA, gloo on CPU): broadcast and gradient averaging change nothing."""
-    import copy
+def _smoke_configs(suite: str, device: torch.device, exp: str, *, jericho_dir: Optional[str] = None,
+                   text_model_dir: Optional[str] = None, tiny: bool = False) -> List[Any]:
+    """The suite's ``smoke`` preset run configs on ``device`` (``tiny``: Atari episodes of 10 steps)."""
+    from lzero_ext.model.param_count import zoo_module
 
-    import torch.distributed as dist
+    extra = dict(games_dir=jericho_dir) if suite == "jericho" else {}
+    configs = zoo_module(suite).build_configs("smoke", exp_name=exp, cuda=device.type == "cuda", **extra)
+    for main, _ in configs:
+        if tiny and suite == "atari":
+            main.env.max_episode_frames = 40
+    if suite == "jericho" and text_model_dir is not None:
+        for main, _ in configs:
+            wm = main.policy.model.world_model_cfg
+            wm.text_encoder = dict(wm.text_encoder, model_path=text_model_dir)
+    return configs
 
-    from lzero_ext.distributed import average_gradients, broadcast_module, cleanup_distributed, init_distributed
 
-    env = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 1000))
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        info = init_distributed("nccl" if device.type == "cuda" else "gloo")
-        model = build_model("atari", "smoke", device)
-        broadcast_module(model)
-        target = copy.deepcopy(model)
-        batches = {t: synthetic_batch(model, t, 2, device) for t in (0, 1)}
-        step, _ = learn_step_fn(model, target, batches, amp="off", world_size=1)
-        loss = sum(model.world_model.compute_loss(b, target.world_model.tokenizer, None, task_id=t).loss_total
-                   for t, b in batches.items())
-        loss.backward()
-        before = [p.grad.clone() for p in model.parameters() if p.grad is not None]
-        average_gradients(list(model.parameters()), dist.get_world_size())
-        after = [p.grad for p in model.parameters() if p.grad is not None]
-        if not all(torch.equal(a, b) for a, b in zip(before, after)):
-            raise AssertionError("averaging over one rank changed the gradients")
-        return f"backend {info.backend}, world size {dist.get_world_size()}: gradients unchanged, learn step {step():.3f}"
-    finally:
-        cleanup_distributed()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def check_pipeline(suite: str, device: torch.device, workdir: str, *, jericho_dir: Optional[str] = None,
+                   text_model_dir: Optional[str] = None, tiny: bool = False) -> str:
+    """The smoke preset end to end on ``device``: collection through the C++ tree, replay, the default learn
+    step, evaluation and a checkpoint (one iteration), then a resume from that checkpoint to iteration 2.
+    ``tiny``: short Atari episodes and no baseline evaluation before training (a CPU dry run)."""
+    from lzero_ext.entry import train_scalezero
+    from lzero_ext.model.param_count import zoo_module
+
+    exp = os.path.join(workdir, suite)
+    budget = zoo_module(suite).PRESETS["smoke"].max_env_step
+    options = dict(exp_name=exp, score_kind=SCORE_KINDS[suite], checkpoint_freq=1, progress=False, initial_eval=not tiny)
+    configs = lambda: _smoke_configs(suite, device, exp, jericho_dir=jericho_dir,  # noqa: E731
+                                     text_model_dir=text_model_dir, tiny=tiny)
+    first = train_scalezero(configs(), max_env_step=budget, max_train_iter=1, **options)
+    second = train_scalezero(configs(), max_env_step=2 * budget, max_train_iter=2, resume=True, **options)
+    if (first.train_iter, second.train_iter) != (1, 2):
+        raise AssertionError(f"iterations {first.train_iter} then {second.train_iter} after the resume; expected 1, 2")
+    placed = {p.device.type for p in second.policy._learn_model.parameters()}
+    if placed != {device.type}:
+        raise AssertionError(f"the model's parameters are on {sorted(placed)}, not {device.type}")
+    tasks = json.loads(open(os.path.join(exp, "summary.json")).read())["tasks"]
+    returns = [row["eval_return"] for row in tasks]
+    if not all(isinstance(r, (int, float)) and math.isfinite(r) for r in returns):
+        raise AssertionError(f"evaluation returns {returns}")
+    engine = second.policy._cfg.engine
+    return (f"{len(tasks)} tasks, {engine} engine: collect (C++ tree), replay, learn, evaluate, checkpoint; "
+            f"resumed to iteration 2; eval returns {', '.join(f'{r:.1f}' for r in returns)}")
+
+
+def check_collectives(device: torch.device, workdir: str, *, tiny: bool = False) -> str:
+    """A one-process group with collectives forced at world size 1 (NCCL on CUDA; on the CPU gloo, device-strict
+    with a declared ``cuda`` device), then the Atari smoke run through it: every collective of a run executes."""
+    from lzero_ext.distributed import average_gradients, cleanup_distributed, init_distributed, strict_collectives
+    from lzero_ext.entry import train_scalezero
+
+    exp = os.path.join(workdir, "collectives")
+    strict = device.type == "cpu"
+    with strict_collectives("cuda") if strict else contextlib.nullcontext():
+        info = init_distributed("nccl" if device.type == "cuda" else "gloo", force_collectives=True)
+        try:
+            result = train_scalezero(_smoke_configs("atari", device, exp, tiny=tiny), max_env_step=32, max_train_iter=1,
+                                     exp_name=exp, score_kind="atari", checkpoint_freq=1, progress=False,
+                                     initial_eval=not tiny)
+            probe = torch.nn.Parameter(torch.ones(3, device=device))
+            probe.grad = torch.full((3,), 2.0, device=device)
+            issued = average_gradients([probe])
+            if issued != 2 or probe.grad.tolist() != [2.0] * 3:
+                raise AssertionError(f"gradient averaging at world size 1 issued {issued} collectives")
+        finally:
+            cleanup_distributed()
+    seam = ", device-strict (group declares cuda)" if strict else ""
+    return (f"backend {info.backend}, world size 1, collectives forced{seam}: smoke run to iteration "
+            f"{result.train_iter} (scalar all-reduces, rank-0 broadcast, gradient averaging)")
 
 
 def time_atari8(device: torch.device, *, tasks: int, batch_size: int, envs: int, repeats: int,
@@ -293,7 +337,7 @@ def time_atari8(device: torch.device, *, tasks: int, batch_size: int, envs: int,
     """Learn-step timings of the atari8 model (fp32, bf16, bf16 + compile) and batched inference."""
     import copy
 
-    from lzero_ext.amp import compile_world_model
+    from lzero_ext.amp import compile_world_model, compiled_graph_count
 
     rows: List[Row] = []
     overrides = dict(env_num=envs)  # sizes the inference KV-cache pools only
@@ -317,11 +361,14 @@ def time_atari8(device: torch.device, *, tasks: int, batch_size: int, envs: int,
                 step()
                 _sync(device)
                 first = time.perf_counter() - start
-                seconds = _median_seconds(step, device, warmup=1, repeats=repeats)
+                step()  # warm-up
+                graphs = compiled_graph_count()
+                seconds = _median_seconds(step, device, warmup=0, repeats=repeats)
                 peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
+                recompiled = f"; graphs compiled after warm-up: {compiled_graph_count() - graphs}" if compiled else ""
                 rows.append((f"atari8 learn step, {label}", f"{1000 * seconds:.0f} ms",
                              f"{tasks} tasks x batch {size} x {model.world_model.config.max_blocks} steps; first step "
-                             f"{first:.1f} s; peak GPU memory {peak:.1f} GB"))
+                             f"{first:.1f} s; peak GPU memory {peak:.1f} GB{recompiled}"))
                 break
             except torch.cuda.OutOfMemoryError:
                 del model, target
@@ -336,18 +383,103 @@ def time_atari8(device: torch.device, *, tasks: int, batch_size: int, envs: int,
         del model, target
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    model = build_model("atari", preset, device, overrides=overrides).eval()
-    for label, amp in (("fp32", "off"), ("bf16", "bf16")):
+    for label, amp, compiled in (("fp32", "off", False), ("bf16", "bf16", False), ("bf16 + compile", "bf16", True)):
+        model = build_model("atari", preset, device, overrides=overrides).eval()
+        if compiled and not compile_world_model(model, device=device, backend=compile_backend):
+            rows.append((f"atari8 inference step, {label}", "skipped", "torch.compile unavailable (see log)"))
+            continue
         steps = [inference_fn(model, t, envs, device, amp=amp) for t in range(tasks)]
-        seconds = _median_seconds(lambda: [s() for s in steps], device, warmup=2, repeats=repeats)
+        for _ in range(2):  # warm-up: empty and filled KV caches
+            [s() for s in steps]
+        graphs = compiled_graph_count()
+        seconds = _median_seconds(lambda: [s() for s in steps], device, warmup=0, repeats=repeats)
+        recompiled = f"; graphs compiled after warm-up: {compiled_graph_count() - graphs}" if compiled else ""
         rows.append((f"atari8 inference step, {label}", f"{1000 * seconds / tasks:.1f} ms / task",
-                     f"initial ({envs} envs) + one recurrent inference, per task, {tasks} tasks"))
+                     f"initial ({envs} envs) + one recurrent inference, per task, {tasks} tasks{recompiled}"))
+        del model
     return rows
+
+
+def _collect_policy(preset: str, device: torch.device, exp: str, *, games: Optional[List[str]], simulations: int):
+    """The Atari ``preset``'s policy (collect mode) and compiled policy config, ``simulations`` per search."""
+    from ding.policy import create_policy
+
+    from lzero_ext.entry.configs import compile_task_configs
+    from zoo.atari.config.scalezero_multitask_config import build_configs
+
+    configs = build_configs(preset, games=games, exp_name=exp, cuda=device.type == "cuda")
+    for main, _ in configs:
+        main.policy.num_simulations = simulations
+    cfgs = compile_task_configs(configs, seed=0, exp_name=exp, save_cfg=False)
+    return create_policy(cfgs[0].policy, enable_field=["collect"]), cfgs[0].policy
+
+
+def time_search(device: torch.device, workdir: str, *, preset: str, games: Optional[List[str]], roots: int,
+                simulations: int, repeats: int) -> Row:
+    """One ``simulations`` search over ``roots`` roots (spread over the tasks) through the batched engine's KV
+    cache and lightzero's C++ tree, at steady state (contexts of two earlier steps cached)."""
+    from lzero_ext.bench.search import BatchedPath, spread_rows
+
+    policy, cfg = _collect_policy(preset, device, os.path.join(workdir, "search"), games=games, simulations=simulations)
+    model = policy._collect_model.eval()
+    task_ids = spread_rows(roots, cfg.task_num)
+    path = BatchedPath(model, cfg, {t: roots for t in range(cfg.task_num)})
+    shape = tuple(cfg.model.observation_shape)
+    last_obs, last_actions = torch.zeros(roots, *shape, device=device), [-1] * roots
+    times = []
+    for step in range(2 + repeats):
+        obs = torch.rand(roots, *shape, device=device)
+        with torch.no_grad():
+            search = path.step(task_ids, last_obs, last_actions, obs)
+            _sync(device)
+            start = time.perf_counter()
+            search()
+            _sync(device)
+        if step >= 2:
+            times.append(time.perf_counter() - start)
+        last_obs, last_actions = obs, torch.randint(0, cfg.model.action_space_size, (roots,)).tolist()
+    seconds = statistics.median(times)
+    return (f"search, {simulations} simulations x {roots} roots", f"{1000 * seconds:.1f} ms",
+            f"{preset} model, {cfg.task_num} tasks; {1e6 * seconds / (simulations * roots):.1f} us per root-simulation")
+
+
+def time_engine(device: torch.device, workdir: str, *, preset: str, games: List[str], simulations: int,
+                segment: Optional[int]) -> Row:
+    """One collection round (every env fills one game segment) of the batched engine against task by task."""
+    from lzero_ext.entry.train_scalezero import MultiTaskTrainer
+    from zoo.atari.config.scalezero_multitask_config import build_configs
+
+    rates = {}
+    for engine in ("batched", "per_task"):
+        exp = os.path.join(workdir, f"engine_{engine}")
+        configs = build_configs(preset, games=games, exp_name=exp, cuda=device.type == "cuda", engine=engine)
+        for main, _ in configs:
+            main.policy.num_simulations = simulations
+            if segment is not None:
+                main.policy.game_segment_length = segment
+        trainer = MultiTaskTrainer(configs, seed=0, exp_name=exp, score_kind="atari", max_env_step=10 ** 9,
+                                   max_train_iter=10 ** 9, checkpoint_freq=10 ** 9, save_replay_buffer=False,
+                                   progress=False)
+        try:
+            trainer.collect()  # warm-up
+            _sync(device)
+            start = time.perf_counter()
+            steps = trainer.collect()
+            _sync(device)
+            rates[engine] = steps / (time.perf_counter() - start)
+        finally:
+            trainer.close()
+    envs = configs[0][0].policy.collector_env_num
+    return (f"collection, batched vs task by task ({len(games)} tasks)",
+            f"{rates['batched'] / rates['per_task']:.2f}x",
+            f"{rates['batched']:.0f} vs {rates['per_task']:.0f} env steps/s; {envs} envs per task, "
+            f"{simulations} simulations")
 
 
 def run_checks(args: argparse.Namespace) -> List[Row]:
     device = torch.device(args.device)
     rows: List[Row] = []
+    workdir = tempfile.mkdtemp(prefix="scalezero_gpu_check_")
 
     def attempt(name: str, fn: Callable[[], Any]) -> None:
         start = time.perf_counter()
@@ -355,6 +487,8 @@ def run_checks(args: argparse.Namespace) -> List[Row]:
             result = fn()
             if isinstance(result, list):
                 rows.extend(result)
+            elif isinstance(result, tuple):
+                rows.append(result)
             else:
                 rows.append((name, "ok", f"{result} ({time.perf_counter() - start:.0f} s)"))
         except Exception as error:  # report and go on: one failing step must not hide the others
@@ -364,36 +498,80 @@ def run_checks(args: argparse.Namespace) -> List[Row]:
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     rows.append(("environment", "ok", f"torch {torch.__version__}, {name}, Python {sys.version.split()[0]}"))
-    rows.append(("lightzero MCTS trees", "ok", ensure_lightzero_importable()))
+    trees = ensure_lightzero_importable()
+    rows.append(("lightzero MCTS trees", "ok" if trees.endswith("load") else "FAILED", trees))
     text_dir = None
     try:
         text_dir = random_text_model_dir(args.text_model_dir)
     except Exception as error:
         rows.append(("text encoder", "FAILED", f"{type(error).__name__}: {error}"))
     for suite in ("atari", "dmc", "jericho"):
-        attempt(f"{suite} smoke model + learn step on {device.type}",
-                lambda suite=suite: check_domain(suite, device, text_model_dir=text_dir, small=args.small))
-    attempt(f"DDP, one process ({'nccl' if device.type == 'cuda' else 'gloo'})", lambda: check_ddp(device))
+        label = f"{suite} smoke end to end on {device.type}"
+        if suite == "jericho" and not _jericho_games_present(args.jericho_dir):
+            rows.append((label, "skipped", f"no Jericho game files in {args.jericho_dir or 'the default directory'}"))
+            attempt(f"jericho smoke model + learn step on {device.type}",
+                    lambda: check_domain("jericho", device, text_model_dir=text_dir, small=args.small))
+            continue
+        attempt(label, lambda suite=suite: check_pipeline(suite, device, workdir, jericho_dir=args.jericho_dir,
+                                                          text_model_dir=text_dir, tiny=args.small))
+    attempt(f"collectives forced at world size 1 ({'nccl' if device.type == 'cuda' else 'gloo'})",
+            lambda: check_collectives(device, workdir, tiny=args.small))
     attempt("atari8 timings", lambda: time_atari8(device, tasks=args.tasks, batch_size=args.batch_size,
                                                   envs=args.envs, repeats=args.repeats, small=args.small,
                                                   compile_backend=args.compile_backend))
+    preset, games = ("smoke", None) if args.small else ("atari8", None)
+    attempt("search", lambda: time_search(device, workdir, preset=preset, games=games, roots=args.roots,
+                                          simulations=args.simulations, repeats=args.repeats))
+    engine_games = _atari_games(preset, args.tasks)
+    attempt("collection, batched vs task by task",
+            lambda: time_engine(device, workdir, preset=preset, games=engine_games, simulations=args.simulations,
+                                segment=args.segment))
     return rows
+
+
+def _atari_games(preset: str, tasks: int) -> List[str]:
+    from zoo.atari.config.scalezero_multitask_config import ATARI26, PRESETS
+
+    games = list(PRESETS[preset].games) + [g for g in ATARI26 if g not in PRESETS[preset].games]
+    return games[:tasks]
+
+
+def _jericho_games_present(directory: Optional[str]) -> bool:
+    from lzero_ext.envs.jericho_env import game_dir
+    from lzero_ext.model.param_count import zoo_module
+
+    games = zoo_module("jericho").PRESETS["smoke"].games
+    return all((game_dir(directory) / f"{g}.z5").is_file() for g in games)
+
+
+DRY_RUN = dict(device="cpu", small=True, tasks=2, batch_size=2, envs=2, repeats=1, roots=4, simulations=2, segment=None,
+               compile_backend="eager")  # --cpu-dry-run: every step on the CPU at tiny sizes
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
-    parser.add_argument("--small", action="store_true", help="tiny atari8 stand-in for the timings (a CPU dry run)")
-    parser.add_argument("--tasks", type=int, default=8, help="tasks in the timed learn step (atari8: 8)")
+    parser.add_argument("--cpu-dry-run", action="store_true",
+                        help=f"every step on the CPU at tiny sizes ({', '.join(f'{k}={v}' for k, v in DRY_RUN.items())})")
+    parser.add_argument("--small", action="store_true", help="tiny atari8 stand-in for the timings")
+    parser.add_argument("--tasks", type=int, default=8, help="tasks in the timed learn step and collection (atari8: 8)")
     parser.add_argument("--batch-size", type=int, default=64, help="batch per task of the timed learn step (atari8: 64)")
     parser.add_argument("--envs", type=int, default=8, help="envs per task in the timed inference step (atari8: 8)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--roots", type=int, default=64, help="roots of the timed search")
+    parser.add_argument("--simulations", type=int, default=50, help="simulations of the timed search and collection")
+    parser.add_argument("--segment", type=int, default=20,
+                        help="game segment length in the timed collection round (each env collects one)")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend ('eager' for a quick dry run)")
     parser.add_argument("--text-model-dir", help="config + tokenizer of the text encoder, when its package is absent")
+    parser.add_argument("--jericho-dir", help="Jericho game files (default: $SCALEZERO_JERICHO_DIR or ../shared/jericho-games)")
     args = parser.parse_args(argv)
+    if args.cpu_dry_run:
+        for key, value in DRY_RUN.items():
+            setattr(args, key, value)
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but no CUDA device is visible", file=sys.stderr)
+        print("error: --device cuda but no CUDA device is visible (a CPU run: --cpu-dry-run)", file=sys.stderr)
         return 1
     rows = run_checks(args)
     width = max(len(step) for step, _, _ in rows)
