@@ -51,7 +51,7 @@ def exit_for(error: BaseException) -> SystemExit:
         line, code = f"error: {describe_os_error(error)}", 1
     else:
         line, code = f"error: {error}", 1
-    if _is_rank0():
-        print(line, file=sys.stderr, flush=True)
+    if _is_rank0() or getattr(error, "every_rank", False):  # a rank's own problem: each rank names it
+        print(line if _is_rank0() else f"rank {os.environ.get('RANK')}: {line}", file=sys.stderr, flush=True)
     return SystemExit(code)
 

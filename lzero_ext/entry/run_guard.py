@@ -3,8 +3,10 @@
 :class:`RunGuard` wraps a run of :func:`~lzero_ext.entry.train_scalezero.train_scalezero`:
 
 - before anything is written: the experiment path must be a directory; ``world_size <= tasks``;
+  the directory is created and checked (writable, free space: :func:`~lzero_ext.fs_errors.check_output_dir`);
   an existing run (checkpoints or ``summary.json``) needs ``resume`` or ``overwrite``; with
-  ``resume`` the newest intact checkpoint is loaded and its stored :func:`run_identity` compared
+  ``resume`` the number of ranks must be the run's (each rank says so and stops, before any
+  collective), the newest intact checkpoint is loaded and its stored :func:`run_identity` compared
   with this run's (one line naming the differing keys);
 - rank 0 holds the directory's :class:`~lzero_ext.entry.run_lock.ExperimentLock`;
 - SIGINT / SIGTERM (:class:`~lzero_ext.entry.run_signals.RunSignals`) never interrupt a learner
@@ -53,6 +55,20 @@ CONFIG_FILE = "total_config.py"
 
 class RunGuardError(ValueError):
     """An experiment directory that cannot be used as asked (one line, for the CLI)."""
+
+
+class WorldSizeMismatch(CheckpointError):
+    """A resume with another number of ranks than the run's checkpoints. Every rank prints it (``every_rank``):
+    each one stops on its own, before any collective."""
+
+    every_rank = True
+
+
+def checkpoint_ranks(exp_dir: Path) -> int:
+    """How many ranks wrote the run's checkpoints: the highest ``ckpt/rank<r>`` holding one, plus 1 (0: none)."""
+    ranks = [int(d.name[4:]) for d in (exp_dir / CKPT_SUBDIR).glob("rank*")
+             if d.name[4:].isdigit() and any(ITERATION_FILE.match(p.name) for p in d.iterdir())]
+    return max(ranks) + 1 if ranks else 0
 
 
 def _rank_from_env() -> Tuple[int, int]:
@@ -158,11 +174,21 @@ class RunGuard:
             self.lock = ExperimentLock(self.exp_dir).acquire()
             prepare_run_dir(self.exp_dir, resume=self.resume, overwrite=self.overwrite)
         if self.resume:
+            self._check_world_size(checkpoint_ranks(self.exp_dir))
             ckpt_dir = self.exp_dir / CKPT_SUBDIR / f"rank{self.rank}"
             if not ckpt_dir.is_dir():
                 raise CheckpointError(f"no checkpoints in {ckpt_dir}: nothing to resume from (start without --resume)")
             path, state = self.resume_candidate = load_newest_intact(ckpt_dir, required_keys=("train_iter",))
+            if isinstance(state.get("world_size"), int):
+                self._check_world_size(state["world_size"])
             check_resume_compatible(state.get("run_identity"), self.identity, path)
+
+    def _check_world_size(self, saved: int) -> None:
+        """Every rank stops at once (no collective is waited for) when the run was written by another number of ranks."""
+        if saved and saved != self.world_size:
+            raise WorldSizeMismatch(f"cannot resume: {self.exp_dir} was written by {saved} rank(s); this run has "
+                                    f"{self.world_size}: resume with {saved} rank(s) (torchrun --nproc_per_node / "
+                                    f"--nnodes), or start a new --exp-name")
 
     def __exit__(self, *exc: Any) -> None:
         if self.lock is not None:
