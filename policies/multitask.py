@@ -13,7 +13,6 @@ One policy object owns the shared model, optimizer and target model. Each task g
 """
 import contextlib
 import copy
-import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -35,8 +34,7 @@ from lzero_ext.search import BatchedSearch
 from lzero_ext.model.text_encoder import frozen_pretrained_state_keys
 from lzero_ext.dps import LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage
 from policies.batched_act import act
-from policies.lockstep import (LockstepInference, Request, is_first_step, combine_requests, forward_groups,
-                               split_output, task_rows_of)
+from policies.lockstep import LockstepInference, Request, is_first_step
 from policies.world_model_batch import build_world_model_batch
 
 TaskBatch = Tuple[int, Sequence[Any], Sequence[Any]]  # (task_id, current_batch, target_batch)
@@ -127,45 +125,38 @@ class MultiTaskPolicyMixin:
         def bound(name: str, fn: Callable) -> Callable:
             def call(*args, **kwargs):
                 lockstep = self.lockstep(mode)
-                if name == "forward" and lockstep.is_member(task_id):  # waits for the other tasks: no lock held
+                if name == "forward" and lockstep.is_member(task_id):  # pauses until every task's step is served
                     return lockstep.forward(task_id, *args, **kwargs)
-                with self._policy_lock, self.task_context(task_id, mode), \
-                        autocast(self._cfg.amp, self._cfg.device, self._model):
+                with self.task_context(task_id, mode), autocast(self._cfg.amp, self._cfg.device, self._model):
                     out = fn(*args, **kwargs)
                     if name == "forward":
-                        self._after_inference_step(task_id, mode)
+                        self._after_inference_step(task_id, mode, bound=True)
                     return out
             return call
         return type(interface)(*[bound(name, fn) for name, fn in zip(interface._fields, interface)])
 
     # ------------------------------------------------------------------ lockstep collect / eval (engine='batched')
-    @property
-    def _policy_lock(self) -> threading.RLock:
-        """Serialises the task-bound calls of workers running in threads (they swap per-task state in and out)."""
-        return self.__dict__.setdefault("_lock", threading.RLock())
-
     def lockstep(self, mode: str) -> LockstepInference:
-        """The barrier through which the task-bound ``mode`` workers of one lockstep round share each forward."""
+        """The loop through which the task-bound ``mode`` workers of one lockstep round share each forward."""
         barriers = self.__dict__.setdefault("_lockstep", {})
         if mode not in barriers:
             barriers[mode] = LockstepInference(lambda requests: self.lockstep_forward(mode, requests))
         return barriers[mode]
 
     def lockstep_forward(self, mode: str, requests: Dict[int, Request]) -> Dict[int, Dict[int, Any]]:
-        """lightzero's ``_forward_collect`` / ``_forward_eval`` once per :func:`forward_groups` group (one group on
-        most steps): one initial inference and one MCTS search over every task's roots, in row mode."""
-        with self._policy_lock:
-            states = {t: self._task_state(t, mode) for t in requests}
-            dims = self._model.world_model._action_dims
-            groups: Dict[int, List[int]] = {}  # one search per action dim (the sampled tree has one); discrete: one
-            for task_id in sorted(requests):
-                groups.setdefault(dims[task_id] if self._continuous_actions else 0, []).append(task_id)
-            outputs = {}
-            for tasks in groups.values():
-                outputs.update(self._act_batched(mode, tasks, requests, states))
-            for task_id in requests:
-                self._after_inference_step(task_id, mode, lockstep=True)
-            return outputs
+        """One step of every requesting task: one initial inference and one MCTS search over all their roots
+        (one search per action dim for continuous tasks: the sampled tree has one)."""
+        states = {t: self._task_state(t, mode) for t in requests}
+        dims = self._model.world_model._action_dims
+        groups: Dict[int, List[int]] = {}
+        for task_id in sorted(requests):
+            groups.setdefault(dims[task_id] if self._continuous_actions else 0, []).append(task_id)
+        outputs = {}
+        for tasks in groups.values():
+            outputs.update(self._act_batched(mode, tasks, requests, states))
+        for task_id in requests:
+            self._after_inference_step(task_id, mode, bound=False)
+        return outputs
 
     def _inference_cache(self, mode: str) -> InferenceCache:
         """The batched KV cache of ``mode``'s lockstep steps: one slot per (task, env) of this policy's tasks."""
@@ -240,57 +231,25 @@ class MultiTaskPolicyMixin:
         for cache in self.__dict__.get("_inference_caches", {}).values():
             cache.invalidate()
 
-    def _forward_group(self, mode: str, tasks: List[int], requests: Dict[int, Request],
-                       states: Dict[int, Dict[str, Any]]) -> Dict[int, Dict[int, Any]]:
-        args, kwargs, offsets = combine_requests(requests, tasks, mode)
-        env_num_key = "collector_env_num" if mode == "collect" else "evaluator_env_num"
-        saved = {name: getattr(self, name, None) for name in _STATE_ATTRS[mode]}
-        first = states[tasks[0]]  # config and MCTS of the group's first task: the keys they read are shared
-        mcts_name = "_mcts_collect" if mode == "collect" else "_mcts_eval"
-        self._cfg, mcts = first["_cfg"], first[mcts_name]
-        setattr(self, mcts_name, mcts)
-        self.last_batch_obs = cat_rows([states[t]["last_batch_obs"] for t in tasks])  # padded like the observations
-        self.last_batch_action = [a for t in tasks for a in states[t]["last_batch_action"]]
-        setattr(self, env_num_key, args[0].shape[0])
-        try:
-            with self._model.acting_for(task_rows_of(tasks, requests), cache_key=mode), \
-                    autocast(self._cfg.amp, self._cfg.device, self._model):
-                output = getattr(self, f"_forward_{mode}")(*args, **kwargs)
-            for task_id, offset in zip(tasks, offsets):  # each task keeps its rows of the state lightzero updated
-                data = requests[task_id][0][0]
-                task_cfg = states[task_id]["_cfg"]
-                if mode == "collect" and data.shape[0] < task_cfg.collector_env_num:
-                    # lightzero's _forward_collect restarts from an empty context when only some envs were ready
-                    # (its reset_init_data); the group's env count hides that from it, so do it per task
-                    states[task_id].update(_empty_context(task_cfg, task_cfg.collector_env_num))
-                else:
-                    rows = slice(offset, offset + data.shape[0])
-                    states[task_id]["last_batch_obs"] = self.last_batch_obs[rows][..., :data.shape[-1]]  # task's width
-                    states[task_id]["last_batch_action"] = list(self.last_batch_action[rows])
-        finally:
-            for name, value in saved.items():
-                setattr(self, name, value)
-        return split_output(output, tasks, offsets, requests)
-
     def _task_state(self, task_id: int, mode: str) -> Dict[str, Any]:
         states = self.__dict__.setdefault("_task_states", {})
         if (task_id, mode) not in states:
             states[(task_id, mode)] = self._initial_task_state(task_id, mode)
         return states[(task_id, mode)]
 
-    def _after_inference_step(self, task_id: int, mode: str, lockstep: bool = False) -> None:
-        """Clears the bound task's KV caches every ``cache_clear_interval`` collect/eval steps:
-        lightzero's collector does so only for policy type 'unizero', and its evaluator never does,
-        so caches (keyed by latent hashes) would otherwise grow for a whole long episode. Lockstep
-        forwards share one cache namespace per task group: every task's interval clears all of them."""
+    def _after_inference_step(self, task_id: int, mode: str, *, bound: bool) -> None:
+        """Every ``cache_clear_interval`` collect/eval steps of a task, its stored contexts are dropped (the next
+        step restarts from the last observation), as lightzero's collector does for policy type 'unizero'
+        (its evaluator never does); ``bound``: the step ran lightzero's own code bound to the task (task-by-task
+        path), whose caches are cleared instead."""
         counts = self.__dict__.setdefault("_inference_steps", {})
         counts[(task_id, mode)] = counts.get((task_id, mode), 0) + 1
         interval = self._cfg.cache_clear_interval
         if interval and counts[(task_id, mode)] % interval == 0:
-            world_model = self._model.world_model
-            world_model.clear_caches() if lockstep else world_model.clear_task_caches()
             cache = self.__dict__.get("_inference_caches", {}).get(mode)
-            if cache is not None:
+            if bound:
+                self._model.world_model.clear_task_caches()
+            elif cache is not None:
                 cache.invalidate(task_id)
 
     @contextmanager

@@ -149,7 +149,7 @@ def _ready_subset_every(env_manager: Any, period: int) -> Dict[str, int]:
 
 
 def test_lockstep_collection_survives_steps_where_only_some_envs_are_ready(trainer):
-    polls = _ready_subset_every(trainer.tasks[1].collector._env, period=3)
+    polls = _ready_subset_every(trainer.tasks[1].collector._env._manager, period=3)  # inside the finite-check wrapper
     recorder = EnvRecorder(trainer.tasks[1].collector._env)
     calls = _count_lockstep_forwards(trainer.policy)
     collected = trainer.collect()

@@ -1,66 +1,74 @@
-"""LockstepInference: every task's call is served by one batched forward, in the serving thread."""
+"""LockstepInference: every task's worker is a coroutine; each step is one batched forward over the tasks
+still running, all in the calling thread."""
 import threading
+
+import pytest
 
 from policies.lockstep import LockstepInference
 
 
-def _run_round(lockstep: LockstepInference, steps_per_task: dict) -> dict:
-    outputs = {task: [] for task in steps_per_task}
-
-    def work(task: int) -> None:
-        try:
-            for step in range(steps_per_task[task]):
-                outputs[task].append(lockstep.forward(task, step))
-        finally:
-            lockstep.leave(task)
-
-    with lockstep.round(list(steps_per_task)):
-        threads = [threading.Thread(target=work, args=(task,), daemon=True) for task in steps_per_task]
-        for thread in threads:
-            thread.start()
-        lockstep.serve(poll_s=0.05)
-        for thread in threads:
-            thread.join(10)
-            assert not thread.is_alive(), "a worker is still waiting for its forward"
-    return outputs
-
-
 def test_each_step_is_one_batch_over_the_tasks_still_running():
-    batches, batch_threads = [], set()
+    batches, threads = [], set()
 
     def run_batch(requests):
         batches.append(sorted(requests))
-        batch_threads.add(threading.current_thread().name)
+        threads.add(threading.current_thread().name)
         return {task: (task, args[0]) for task, (args, _kwargs) in requests.items()}
 
-    outputs = _run_round(LockstepInference(run_batch), {0: 3, 1: 1, 2: 2})
+    lockstep = LockstepInference(run_batch)
+    steps = {0: 3, 1: 1, 2: 2}
+    jobs = {task: (lambda task=task: [lockstep.forward(task, step) for step in range(steps[task])]) for task in steps}
+    outputs = lockstep.run(jobs)
     # tasks whose episodes end early leave; the others keep stepping together
     assert batches == [[0, 1, 2], [0, 2], [0]]
     assert outputs == {0: [(0, 0), (0, 1), (0, 2)], 1: [(1, 0)], 2: [(2, 0), (2, 1)]}
-    assert batch_threads == {threading.current_thread().name}  # torch work stays in the serving thread (one pool)
+    assert threads == {threading.current_thread().name}  # no worker threads: one thread runs everything
 
 
-def test_a_failing_batch_reaches_every_worker_and_serve_returns():
+def test_a_failing_batch_ends_the_round_and_unwinds_every_worker():
+    unwound = []
+
     def run_batch(requests):
         raise RuntimeError("model exploded")
 
     lockstep = LockstepInference(run_batch)
-    errors = []
 
-    def work(task: int) -> None:
+    def job(task):
         try:
             lockstep.forward(task, 0)
-        except RuntimeError as error:
-            errors.append(error)
         finally:
-            lockstep.leave(task)
+            unwound.append(task)
 
-    with lockstep.round([0, 1]):
-        threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in (0, 1)]
-        for thread in threads:
-            thread.start()
-        lockstep.serve(poll_s=0.05)
-        for thread in threads:
-            thread.join(10)
-    assert len(errors) == 2
-    assert all("model exploded" in str(e.__cause__) for e in errors)
+    with pytest.raises(RuntimeError, match="model exploded"):
+        lockstep.run({0: lambda: job(0), 1: lambda: job(1)})
+    assert sorted(unwound) == [0, 1]  # their finally blocks ran: nothing is left suspended
+    assert lockstep.run({0: lambda: 5}) == {0: 5}  # the loop is usable again
+
+
+def test_an_interrupt_during_a_batch_reaches_the_caller_and_leaves_no_worker_behind():
+    def run_batch(requests):
+        raise KeyboardInterrupt
+
+    lockstep = LockstepInference(run_batch)
+    unwound = []
+
+    def job(task):
+        try:
+            lockstep.forward(task, 0)
+        finally:
+            unwound.append(task)
+
+    with pytest.raises(KeyboardInterrupt):
+        lockstep.run({0: lambda: job(0), 1: lambda: job(1)})
+    assert sorted(unwound) == [0, 1]
+
+
+def test_a_failing_worker_ends_the_round_with_its_error():
+    lockstep = LockstepInference(lambda requests: {t: None for t in requests})
+
+    def bad():
+        lockstep.forward(1, 0)
+        raise ValueError("env crashed")
+
+    with pytest.raises(ValueError, match="env crashed"):
+        lockstep.run({0: lambda: [lockstep.forward(0, i) for i in range(5)], 1: bad})
