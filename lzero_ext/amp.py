@@ -6,9 +6,14 @@
   the region lasts: lightzero turns them into numpy arrays (MCTS roots, values, policy logits),
   and numpy has no bfloat16. The backward pass runs outside the region, as autocast wants.
 * :func:`compile_world_model` compiles the transformer blocks and the observation encoder in place
-  (``nn.Module.compile``: parameter names and checkpoints are unchanged). Where ``torch.compile``
-  cannot work (Python without TorchDynamo, no C++ compiler for CPU code, no Triton on a GPU) or a
-  module fails to compile at its first call, one warning line says so and that module runs eagerly.
+  (parameter names and checkpoints are unchanged), as two compiled forwards per module: one for the
+  learn step (train mode with autograd; fixed batch shapes, compiled static) and one for inference
+  (collection, evaluation and every MCTS simulation; compiled with dynamic shapes, since the number of
+  roots and the KV-cache length change from call to call). After both have run once, further calls
+  compile nothing new; :func:`compiled_graph_count` counts the graphs TorchDynamo has built, so a
+  check can assert that. Where ``torch.compile`` cannot work (Python without TorchDynamo, no C++
+  compiler for CPU code, no Triton on a GPU) or a module fails to compile at its first call, one
+  warning line says so and that module runs eagerly.
 
 Example:
     >>> import torch
@@ -84,6 +89,23 @@ def compile_unavailable_reason(device: Union[str, torch.device]) -> Optional[str
     return None if shutil.which(compiler) or shutil.which('c++') else f"no C++ compiler ({compiler}) on PATH"
 
 
+def compiled_graph_count() -> int:
+    """Graphs TorchDynamo has compiled in this process so far (first compilations and recompilations);
+    unchanged across calls means nothing was recompiled."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def _learn_or_inference(module: nn.Module, learn: Callable, inference: Callable) -> Callable:
+    """Calls ``learn`` for a learn-step call (train mode with autograd), else ``inference``."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if module.training and torch.is_grad_enabled():
+            return learn(*args, **kwargs)
+        return inference(*args, **kwargs)
+    return call
+
+
 def _eager_fallback(module: nn.Module, compiled: Callable) -> Callable:
     """``compiled``, which drops to the module's eager call (with one warning) if compiling raises."""
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -101,8 +123,8 @@ def _eager_fallback(module: nn.Module, compiled: Callable) -> Callable:
 def compile_world_model(model: nn.Module, *, device: Union[str, torch.device], enabled: bool = True,
                         backend: str = 'inductor') -> bool:
     """``torch.compile`` in place the transformer blocks and the observation encoder of ``model`` (a ScaleZero
-    model or world model) with ``backend``; returns whether they were compiled. Compilation itself happens at
-    the first call."""
+    model or world model) with ``backend``, the learn step's and the inference forwards separately; returns
+    whether they were compiled. Compilation itself happens at the first call of each."""
     if not enabled:
         return False
     reason = compile_unavailable_reason(device)
@@ -111,7 +133,8 @@ def compile_world_model(model: nn.Module, *, device: Union[str, torch.device], e
         return False
     world_model = getattr(model, 'world_model', model)
     for module in (*world_model.transformer.blocks, world_model.tokenizer.encoder):
-        module.compile(backend=backend)
-        module._compiled_call_impl = _eager_fallback(module, module._compiled_call_impl)
+        learn = torch.compile(module._call_impl, backend=backend, dynamic=False)
+        inference = torch.compile(module._call_impl, backend=backend, dynamic=True)
+        module._compiled_call_impl = _eager_fallback(module, _learn_or_inference(module, learn, inference))
     logger.info(f"torch.compile: {len(world_model.transformer.blocks)} transformer blocks and the encoder")
     return True

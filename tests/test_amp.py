@@ -130,3 +130,56 @@ def test_compile_runs_the_same_model_and_falls_back_with_a_message(monkeypatch, 
     assert 'torch.compile failed for' in caplog.text and 'running it eagerly' in caplog.text
     torch.testing.assert_close(fallback.policy_logits, eager.policy_logits)
     assert fresh.world_model.transformer.blocks[0]._compiled_call_impl is None
+
+
+def _search_like_steps(model: ScaleZeroModel, steps: int, start: int = 0):
+    """Initial then recurrent inference per step, as one MCTS step calls the model; returns the outputs."""
+    g = torch.Generator().manual_seed(start)
+    outputs = []
+    for t in range(start, start + steps):
+        obs = torch.rand(2, 3, 64, 64, generator=g)
+        with torch.no_grad():
+            out = model.initial_inference(torch.zeros_like(obs), [-1, -1], obs, np.full(2, t), task_id=1)
+            actions = torch.randint(0, 18, (2,), generator=g)
+            rec = model.recurrent_inference([(out.latent_state.numpy(), actions)], 0, [0, 0], np.full(2, t), task_id=1)
+        outputs.append((out.policy_logits, out.latent_state, rec.policy_logits, rec.latent_state))
+    return outputs
+
+
+def _learn_step(model: ScaleZeroModel, target: ScaleZeroModel) -> None:
+    model.train()
+    model.world_model.compute_loss(loss_batch(), target.world_model.tokenizer, None, task_id=1).loss_total.backward()
+    model.eval()
+
+
+def _collect_and_learn(model: ScaleZeroModel, target: ScaleZeroModel, graphs_after_warm_up: list):
+    """Inference steps with learn steps between them (as training alternates collection and learning), the KV
+    caches cleared once; records the graphs compiled after the warm-up (first inference and learn calls)."""
+    outputs = _search_like_steps(model, 1)              # warm-up: empty caches
+    _learn_step(model, target)                          # warm-up: the learn step's own graphs
+    outputs += _search_like_steps(model, 1, start=1)    # warm-up: filled caches
+    graphs = amp.compiled_graph_count()
+    outputs += _search_like_steps(model, 1, start=2)
+    _learn_step(model, target)
+    model.world_model.clear_caches()
+    outputs += _search_like_steps(model, 2, start=3)
+    graphs_after_warm_up.append(amp.compiled_graph_count() - graphs)
+    return outputs
+
+
+@pytest.mark.parametrize('backend', ['aot_eager', pytest.param('inductor', marks=pytest.mark.slow)])
+def test_compiled_inference_matches_eager_and_nothing_recompiles_after_warm_up(backend):
+    """Inference and learn-step forwards are compiled apart; once each has run, alternating them (as collection
+    and learning do) and new KV-cache lengths compile no new graph, and inference gives the eager outputs."""
+    eager_model, target = tiny_model(), tiny_model()
+    compiled_model = tiny_model()
+    compiled_model.load_state_dict(eager_model.state_dict())
+    eager = _collect_and_learn(eager_model, target, [])
+    assert compile_world_model(compiled_model, device='cpu', backend=backend)
+    recompiled = []
+    compiled = _collect_and_learn(compiled_model, target, recompiled)
+    assert recompiled == [0], f'{recompiled[0]} graphs compiled after warm-up'
+    for step, (ours, reference) in enumerate(zip(compiled, eager)):
+        for name, a, b in zip(('initial logits', 'initial latent', 'recurrent logits', 'recurrent latent'), ours,
+                              reference):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f'step {step}: {name}')
