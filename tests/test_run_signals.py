@@ -118,3 +118,24 @@ def test_a_resume_with_another_number_of_ranks_is_one_line_on_every_rank_and_pro
     assert sum(text.startswith(f"rank 1: error: cannot resume: {exp} {line}") for text in lines) == 1, output[-3000:]
     assert [b for b in output.split("Traceback (most recent call last):")[1:] if "ChildFailedError" not in b] == []
     assert took < 25, f"the ranks took {took:.0f} s to stop (torchrun kills a blocked rank after 30 s)"
+
+
+def test_a_dead_env_worker_stops_the_run_with_one_line_and_a_final_checkpoint(tmp_path):
+    exp, log = tmp_path / "exp", tmp_path / "job.log"
+    proc = _start(JOB + ["--exp-name", str(exp), "--env-manager", "subprocess", "--max-train-iter", "100000"], log)
+    _wait_for(exp / "ckpt" / "rank0" / "latest.json", proc)
+    time.sleep(1.0)
+    workers = [pid for pid in session_members(proc.pid) if pid != proc.pid]
+    assert workers, "no env worker process found"
+    os.kill(workers[0], signal.SIGKILL)  # one env worker dies (out of memory, killed by hand)
+    assert proc.wait(timeout=120) == 1
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    (line,) = _clear_lines(text)
+    assert line.startswith("error: the ") and " env worker " in line and " of task 0 (CartPole-v1) died (" in line, line
+    assert line.endswith("continue with --resume"), line
+    saved = (exp / "ckpt" / "rank0" / "latest.json").read_text()
+    iteration = int(line.split(") at iteration ")[1].split(":")[0])
+    assert f'"checkpoint": "iteration_{iteration}.pth.tar"' in saved  # the final checkpoint holds the last iteration
+    time.sleep(2.0)
+    assert session_members(proc.pid) == []  # the other workers were stopped too

@@ -32,7 +32,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from lzero_ext.checkpoint import CKPT_SUBDIR, ITERATION_FILE, CheckpointError, atomic_write, load_newest_intact
 from lzero_ext.distributed import split_tasks
@@ -55,6 +55,10 @@ CONFIG_FILE = "total_config.py"
 
 class RunGuardError(ValueError):
     """An experiment directory that cannot be used as asked (one line, for the CLI)."""
+
+
+class EnvWorkerDied(RunGuardError):
+    """An env worker process died during the run (killed, out of memory): one line, after a final checkpoint."""
 
 
 class WorldSizeMismatch(CheckpointError):
@@ -85,6 +89,18 @@ def close_quietly(close: Any) -> None:
         close()
     except QUIET_CLOSE_ERRORS as error:
         logger.debug(f"ignored while closing: {type(error).__name__}: {error}")
+
+
+def dead_env_workers(trainer: Any) -> List[str]:
+    """``'the collector env worker 1 of task 0 (Pong)'`` for every env worker process of ``trainer``'s tasks that is
+    no longer alive (ding's subprocess env managers; in-process ones have none)."""
+    dead = []
+    for task in getattr(trainer, "tasks", ()):
+        for role, worker in (("collector", task.collector), ("evaluator", task.evaluator)):
+            processes = getattr(getattr(worker, "_env", None), "_subprocesses", None) or {}
+            dead += [f"the {role} env worker {env_id} of task {task.task_id} ({task.name})"
+                     for env_id, process in sorted(processes.items()) if not process.is_alive()]
+    return dead
 
 
 def existing_checkpoints(exp_dir: Path) -> Sequence[Path]:
@@ -211,6 +227,14 @@ class RunGuard:
             error.task_name = {t.task_id: t.name for t in trainer.tasks}.get(error.task_id)
             error.last_checkpoint = None if self.last_saved is None else self.last_saved[1]
             raise
+        except QUIET_CLOSE_ERRORS as error:
+            if self.signals.received is not None:  # workers killed with the job by the signal: the same interrupt
+                stop = RunInterrupted(self.signals.received)
+                stop.message = self._final_checkpoint(trainer, stop)
+                raise stop from None
+            dead = ", ".join(dead_env_workers(trainer)) or "an env worker or a pipe of this run"
+            head = f"{dead} died ({type(error).__name__}) at iteration {trainer.train_iter}"
+            raise EnvWorkerDied(self._final_checkpoint(trainer, head=head)) from None
         except Exception:
             if self.signals.received is None:
                 raise
@@ -243,9 +267,10 @@ class RunGuard:
 
         trainer.learn, trainer.save, trainer.resume = guarded_learn, guarded_save, guarded_resume
 
-    def _final_checkpoint(self, trainer: Any, stop: RunInterrupted) -> str:
-        """Saves when a learner iteration ran since the last checkpoint; returns the one true line."""
-        head = f"interrupted by {stop.signal_name} at iteration {trainer.train_iter}"
+    def _final_checkpoint(self, trainer: Any, stop: Optional[RunInterrupted] = None, *, head: str = "") -> str:
+        """Saves when a learner iteration ran since the last checkpoint; returns the one true line, which starts
+        with ``head`` (default: the signal and the iteration)."""
+        head = head or f"interrupted by {stop.signal_name} at iteration {trainer.train_iter}"
         if self.last_saved is not None and self.last_saved[0] == trainer.train_iter:
             return f"{head}: the last checkpoint {self.last_saved[1]} is up to date; continue with --resume"
         if trainer.train_iter == 0:

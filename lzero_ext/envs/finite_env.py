@@ -5,7 +5,8 @@ otherwise reach the replay buffer and surface iterations later as a non-finite l
 learning rate. :class:`FiniteEnvManager` wraps a ding env manager (base or subprocess; it runs in the
 trainer's process) and checks every step's observations and rewards; the first non-finite value
 raises :class:`NonFiniteEnvError`, one line naming the task, the env and its step. Everything else is
-the wrapped manager's (attributes are read through).
+the wrapped manager's (attributes are read through), except that closing it after one of its worker
+processes died stops the other workers instead of raising ``BrokenPipeError``.
 
 Example::
 
@@ -57,6 +58,16 @@ class FiniteEnvManager:
                         f"({bad} of {np.asarray(value).size} values NaN or inf): the env or its game file is broken "
                         f"(not the learning)")
         return timesteps
+
+    def close(self) -> None:
+        """Closes the manager; a worker process that already died (its pipe broken) is not an error here, and
+        the other workers are stopped too (ding's close gives up at the first broken pipe and leaves them)."""
+        try:
+            self._manager.close()
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            for process in (getattr(self._manager, "_subprocesses", None) or {}).values():
+                process.terminate()
+                process.join(timeout=5)
 
     def __repr__(self) -> str:
         return f"FiniteEnvManager({self._manager!r}, {self._task})"
