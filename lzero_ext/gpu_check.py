@@ -364,11 +364,12 @@ def time_atari8(device: torch.device, *, tasks: int, batch_size: int, envs: int,
                 step()  # warm-up
                 graphs = compiled_graph_count()
                 seconds = _median_seconds(step, device, warmup=0, repeats=repeats)
-                peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
+                peak = (f"; peak GPU memory {torch.cuda.max_memory_allocated(device) / 2 ** 30:.1f} GB"
+                        if device.type == "cuda" else "")
                 recompiled = f"; graphs compiled after warm-up: {compiled_graph_count() - graphs}" if compiled else ""
                 rows.append((f"atari8 learn step, {label}", f"{1000 * seconds:.0f} ms",
                              f"{tasks} tasks x batch {size} x {model.world_model.config.max_blocks} steps; first step "
-                             f"{first:.1f} s; peak GPU memory {peak:.1f} GB{recompiled}"))
+                             f"{first:.1f} s{peak}{recompiled}"))
                 break
             except torch.cuda.OutOfMemoryError:
                 del model, target
