@@ -23,6 +23,10 @@ disk_full_resume  a finished run on a tmpfs filled up to 16 KiB: its resume is r
                   writes nothing; then, with room again, it resumes (root only)
 finetune_resume   a LoRA fine-tune (``--init-from``) of a finished run, then a plain ``--resume``
                   of it: refused in one line; the resume with its settings continues
+env_worker_kill   SIGKILL to one env worker process (``--env-manager subprocess``) after the first
+                  checkpoint: one line naming it, a final checkpoint, no worker left behind
+world_size        a finished 1-rank run resumed by 2 ranks: each rank names the mismatch and stops at
+                  once (within 30 s); the resume with 1 rank continues
 ================  ================================================================================
 
 The signal moments: 1 in 3 within 15 s of the run's start (its lock taken), else within 3 s after
@@ -54,12 +58,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 FAULTS_1RANK = ("kill9", "sigint", "sigterm", "sighup", "eval_signal", "truncate", "delete", "bitflip", "nan",
-                "second_job", "disk_full", "disk_full_resume", "finetune_resume")
+                "second_job", "disk_full", "disk_full_resume", "finetune_resume", "env_worker_kill", "world_size")
 FAULTS_2RANK = ("kill9", "sigterm", "sighup", "nan")
-SIGNALLED = ("kill9", "sigint", "sigterm", "sighup", "eval_signal")
+SIGNALLED = ("kill9", "sigint", "sigterm", "sighup", "eval_signal", "env_worker_kill")
 DAMAGED = ("truncate", "delete", "bitflip")  # the newest checkpoint is damaged on purpose after the run
 ON_TMPFS = ("disk_full", "disk_full_resume")
-SIGNALS = {"kill9": signal.SIGKILL, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sighup": signal.SIGHUP}
+SIGNALS = {"kill9": signal.SIGKILL, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sighup": signal.SIGHUP,
+           "env_worker_kill": signal.SIGKILL}  # env_worker_kill: to one env worker, not the job's group
 EXIT_CODES = {signal.SIGKILL: -signal.SIGKILL, signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 LONG_EVAL = ("--tasks", "Acrobot", "CartPole", "--episode-steps", "3000")  # a baseline evaluation of 10 s and more
 CLEAR_LINES = re.compile(r"^(error: .+|interrupted by SIG[A-Z]+ .+|.+: error: .+)$")  # our one-liners and argparse's
@@ -254,6 +259,10 @@ class FaultBench:
             extra = [*LONG_EVAL] + (["--per-task"] if self.rng.random() < 0.5 else [])
             out.notes.append(f"{sig.name} with the {'per-task' if '--per-task' in extra else 'batched'} engine")
             iters = 4
+        if fault == "env_worker_kill":
+            extra = ["--env-manager", "subprocess"]
+        if fault == "world_size":
+            extra = ["--tasks", "CartPole", "Acrobot"]
         if fault == "finetune_resume":
             base = self._job(root / "base", 4, ranks, root / "base.log")
             _wait(base, self.timeout)
@@ -265,7 +274,7 @@ class FaultBench:
         seen, fired = self._drive(first, fault, sig, exp, iters, ranks, root, out)
         out.hangs += int(first.hung) + _orphans(first)
         expected = (0,)
-        if fault in ("nan", "disk_full"):
+        if fault in ("nan", "disk_full") or (fault == "env_worker_kill" and fired):
             expected = (1,)
         elif sig is not None and fired:
             expected = (EXIT_CODES[sig], 1) if ranks > 1 and sig != signal.SIGKILL else (EXIT_CODES[sig],)
@@ -285,6 +294,8 @@ class FaultBench:
             self._resume_on_full_disk(exp, iters, ranks, root, disk, out)
         if fault == "finetune_resume":
             self._plain_resume_of_a_finetune(exp, iters, ranks, root, out)
+        if fault == "world_size":
+            self._resume_with_two_ranks(exp, iters, root, out)
         self._resume(exp, iters, ranks, root, seen, damaged, out, extra)
 
     # ------------------------------------------------------------------ steps
@@ -295,7 +306,7 @@ class FaultBench:
         seen: Dict[str, Path] = {}
         # The moment: 1 in 3 within 15 s of the run's start (lock taken), else within 3 s of its first checkpoint;
         # during the baseline evaluation: 3-6 s after the lock (the trainer is built in about 2 s).
-        after_checkpoint = fault != "eval_signal" and self.rng.random() < 2 / 3
+        after_checkpoint = fault == "env_worker_kill" or (fault != "eval_signal" and self.rng.random() < 2 / 3)
         delay = self.rng.uniform(3.0, 6.0) if fault == "eval_signal" else \
             self.rng.uniform(0.0, 3.0 if after_checkpoint else 15.0)
         fire_at: Optional[float] = None
@@ -309,11 +320,15 @@ class FaultBench:
             if fire_at is None and started:
                 fire_at = time.time() + delay
             if sig is not None and not fired and fire_at is not None and time.time() >= fire_at:
+                workers = [pid for pid in session_members(proc.popen.pid) if pid != proc.popen.pid]
                 try:
-                    os.killpg(proc.popen.pid, sig)
+                    if fault != "env_worker_kill":
+                        os.killpg(proc.popen.pid, sig)
+                    elif workers:  # one env worker process of the job, not the job
+                        os.kill(self.rng.choice(workers), sig)
                 except ProcessLookupError:
                     pass
-                fired = True
+                fired = fault != "env_worker_kill" or bool(workers)
             if fault == "second_job" and second is None and (exp / "run.lock").exists():
                 second = self._job(exp, iters, ranks, root / "second.log")
             time.sleep(0.25)
@@ -394,6 +409,21 @@ class FaultBench:
         if "run.finetune" not in proc.output() or _unclear(proc, (1,)):
             out.unclear += 1
             out.notes.append("plain resume of a LoRA fine-tune: no one-line refusal naming the fine-tune mode")
+
+    def _resume_with_two_ranks(self, exp: Path, iters: int, root: Path, out: Outcome) -> None:
+        """A 1-rank run resumed by 2 ranks: every rank names the mismatch and exits promptly."""
+        proc = self._job(exp, iters + 2, 2, root / "resume_2ranks.log", resume=True)
+        _wait(proc, self.timeout)
+        out.hangs += int(proc.hung) + _orphans(proc)
+        out.check_code("resume with 2 ranks", proc, (1,))
+        text = proc.output()
+        named = sum("was written by 1 rank(s); this run has 2" in line for line in text.splitlines())
+        if named != 2 or _unclear(proc, (1,)):
+            out.unclear += 1
+            out.notes.append(f"resume with 2 ranks: {named} of 2 ranks named the mismatch")
+        if time.time() - proc.started > 30:
+            out.unclear += 1
+            out.notes.append(f"resume with 2 ranks took {time.time() - proc.started:.0f} s to stop")
 
     def _resume(self, exp: Path, iters: int, ranks: int, root: Path, seen: Dict[str, Path], damaged: Optional[Path],
                 out: Outcome, extra: Sequence[str] = ()) -> None:

@@ -91,6 +91,18 @@ def close_quietly(close: Any) -> None:
         logger.debug(f"ignored while closing: {type(error).__name__}: {error}")
 
 
+def _caused_by(error: BaseException, kinds: Tuple[type, ...]) -> Optional[BaseException]:
+    """The first exception of ``kinds`` in ``error``'s cause / context chain (ding's env managers wrap a worker's
+    broken pipe in ``RuntimeError('Exception in thread')``), else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kinds):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def dead_env_workers(trainer: Any) -> List[str]:
     """``'the collector env worker 1 of task 0 (Pong)'`` for every env worker process of ``trainer``'s tasks that is
     no longer alive (ding's subprocess env managers; in-process ones have none)."""
@@ -227,17 +239,18 @@ class RunGuard:
             error.task_name = {t.task_id: t.name for t in trainer.tasks}.get(error.task_id)
             error.last_checkpoint = None if self.last_saved is None else self.last_saved[1]
             raise
-        except QUIET_CLOSE_ERRORS as error:
-            if self.signals.received is not None:  # workers killed with the job by the signal: the same interrupt
-                stop = RunInterrupted(self.signals.received)
-                stop.message = self._final_checkpoint(trainer, stop)
-                raise stop from None
-            dead = ", ".join(dead_env_workers(trainer)) or "an env worker or a pipe of this run"
-            head = f"{dead} died ({type(error).__name__}) at iteration {trainer.train_iter}"
-            raise EnvWorkerDied(self._final_checkpoint(trainer, head=head)) from None
-        except Exception:
+        except Exception as error:
             if self.signals.received is None:
-                raise
+                dead = dead_env_workers(trainer)
+                if not dead and not _caused_by(error, QUIET_CLOSE_ERRORS):
+                    raise
+                if not dead:  # the pipe broke as the worker died: give it a moment to be reaped
+                    time.sleep(0.5)
+                    dead = dead_env_workers(trainer)
+                cause = _caused_by(error, QUIET_CLOSE_ERRORS) or error
+                head = (f"{', '.join(dead) or 'an env worker or a pipe of this run'} died "
+                        f"({type(cause).__name__}) at iteration {trainer.train_iter}")
+                raise EnvWorkerDied(self._final_checkpoint(trainer, head=head)) from None
             # Under DDP a signalled peer that already left breaks this rank's collective ("Connection closed by
             # peer") while its own signal waits for the learner step: that is the same interrupt, not a crash.
             stop = RunInterrupted(self.signals.received)
