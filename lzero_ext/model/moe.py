@@ -308,9 +308,10 @@ class MoEFeedForward(nn.Module):
     def _has_dropout(self) -> bool:
         return any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.experts.modules())
 
+    @torch.compiler.disable  # split sizes are data: traced, every new set of counts would recompile
     def _expert_slices(self, sorted_tokens: Tensor, flat_expert_ids: Tensor) -> Tensor:
         """Each expert module on its contiguous slice of the sorted tokens, ``(N*k, D)``. Reads the per-expert
-        counts on the host (``torch.split`` sizes)."""
+        counts on the host (``torch.split`` sizes); runs eagerly under ``torch.compile``."""
         counts = torch.bincount(flat_expert_ids, minlength=self.num_experts).tolist()  # E ints, sum N*k
 
         # torch.split (not slicing) so that backward concatenates the slice grads once instead of
