@@ -8,7 +8,6 @@ from typing import Any, Callable, Dict
 
 
 def run_in_lockstep(policy: Any, mode: str, jobs: Dict[int, Callable[[], Any]]) -> Dict[int, Any]:
-    """``{task_id: job()}`` with the jobs' ``mode`` forwards batched per step (a single job runs as it is)."""
-    if len(jobs) <= 1:
-        return {task_id: job() for task_id, job in jobs.items()}
-    return policy.lockstep(mode).run(jobs)
+    """``{task_id: job()}`` with the jobs' ``mode`` forwards batched per step (one job too: its steps take the
+    same batched path)."""
+    return policy.lockstep(mode).run(jobs) if jobs else {}
