@@ -207,3 +207,15 @@ def test_a_video_that_cannot_be_written_keeps_the_evaluation(tiny_run, tmp_path,
     (result,) = evaluate.evaluate_run(str(tiny_run), episodes=1, video_dir=str(tmp_path / "videos"))
     assert len(result.returns) == 1 and result.video is None
     assert result.note == f"no video: cannot write {tmp_path / 'videos' / 'CartPole-v1.gif'}: no space left on device (ENOSPC)"
+
+
+def test_a_benchmark_on_an_unusable_path_is_one_line(tmp_path):
+    import sys
+
+    (tmp_path / "plain").write_text("x")
+    done = subprocess.run([sys.executable, "-m", "lzero_ext.bench", "faults", "--runs", "1", "--work-dir",
+                           str(tmp_path / "plain" / "work")], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot use {tmp_path / 'plain'}/work") and last.endswith("not a directory (ENOTDIR)")

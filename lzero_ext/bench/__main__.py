@@ -1,7 +1,9 @@
 """Dispatcher: ``python -m lzero_ext.bench <name> [args]`` runs ``main(args)`` of the named benchmark.
 
 Benchmark modules are imported lazily, so one benchmark's dependencies never slow down or break
-another. Each module exposes ``main(argv: Optional[List[str]] = None) -> None``.
+another. Each module exposes ``main(argv: Optional[List[str]] = None) -> None``. A file-system failure
+(a full disk, a read-only or mistyped output path) ends a benchmark with one line naming the path and
+the cause, exit status 1.
 
 Example:
     >>> sorted(BENCHMARKS)[:1]
@@ -40,7 +42,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     if name not in BENCHMARKS:
         print(f"unknown benchmark {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    importlib.import_module(BENCHMARKS[name]).main(rest)
+    from lzero_ext.checkpoint import CheckpointWriteError
+    from lzero_ext.fs_errors import OutputDirError, describe_os_error
+
+    try:
+        importlib.import_module(BENCHMARKS[name]).main(rest)
+    except (OutputDirError, CheckpointWriteError) as error:  # a file-system failure: one line, path and cause
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
+        return 1
     return 0
 
 
