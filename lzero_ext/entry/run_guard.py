@@ -9,13 +9,14 @@
   collective), the newest intact checkpoint is loaded and its stored :func:`run_identity` compared
   with this run's (one line naming the differing keys);
 - rank 0 holds the directory's :class:`~lzero_ext.entry.run_lock.ExperimentLock`;
-- SIGINT / SIGTERM (:class:`~lzero_ext.entry.run_signals.RunSignals`) never interrupt a learner
-  step or a checkpoint write; on one, :meth:`RunGuard.watch` saves a final checkpoint when a
-  learner iteration ran since the last one and fills in the true one-line message;
+- SIGINT / SIGTERM / SIGHUP (:class:`~lzero_ext.entry.run_signals.RunSignals`) never interrupt a
+  learner step or a checkpoint write; on one, :meth:`RunGuard.watch` saves a final checkpoint when a
+  learner iteration ran since the last one and fills in the true one-line message; a dead env worker
+  process ends the run the same way (:class:`EnvWorkerDied`, naming the worker);
 - divergence (:class:`~lzero_ext.divergence.DivergenceError`) gets its iteration and task name, and
   no checkpoint with non-finite parameters is ever written;
-- ``total_config.py`` is (re)written only once a resume has succeeded; a different previous one is
-  kept as ``total_config.<time>.py``; a free-space pre-flight warns below a few checkpoints' size.
+- ``total_config.py`` is (re)written, atomically, only once a resume has succeeded; a different previous
+  one is kept as ``total_config.<time>.py``; a free-space pre-flight warns below a few checkpoints' size.
 
 Example (what ``train_scalezero`` does)::
 
