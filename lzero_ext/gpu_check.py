@@ -333,8 +333,9 @@ def check_collectives(device: torch.device, workdir: str, *, tiny: bool = False)
 
 
 def time_atari8(device: torch.device, *, tasks: int, batch_size: int, envs: int, repeats: int,
-                small: bool, compile_backend: str = "inductor") -> List[Row]:
-    """Learn-step timings of the atari8 model (fp32, bf16, bf16 + compile) and batched inference."""
+                small: bool, compile_backend: str = "inductor", part: str = "learn") -> List[Row]:
+    """Timings of the atari8 model in fp32, bf16 and bf16 + compile: the learn step (``part='learn'``) or one
+    batched inference step (``part='inference'``)."""
     import copy
 
     from lzero_ext.amp import compile_world_model, compiled_graph_count
@@ -345,7 +346,8 @@ def time_atari8(device: torch.device, *, tasks: int, batch_size: int, envs: int,
         overrides.update(num_layers=1, embed_dim=64, num_heads=2,
                          vit=dict(patch_size=8, width=64, depth=1, num_heads=2, mlp_dim=128))
     preset = "atari8"
-    for label, amp, compiled in (("fp32", "off", False), ("bf16", "bf16", False), ("bf16 + compile", "bf16", True)):
+    modes = (("fp32", "off", False), ("bf16", "bf16", False), ("bf16 + compile", "bf16", True))
+    for label, amp, compiled in modes if part == "learn" else ():
         size = batch_size
         while True:
             model = target = None
@@ -381,10 +383,10 @@ def time_atari8(device: torch.device, *, tasks: int, batch_size: int, envs: int,
             finally:
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
-        del model, target
+        model = target = None
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    for label, amp, compiled in (("fp32", "off", False), ("bf16", "bf16", False), ("bf16 + compile", "bf16", True)):
+    for label, amp, compiled in modes if part == "inference" else ():
         model = build_model("atari", preset, device, overrides=overrides).eval()
         if compiled and not compile_world_model(model, device=device, backend=compile_backend):
             rows.append((f"atari8 inference step, {label}", "skipped", "torch.compile unavailable (see log)"))
@@ -481,9 +483,15 @@ def run_checks(args: argparse.Namespace) -> List[Row]:
     device = torch.device(args.device)
     rows: List[Row] = []
     workdir = tempfile.mkdtemp(prefix="scalezero_gpu_check_")
+    began = time.perf_counter()
 
     def attempt(name: str, fn: Callable[[], Any]) -> None:
         start = time.perf_counter()
+        if args.budget is not None and start - began > args.budget:
+            rows.append((name, "skipped", f"the check's {args.budget:.0f} s budget is spent"))
+            print(f"[gpu_check] {name}: skipped (time budget)", flush=True)
+            return
+        count = len(rows)
         try:
             result = fn()
             if isinstance(result, list):
@@ -495,7 +503,8 @@ def run_checks(args: argparse.Namespace) -> List[Row]:
         except Exception as error:  # report and go on: one failing step must not hide the others
             traceback.print_exc()
             rows.append((name, "FAILED", f"{type(error).__name__}: {str(error)[:160]}"))
-        print(f"[gpu_check] {rows[-1][0]}: {rows[-1][1]}", flush=True)
+        for row in rows[count:]:  # as they come: a run stopped by its time limit still shows them
+            print(f"[gpu_check] {row[0]}: {row[1]}  {row[2]}", flush=True)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     rows.append(("environment", "ok", f"torch {torch.__version__}, {name}, Python {sys.version.split()[0]}"))
@@ -517,9 +526,9 @@ def run_checks(args: argparse.Namespace) -> List[Row]:
                                                           text_model_dir=text_dir, tiny=args.small))
     attempt(f"collectives forced at world size 1 ({'nccl' if device.type == 'cuda' else 'gloo'})",
             lambda: check_collectives(device, workdir, tiny=args.small))
-    attempt("atari8 timings", lambda: time_atari8(device, tasks=args.tasks, batch_size=args.batch_size,
-                                                  envs=args.envs, repeats=args.repeats, small=args.small,
-                                                  compile_backend=args.compile_backend))
+    timings = dict(tasks=args.tasks, batch_size=args.batch_size, envs=args.envs, repeats=args.repeats,
+                   small=args.small, compile_backend=args.compile_backend)
+    attempt("atari8 learn step timings", lambda: time_atari8(device, part="learn", **timings))
     preset, games = ("smoke", None) if args.small else ("atari8", None)
     attempt("search", lambda: time_search(device, workdir, preset=preset, games=games, roots=args.roots,
                                           simulations=args.simulations, repeats=args.repeats))
@@ -527,6 +536,7 @@ def run_checks(args: argparse.Namespace) -> List[Row]:
     attempt("collection, batched vs task by task",
             lambda: time_engine(device, workdir, preset=preset, games=engine_games, simulations=args.simulations,
                                 segment=args.segment))
+    attempt("atari8 inference step timings", lambda: time_atari8(device, part="inference", **timings))
     return rows
 
 
@@ -546,7 +556,7 @@ def _jericho_games_present(directory: Optional[str]) -> bool:
 
 
 DRY_RUN = dict(device="cpu", small=True, tasks=2, batch_size=2, envs=2, repeats=1, roots=4, simulations=2, segment=None,
-               compile_backend="eager")  # --cpu-dry-run: every step on the CPU at tiny sizes
+               compile_backend="eager", budget=None)  # --cpu-dry-run: every step on the CPU at tiny sizes
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -562,10 +572,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--roots", type=int, default=64, help="roots of the timed search")
     parser.add_argument("--simulations", type=int, default=50, help="simulations of the timed search and collection")
-    parser.add_argument("--segment", type=int, default=20,
-                        help="game segment length in the timed collection round (each env collects one)")
+    parser.add_argument("--segment", type=int, help="game segment length in the timed collection round (each env "
+                                                    "collects one; default: the preset's, 20 for atari8)")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend ('eager' for a quick dry run)")
     parser.add_argument("--text-model-dir", help="config + tokenizer of the text encoder, when its package is absent")
+    parser.add_argument("--budget", type=float, default=400.0,
+                        help="seconds after which the remaining steps are reported as skipped, so the table is printed "
+                             "within gpu_check.sh's time limit (default 400)")
     parser.add_argument("--jericho-dir", help="Jericho game files (default: $SCALEZERO_JERICHO_DIR or ../shared/jericho-games)")
     args = parser.parse_args(argv)
     if args.cpu_dry_run:
