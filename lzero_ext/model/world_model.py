@@ -39,6 +39,7 @@ from lzero_ext.model.task_routing import (TaskAware, TaskRows, TaskSwitch, bind_
                                           task_bound)
 from lzero_ext.model.text_encoder import TextEncoder
 from lzero_ext.model.transformer import ScaleZeroTransformer
+from lzero_ext.model.unizero_loss import unizero_task_loss
 
 logger = logging.getLogger(__name__)
 LATENT_NORMS: FrozenSet[str] = frozenset({'layernorm', 'simnorm'})
@@ -421,8 +422,8 @@ class MultiTaskWorldModel(WorldModel):
 
         The encoder, transformer and heads run once over the mixed batch of all tasks' rows (row mode;
         vector observations and continuous actions are zero-padded to the widest task's and each per-task
-        module reads its own width). lightzero's loss arithmetic then runs per task on that task's slice of
-        the outputs (``_replayed_forward``), so every task's loss, and its gradient, equals
+        module reads its own width). UniZero's loss then follows per task from that task's slice of the
+        outputs (``lzero_ext.model.unizero_loss``), so every task's loss, and its gradient, equals
         ``compute_loss(batches[t], task_id=t)``. Returns ``{task_id: losses}`` as ``compute_loss`` returns them.
 
         Example::
@@ -452,10 +453,9 @@ class MultiTaskWorldModel(WorldModel):
             task_outputs = WorldModelOutput(outputs.output_sequence[start:stop], outputs.logits_observations[start:stop],
                                             outputs.logits_rewards[start:stop], None, policy,
                                             outputs.logits_value[start:stop])
-            with self.bind_task(task_id), task_bound(target_tokenizer, task_id), self._replayed_forward(
-                    target_tokenizer, _task_slice(obs_embeddings, rows, task_id), task_outputs,
-                    _task_slice(target_embeddings, rows, task_id)):
-                task_losses = super().compute_loss(batches[task_id], target_tokenizer, inverse_scalar_transform_handle)
+            task_losses = unizero_task_loss(self, task_outputs, _task_slice(obs_embeddings, rows, task_id),
+                                            _task_slice(target_embeddings, rows, task_id), batches[task_id],
+                                            action_dim=self._action_dims[task_id])
             if record:
                 per_row = record[0][0].shape[0] // rows.num_rows  # tokens per row in the (N, E) router logits
                 task_logits = [z[start * per_row:stop * per_row] for z in record[0]]
@@ -464,20 +464,6 @@ class MultiTaskWorldModel(WorldModel):
                 task_losses.router_stats = {}
             losses[task_id] = task_losses
         return losses
-
-    @contextmanager
-    def _replayed_forward(self, target_tokenizer: Tokenizer, obs_embeddings: Tensor, outputs: WorldModelOutput,
-                          target_embeddings: Tensor) -> Iterator[None]:
-        """Inside the context, the three network calls of lightzero's ``compute_loss`` (encode, forward, target
-        encode) return the given slices of the batched forward instead of recomputing them, so lightzero's loss
-        arithmetic (not a copy of it) runs on one task's rows."""
-        self.tokenizer.encode_to_obs_embeddings = lambda *args, **kwargs: obs_embeddings
-        self.forward = lambda *args, **kwargs: outputs
-        target_tokenizer.encode_to_obs_embeddings = lambda *args, **kwargs: target_embeddings
-        try:
-            yield
-        finally:  # drop the instance attributes: the class methods are visible again
-            del self.tokenizer.encode_to_obs_embeddings, self.forward, target_tokenizer.encode_to_obs_embeddings
 
     def _add_router_terms(self, losses: LossWithIntermediateLosses, router_logits: List[Tensor],
                           task_id: int) -> Dict[str, Any]:
