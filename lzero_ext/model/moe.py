@@ -268,17 +268,13 @@ class MoEFeedForward(nn.Module):
             return None  # the kernel's traced (meta) form takes bf16 only: --compile with --amp bf16
         if (self.embed_dim * tokens.element_size()) % 16 or (hidden_dim * tokens.element_size()) % 16:
             return None  # the kernel wants 16-byte aligned rows
-        weights: List[Tensor] = []
-        for expert in self.experts._modules.values():
-            if expert._forward_hooks or expert._forward_pre_hooks:
-                return None
-            for name in _EXPERT_ROLES[self.expert_type]:
-                weight = _inference_weight(expert._modules[name])
-                if weight is None:
-                    return None
-                weights.append(weight)
-        roles = len(_EXPERT_ROLES[self.expert_type])
-        stacked = [torch.stack(weights[role::roles]).transpose(1, 2) for role in range(roles)]  # (E, in, out) each
+        if torch.is_grad_enabled() or compiling:
+            sources = self._expert_sources()
+            stacked = None if sources is None else self._stack(sources)  # autograd reaches the weights
+        else:
+            stacked = self._stacked_weights()                            # cached: large no-grad batches
+        if stacked is None:
+            return None
         stacked = [w.to(tokens.dtype) for w in stacked]
         counts = torch.zeros(self.num_experts, dtype=torch.int64, device=flat_expert_ids.device)
         counts.scatter_add_(0, flat_expert_ids, torch.ones_like(flat_expert_ids))  # (E,); bincount's shape is data-dependent
@@ -293,17 +289,15 @@ class MoEFeedForward(nn.Module):
 
     def _grouped_roles(self, tokens: Tensor, stacked: List[Tensor], offsets: Tensor, sorted_ids: Tensor) -> Tensor:
         """The experts' matmuls over expert-sorted rows ``tokens (N*k, D)``, slices ending at ``offsets (E,)``,
-        ``sorted_ids (N*k,)`` the expert of each row -> ``(N*k, D)``."""
+        ``sorted_ids (N*k,)`` the expert of each row, ``stacked`` as :meth:`_stack` builds it -> ``(N*k, D)``."""
         with torch.autocast(tokens.device.type, enabled=False):  # operands already in the autocast dtype
             if self.expert_type == "swiglu":
-                w1, w3, w2 = stacked                                     # (E, D, H), (E, D, H), (E, H, D)
-                hidden = F.silu(_grouped_mm(tokens, w1, offs=offsets)) * _grouped_mm(tokens, w3, offs=offsets)
-                return _grouped_mm(hidden, w2, offs=offsets)             # (N*k, D)
-            w1, w2 = stacked                                             # (E, D, H), (E, H, D)
-            b1 = torch.stack([e.fc1.bias for e in self.experts]).to(tokens.dtype)  # (E, H)
-            b2 = torch.stack([e.fc2.bias for e in self.experts]).to(tokens.dtype)  # (E, D)
-            hidden = F.gelu(_grouped_mm(tokens, w1, offs=offsets) + b1.index_select(0, sorted_ids))  # (N*k, H)
-            return _grouped_mm(hidden, w2, offs=offsets) + b2.index_select(0, sorted_ids)            # (N*k, D)
+                w13, w2 = stacked                                        # (E, D, 2H), (E, H, D)
+                gate, value = _grouped_mm(tokens, w13, offs=offsets).chunk(2, dim=-1)  # (N*k, H) each
+                return _grouped_mm(F.silu(gate) * value, w2, offs=offsets)  # (N*k, D)
+            w1, w2, b1, b2 = stacked                                     # (E, D, H), (E, H, D), (E, 1, H), (E, 1, D)
+            hidden = F.gelu(_grouped_mm(tokens, w1, offs=offsets) + b1.squeeze(1).index_select(0, sorted_ids))
+            return _grouped_mm(hidden, w2, offs=offsets) + b2.squeeze(1).index_select(0, sorted_ids)  # (N*k, D)
 
     def _has_dropout(self) -> bool:
         return any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.experts.modules())
@@ -334,11 +328,10 @@ class MoEFeedForward(nn.Module):
         per_token = (3 if isinstance(first, SwiGLUExpert) else 2) * self.embed_dim * hidden
         return flat.shape[0] * self.num_experts * per_token <= CPU_DENSE_MACS
 
-    def _stacked_weights(self) -> Optional[List[Tensor]]:
-        """The dense path's stacked expert weights (see :meth:`_stack`), or None when an expert must be called
-        as a module (hooks, or a linear without an inference weight). Cached; rebuilt when a weight is
-        replaced or modified in place (its identity or version counter changes). Runs once per MCTS model
-        call, so it reads module dicts directly."""
+    def _expert_sources(self) -> Optional[List[Tensor]]:
+        """Every routed expert's inference weights (and GELU biases) in expert order, or None when an expert must
+        be called as a module (hooks, or a linear without an inference weight). Runs once per MCTS model call,
+        so it reads module dicts directly."""
         sources: List[Tensor] = []
         roles = _EXPERT_ROLES[self.expert_type]
         for expert in self.experts._modules.values():
@@ -352,26 +345,35 @@ class MoEFeedForward(nn.Module):
                 sources.append(weight)
             if self.expert_type == "gelu":
                 sources.extend((linears["fc1"].bias, linears["fc2"].bias))
+        return sources
+
+    def _stacked_weights(self) -> Optional[List[Tensor]]:
+        """The experts' stacked weights without autograd (see :meth:`_stack`), or None as for
+        :meth:`_expert_sources`; ``[]`` under ``torch.compile``. Cached; rebuilt when a weight is replaced or
+        modified in place (its identity or version counter changes)."""
+        sources = self._expert_sources()
+        if sources is None:
+            return None
         if torch.compiler.is_compiling():  # traced: per-expert calls in the graph, no weight copies per call
             return []
         versions = [w._version for w in sources]
         cache = self.__dict__.get("_stacked_cache")
         if cache is None or cache[1] != versions or any(a is not b for a, b in zip(cache[0], sources)):
-            cache = (sources, versions, self._stack(sources))
+            with torch.no_grad():
+                cache = (sources, versions, [w.contiguous() for w in self._stack(sources)])
             self.__dict__["_stacked_cache"] = cache  # a plain attribute: not a parameter, buffer or state
         return cache[2]
 
     def _stack(self, sources: List[Tensor]) -> List[Tensor]:
-        """Per-expert weights and biases (in expert order) -> the dense path's stacked operands: SwiGLU
+        """Per-expert weights and biases (in expert order) -> stacked operands, differentiable: SwiGLU
         ``[w1|w3 (E, D, 2H), w2 (E, H, D)]``, GELU ``[fc1 (E, D, H), fc2 (E, H, D), b1 (E, 1, H), b2 (E, 1, D)]``."""
         roles = len(sources) // self.num_experts
-        with torch.no_grad():
-            per_role = [torch.stack(sources[role::roles]) for role in range(roles)]  # (E, out, in) / (E, out)
-            if self.expert_type == "swiglu":
-                w1, w3, w2 = per_role
-                return [torch.cat([w1, w3], dim=1).transpose(1, 2).contiguous(), w2.transpose(1, 2).contiguous()]
-            w1, w2, b1, b2 = per_role
-            return [w1.transpose(1, 2).contiguous(), w2.transpose(1, 2).contiguous(), b1.unsqueeze(1), b2.unsqueeze(1)]
+        per_role = [torch.stack(sources[role::roles]) for role in range(roles)]  # (E, out, in) / (E, out)
+        if self.expert_type == "swiglu":
+            w1, w3, w2 = per_role
+            return [torch.cat([w1, w3], dim=1).transpose(1, 2), w2.transpose(1, 2)]
+        w1, w2, b1, b2 = per_role
+        return [w1.transpose(1, 2), w2.transpose(1, 2), b1.unsqueeze(1), b2.unsqueeze(1)]
 
     def _dense_inference(self, flat: Tensor, weights: Tensor, expert_ids: Tensor, stacked: List[Tensor]) -> Tensor:
         """Eval / no-grad path without host reads: every expert on all N tokens (batched matmuls over the
