@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lzero_ext.model.kv_store import KVStore
-from lzero_ext.model.task_routing import TaskRows, TaskSwitch, cat_rows
+from lzero_ext.model.sequence_forward import encode, route
+from lzero_ext.model.task_routing import TaskRows, TaskSwitch
 
 
 @dataclass
@@ -121,18 +122,6 @@ def _per_task_max(values: np.ndarray, rows: TaskRows) -> np.ndarray:
     return out
 
 
-def _route(switch: TaskSwitch, x: Tensor, rows: TaskRows, fn=lambda module, x: module(x)) -> Tensor:
-    """``fn(copy_t, x_t)`` for each task's copy of a ``TaskSwitch`` on that task's rows, concatenated (padded)."""
-    outs = []
-    for task_id, start, stop in rows.segments:
-        index = 0 if switch.shared else task_id
-        x_t = x[start:stop]
-        if switch.input_widths is not None:
-            x_t = x_t[..., :switch.input_widths[index]]
-        outs.append(fn(switch.per_task[index], x_t))
-    return cat_rows(outs)
-
-
 def _stacked_head(switch: TaskSwitch) -> Optional[List[Tuple[str, Tensor, Optional[Tensor]]]]:
     """Per-task heads of the form Linear -> GELU -> Linear [-> LayerNorm] as stacked ``(T, in, out)`` weights and
     ``(T, 1, out)`` biases (LayerNorm: ``(T, 1, D)`` gain and bias), cached until a weight changes; None for any
@@ -200,7 +189,7 @@ def _head(switch: TaskSwitch, x: Tensor, rows: TaskRows) -> Tensor:
         if isinstance(out, dict):  # ReparameterizationHead: lightzero concatenates [mu, sigma]
             out = torch.cat([out['mu'], out['sigma']], dim=-1)
         return out[:, 0]
-    return _route(switch, x, rows, run)
+    return route(switch, x, rows, run)
 
 
 def _sequential(module: nn.Module, x: Tensor) -> Any:
@@ -220,26 +209,15 @@ def _sequential(module: nn.Module, x: Tensor) -> Any:
 
 
 def encode_observations(world_model: torch.nn.Module, obs: Tensor, rows: TaskRows) -> Tensor:
-    """The shared (or per-task) observation encoder on a mixed batch: ``(B, *obs) -> (B, 1, D)``."""
-    encoder = world_model.tokenizer.encoder
-    body = encoder.body
-    if isinstance(body, TaskSwitch):
-        z = _route(body, obs, rows)
-    elif encoder.max_batch and obs.shape[0] > encoder.max_batch:
-        z = torch.cat([body(chunk) for chunk in obs.split(encoder.max_batch)])
-    else:
-        z = body(obs)
-    z = encoder.norm(z)                                                               # (B, D_latent)
-    if encoder.task_embedding is not None:
-        z = torch.cat([z, encoder.task_embedding(rows.task_ids(z.device))], dim=-1)   # (B, D)
-    return z[:, None]                                                                 # (B, 1, D)
+    """The model's observation encoder on a mixed batch: ``(B, *obs) -> (B, 1, D)``."""
+    return encode(world_model.tokenizer.encoder, obs, rows)
 
 
 def _action_embeddings(world_model: torch.nn.Module, actions: Tensor, rows: TaskRows) -> Tensor:
     """``(B,)`` discrete or ``(B, a_max)`` continuous actions -> ``(B, 1, D)`` action tokens."""
     table = world_model.act_embedding_table
     if isinstance(table, TaskSwitch):
-        return _route(table, actions.float(), rows)[:, None]
+        return route(table, actions.float(), rows, lambda module, x: module(x))[:, None]
     return table(actions.long())[:, None]
 
 

@@ -38,6 +38,7 @@ from lzero_ext.model.moe import load_balancing_loss, moe_statistics, router_z_lo
 from lzero_ext.model.task_routing import (TaskAware, TaskRows, TaskSwitch, bind_task_modules, cat_rows, rows_bound,
                                           task_bound)
 from lzero_ext.model.text_encoder import TextEncoder
+from lzero_ext.model.sequence_forward import encode, forward_sequences
 from lzero_ext.model.transformer import ScaleZeroTransformer
 from lzero_ext.model.unizero_loss import unizero_task_loss
 
@@ -420,9 +421,9 @@ class MultiTaskWorldModel(WorldModel):
                             inverse_scalar_transform_handle: Any = None) -> Dict[int, LossWithIntermediateLosses]:
         """lightzero's UniZero loss for every task of ``batches`` (``{task_id: batch}``) from ONE forward.
 
-        The encoder, transformer and heads run once over the mixed batch of all tasks' rows (row mode;
-        vector observations and continuous actions are zero-padded to the widest task's and each per-task
-        module reads its own width). UniZero's loss then follows per task from that task's slice of the
+        The encoder, transformer and heads run once over the mixed batch of all tasks' rows
+        (``lzero_ext.model.sequence_forward``, the rows' tasks passed as an argument; vector observations and
+        continuous actions are zero-padded to the widest task's and each per-task module reads its own width). UniZero's loss then follows per task from that task's slice of the
         outputs (``lzero_ext.model.unizero_loss``), so every task's loss, and its gradient, equals
         ``compute_loss(batches[t], task_id=t)``. Returns ``{task_id: losses}`` as ``compute_loss`` returns them.
 
@@ -438,13 +439,11 @@ class MultiTaskWorldModel(WorldModel):
         rows = TaskRows.from_sizes([(t, batches[t]['observations'].shape[0]) for t in tasks])
         observations = cat_rows([batches[t]['observations'] for t in tasks])          # (B, T, *obs), padded
         actions = cat_rows([batches[t]['actions'] for t in tasks])                    # (B, T) or (B, T, a_max)
-        timestep = torch.cat([batches[t]['timestep'] for t in tasks])                 # (B, T)
-        act_tokens = actions if self.continuous_action_space else actions.unsqueeze(-1)
-        with self.rows(rows), rows_bound(target_tokenizer, rows), self.transformer.record_router_logits() as record:
-            obs_embeddings = self.tokenizer.encode_to_obs_embeddings(observations)   # (B, T, D)
-            outputs = self.forward({'obs_embeddings_and_act_tokens': (obs_embeddings, act_tokens)}, start_pos=timestep)
+        with self.transformer.record_router_logits() as record:
+            obs_embeddings = encode(self.tokenizer.encoder, observations, rows)        # (B*T, 1, D)
+            outputs = forward_sequences(self, obs_embeddings, actions, rows)          # logits (B, T, ...)
             with torch.no_grad():
-                target_embeddings = target_tokenizer.encode_to_obs_embeddings(observations)
+                target_embeddings = encode(target_tokenizer.encoder, observations, rows)
         losses = {}
         for task_id, start, stop in rows.segments:
             policy = outputs.logits_policy[start:stop]
