@@ -203,8 +203,8 @@ def test_probe_on_world_model_reports_every_block_and_removes_its_hooks(moe):
             assert all(len(m._forward_pre_hooks) == 1 for m in hooked)
             probed = task_losses(model)
     assert all(len(m._forward_pre_hooks) == 0 for m in model.modules())
-    for t in plain:  # hooks only read activations
-        assert float(probed[t].loss_total) == float(plain[t].loss_total)
+    for t in plain:  # hooks only read activations (hooked MoE experts run as module calls: equal up to rounding)
+        assert float(probed[t].loss_total) == pytest.approx(float(plain[t].loss_total), rel=1e-6)
 
     res = probe.result()
     assert set(res.per_layer) == {"block0", "block1"}
