@@ -27,6 +27,7 @@ from lzero_ext.entry.configs import TaskConfig, compile_task_configs, validate_t
 from lzero_ext.entry.dps_curriculum import DPSCurriculum, active_tasks
 from lzero_ext.entry.finetune import FinetuneSpec, apply_finetune
 from lzero_ext.entry.lockstep_round import run_in_lockstep
+from lzero_ext.entry.multitask_sampling import sample_tasks
 from lzero_ext.entry.progress import RunProgress
 from lzero_ext.entry.resume_check import agree_on_checkpoint
 from lzero_ext.entry.run_guard import RunGuard, close_quietly
@@ -152,7 +153,8 @@ class MultiTaskTrainer:
         for _ in range(num_updates):
             if self.train_iter >= self.max_train_iter:
                 break
-            batches = [task.sample(self.policy) for task in ready]
+            batches = sample_tasks(ready, self.policy) if self.cfg.engine == "batched" else \
+                [task.sample(self.policy) for task in ready]
             if self.batch_transform is not None:
                 batches = [self.batch_transform(self.train_iter + 1, batch) for batch in batches]
             log = self.policy.learn_mode.forward(batches)
