@@ -13,7 +13,7 @@ The FFN sublayer of every transformer block becomes ``num_experts`` routed exper
 * tokens are sorted by expert once, each expert runs on one contiguous slice, and results are
   combined with ``index_add_``;
 * in eval mode without autograd and for at most ``SYNC_FREE_TOKENS`` tokens (MCTS collection and
-  evaluation: 1-2 tokens per env per call) every routed expert runs on every token as three batched
+  evaluation: 1-2 tokens per env per call) every routed expert runs on every token as two batched
   matmuls over the experts' stacked weights, and the routing weights (zero for experts a token did not
   choose) combine them. Nothing in it reads a tensor on the host (no ``.tolist()``, ``.item()``, or
   data-dependent shapes), so a GPU search loop never waits for the device here and ``torch.compile``
