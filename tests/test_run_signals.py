@@ -37,10 +37,10 @@ def _clear_lines(text: str):
 @pytest.mark.parametrize("sig, engine", [(signal.SIGHUP, "batched"), (signal.SIGTERM, "batched"),
                                          (signal.SIGINT, "per_task")])
 def test_a_signal_during_the_baseline_evaluation_is_one_line_and_its_exit_code(tmp_path, sig, engine):
-    """Acrobot plays every evaluation episode to its 3000-step cap: the baseline evaluation lasts long enough to
+    """Pendulum plays every evaluation episode to its 20000-step cap: the baseline evaluation lasts long enough to
     be interrupted. The batched engine runs both tasks' evaluators in their lockstep threads, for real."""
     exp, log = tmp_path / "exp", tmp_path / "job.log"
-    proc = _start(JOB + ["--exp-name", str(exp), "--tasks", "Acrobot", "CartPole", "--episode-steps", "3000",
+    proc = _start(JOB + ["--exp-name", str(exp), "--tasks", "Pendulum", "CartPole", "--episode-steps", "20000",
                          "--max-train-iter", "4"] + (["--per-task"] if engine == "per_task" else []), log)
     _wait_for(exp / "run.lock", proc)
     time.sleep(5.0)  # the trainer is built (about 2 s) and evaluating

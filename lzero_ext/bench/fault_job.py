@@ -19,6 +19,9 @@ from lzero_ext.entry.run_config import ENV_MANAGERS
 TASKS: Dict[str, TaskSpec] = {
     "CartPole": TaskSpec("CartPole", "CartPole-v1", reference_return=20.0, target_return=20.0, max_episode_steps=20),
     "Acrobot": TaskSpec("Acrobot", "Acrobot-v1", reference_return=-20.0, target_return=0.0, max_episode_steps=20),
+    # never ends before its cap: with a long --episode-steps, evaluations last long enough to be interrupted
+    "Pendulum": TaskSpec("Pendulum", "Pendulum-v1", reference_return=-150.0, target_return=0.0, max_episode_steps=20,
+                         continuous_action_bins=3),
 }
 TINY = Settings(env_steps=10_000, embed_dim=16, num_layers=1, num_heads=1, num_experts=2, num_simulations=2,
                 batch_size=4, updates_per_round=2, learning_rate=1e-3, num_unroll_steps=4, infer_context=2,
@@ -32,7 +35,7 @@ def build_configs(tasks: Sequence[str], *, exp_name: str, seed: int, settings: S
                   env_manager: str = "base", episode_steps: Optional[int] = None, **run_keys: Any) -> List[Any]:
     """The ``(main, create)`` pairs of ``tasks`` (names of :data:`TASKS`); ``env_manager`` ``subprocess``
     runs two collector envs per task in worker processes (as the paper presets do); ``episode_steps`` caps
-    episodes elsewhere than at 20 steps (Acrobot runs to the cap: a long cap makes evaluations long, for
+    episodes elsewhere than at 20 steps (Pendulum runs to the cap: a long cap makes evaluations long, for
     signals during one); ``run_keys`` are further :class:`~lzero_ext.entry.run_config.RunConfig` fields
     (the command line's ``engine``, ``amp``, ``compile``)."""
     if env_manager not in ENV_MANAGERS:
@@ -52,7 +55,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = scalezero_arg_parser(__doc__, presets=PRESETS, default_preset="tiny", task_flag="--tasks",
                                   task_help=f"tasks, from {sorted(TASKS)} (default: CartPole)")
     parser.add_argument("--env-manager", choices=sorted(ENV_MANAGERS), default="base", help="ding env manager")
-    parser.add_argument("--episode-steps", type=int, help="episode cap (default 20; Acrobot plays to the cap)")
+    parser.add_argument("--episode-steps", type=int, help="episode cap (default 20; Pendulum plays to the cap)")
     parser.add_argument("--fault-nan-at-iter", type=int, metavar="N",
                         help="inject NaN value targets at learner iteration N (a fault for the bench and tests)")
     args = parse_scalezero_args(parser, argv)

@@ -10,7 +10,7 @@ kill9             SIGKILL to the job's process group at a random moment
 sigint            SIGINT to the process group (a terminal's Ctrl-C) at a random moment
 sigterm           SIGTERM to the process group (what ``timeout`` and schedulers send)
 sighup            SIGHUP to the process group (a closed terminal or SSH session)
-eval_signal       SIGINT, SIGTERM or SIGHUP during the baseline evaluation (Acrobot plays 3000-step
+eval_signal       SIGINT, SIGTERM or SIGHUP during the baseline evaluation (Pendulum plays 20000-step
                   episodes), with the batched engine or ``--per-task``, chosen at random
 truncate          the newest checkpoint cut in half after the run (resume must fall back)
 delete            the newest checkpoint deleted after the run (resume must fall back)
@@ -66,7 +66,7 @@ ON_TMPFS = ("disk_full", "disk_full_resume")
 SIGNALS = {"kill9": signal.SIGKILL, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sighup": signal.SIGHUP,
            "env_worker_kill": signal.SIGKILL}  # env_worker_kill: to one env worker, not the job's group
 EXIT_CODES = {signal.SIGKILL: -signal.SIGKILL, signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
-LONG_EVAL = ("--tasks", "Acrobot", "CartPole", "--episode-steps", "3000")  # a baseline evaluation of 10 s and more
+LONG_EVAL = ("--tasks", "Pendulum", "CartPole", "--episode-steps", "20000")  # a baseline evaluation of 20 s and more
 CLEAR_LINES = re.compile(r"^(error: .+|interrupted by SIG[A-Z]+ .+|.+: error: .+)$")  # our one-liners and argparse's
 TORCHRUN_NOISE = re.compile(r"torch\.distributed|torchrun|ChildFailedError|elastic|^\s|^=+$|^\[|^Root Cause|^Failures:|"
                             r"^\S+\.py FAILED|^-+$|^<NO_OTHER_FAILURES>|^W\d{4}|^E\d{4}|^I\d{4}")
