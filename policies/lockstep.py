@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Tuple
 
 import greenlet
 import numpy as np
+import torch
 
 Request = Tuple[tuple, dict]  # (args, kwargs) of one task's policy.forward call
 _START = object()  # what a task's first resumption sends: nothing (it starts its job)
@@ -74,11 +75,20 @@ class LockstepInference:
             workers[task_id] = worker
         results: Dict[int, Any] = {}
         resume: Dict[int, Any] = {task_id: _START for task_id in workers}  # what each paused task gets back
+        # torch's grad mode is per thread, not per coroutine: a task paused inside ``torch.no_grad()`` must not leave
+        # it switched off for the loop or the other tasks, so each coroutine keeps its own
+        loop_grad = torch.is_grad_enabled()
+        grad_mode = {task_id: loop_grad for task_id in workers}
         try:
             while resume:
                 requests: Dict[int, Request] = {}
                 for task_id, value in resume.items():  # each task runs until it asks for a forward or ends
-                    message = workers[task_id].switch() if value is _START else workers[task_id].switch(value)
+                    torch.set_grad_enabled(grad_mode[task_id])
+                    try:
+                        message = workers[task_id].switch() if value is _START else workers[task_id].switch(value)
+                    finally:
+                        grad_mode[task_id] = torch.is_grad_enabled()
+                        torch.set_grad_enabled(loop_grad)
                     if isinstance(message, _Forward):
                         requests[task_id] = message.request
                     else:
@@ -87,9 +97,11 @@ class LockstepInference:
             return results
         finally:
             self._loop = None
-            for worker in workers.values():
+            for task_id, worker in workers.items():
                 if not worker.dead:  # an error ended the round: unwind the others' finally blocks
+                    torch.set_grad_enabled(grad_mode[task_id])
                     worker.throw(greenlet.GreenletExit)
+            torch.set_grad_enabled(loop_grad)
 
 
 def is_first_step(last_actions: Any, continuous: bool) -> bool:

@@ -72,3 +72,22 @@ def test_a_failing_worker_ends_the_round_with_its_error():
 
     with pytest.raises(ValueError, match="env crashed"):
         lockstep.run({0: lambda: [lockstep.forward(0, i) for i in range(5)], 1: bad})
+
+
+def test_grad_mode_belongs_to_each_coroutine_not_to_the_thread():
+    """A task paused inside ``torch.no_grad()`` (lightzero's buffer samples that way) must not leave gradients off
+    for the other tasks or for the caller once the round is over."""
+    import torch
+
+    seen = {}
+    lockstep = LockstepInference(lambda requests: {t: torch.is_grad_enabled() for t in requests})
+
+    def job(task):
+        with torch.no_grad():
+            lockstep.forward(task, 0)
+        seen[task] = torch.is_grad_enabled()
+
+    assert torch.is_grad_enabled()
+    lockstep.run({0: lambda: job(0), 1: lambda: job(1)})
+    assert seen == {0: True, 1: True}
+    assert torch.is_grad_enabled()
