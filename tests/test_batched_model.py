@@ -6,9 +6,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 import pytest
 import torch
-from easydict import EasyDict
 
-from lzero.mcts import UniZeroMCTSCtree
 
 from lzero_ext.dps import apply_staged_lora, set_dps_stage
 from lzero_ext.model.scalezero_model import SampledScaleZeroModel, ScaleZeroModel
@@ -141,83 +139,52 @@ def test_batched_expert_usage_is_per_task():
 
 
 # ---------------------------------------------------------------- inference
-def _initial(model, obs, task_id, timestep, last_obs=None, last_action=None):
+def _initial(model, obs, task_id, last_obs=None, last_action=None):
     n = obs.shape[0]
     last_obs = torch.zeros_like(obs) if last_obs is None else last_obs
     last_action = [-1] * n if last_action is None else last_action
-    return model.initial_inference(last_obs, last_action, obs, np.full(n, timestep), task_id=task_id)
+    return model.initial_inference(last_obs, last_action, obs, np.zeros(n, dtype=int), task_id=task_id)
 
 
-def test_mixed_batch_inference_equals_per_task_inference_over_two_steps():
-    """Collect-style initial inference (two steps, so the KV cache of every (task, env) slot is reused) and a
-    recurrent step over a mixed batch give each row what that task's own inference gives."""
+def test_mixed_batch_of_image_tasks_gets_each_tasks_own_inference_over_two_steps():
+    """The batched cache over three image tasks (shared encoder, per-task heads): two steps, so every (task, env)
+    slot reuses its context, then a recurrent step; each row equals that task's own (lightzero) inference."""
+    from lzero_ext.model.cached_inference import InferenceCache, initial_inference, recurrent_inference
+
     model = three_task_discrete(moe=True, obs_type='image')
     tasks, envs = [0, 1, 2], 2
     g = torch.Generator().manual_seed(3)
     obs = [torch.rand(len(tasks) * envs, 3, 64, 64, generator=g) for _ in range(2)]
-    actions = [int(a) for a in torch.randint(0, 5, (len(tasks) * envs,), generator=g)]
-    row_tasks = torch.tensor(tasks).repeat_interleave(envs)
-
-    mixed = [_initial(model, obs[0], row_tasks, 0)]
-    mixed.append(_initial(model, obs[1], row_tasks, 1, last_obs=obs[0], last_action=actions))
-    rec_actions = torch.randint(0, 5, (len(tasks) * envs,), generator=g)
-    mixed_rec = model.recurrent_inference([(mixed[-1].latent_state.numpy(), rec_actions)], 0, [0] * 6, np.ones(6),
-                                          task_id=row_tasks)
-    model.world_model.clear_caches()
+    actions = torch.randint(0, 5, (len(tasks) * envs,), generator=g)
+    task_ids = np.repeat(tasks, envs)
+    cache = InferenceCache(model.world_model, {t: envs for t in tasks}, num_simulations=4)
+    slots = cache.slots(task_ids, np.tile(np.arange(envs), len(tasks)))
+    first = initial_inference(model.world_model, obs[0], task_ids, cache, slots, first_step=np.ones(6, dtype=bool))
+    second = initial_inference(model.world_model, obs[1], task_ids, cache, slots, last_obs=obs[0],
+                               last_actions=actions, first_step=np.zeros(6, dtype=bool))
+    store = cache.begin_search(6)
+    store.copy_entries(cache.root, slots, np.arange(6))
+    rec_actions = torch.randint(0, 5, (6,), generator=g)
+    rec = recurrent_inference(model.world_model, store, np.arange(6), 6 + np.arange(6), rec_actions, task_ids)
     for t in tasks:
         rows = slice(t * envs, (t + 1) * envs)
-        first = _initial(model, obs[0][rows], t, 0)
-        second = _initial(model, obs[1][rows], t, 1, last_obs=obs[0][rows], last_action=actions[rows])
-        rec = model.recurrent_inference([(second.latent_state.numpy(), rec_actions[rows])], 0, [0] * envs,
-                                        np.ones(envs), task_id=t)
-        for got, want in ((mixed[0], first), (mixed[1], second)):
+        want_first = _initial(model, obs[0][rows], t)
+        want_second = _initial(model, obs[1][rows], t, last_obs=obs[0][rows], last_action=list(actions[rows]))
+        want_rec = model.recurrent_inference([(want_second.latent_state.numpy(), rec_actions[rows])], 0, [0] * envs,
+                                             np.ones(envs), task_id=t)
+        for got, want in ((first, want_first), (second, want_second)):
             torch.testing.assert_close(got.policy_logits[rows], want.policy_logits, **TOL)
             torch.testing.assert_close(got.value[rows], want.value, **TOL)
-            torch.testing.assert_close(got.latent_state[rows], want.latent_state, **TOL)
-        torch.testing.assert_close(mixed_rec.reward[rows], rec.reward, **TOL)
-        torch.testing.assert_close(mixed_rec.policy_logits[rows], rec.policy_logits, **TOL)
-        torch.testing.assert_close(mixed_rec.latent_state[rows], rec.latent_state, **TOL)
-
-
-def _search(model, mcts, task_ids, observations):
-    n = observations.shape[0]
-    timestep = np.zeros(n, dtype=int)
-    with model.acting_for(task_ids):  # lightzero's MCTS calls the model without a task: the rows stay bound
-        out = model.initial_inference(torch.zeros_like(observations), [-1] * n, observations, timestep)
-        roots = UniZeroMCTSCtree.roots(n, [list(range(5))] * n)
-        roots.prepare_no_noise(out.reward, out.policy_logits.tolist(), [-1] * n)
-        mcts.search(roots, model, out.latent_state.numpy(), [-1] * n, timestep)
-    return roots.get_distributions(), roots.get_values()
-
-
-def test_one_ctree_search_over_every_tasks_roots_uses_each_tasks_heads():
-    """One lightzero ctree search over three tasks' roots: every root gets its simulations and each task's policy
-    head runs on its own roots only. (Per-root results are not compared with per-task searches: lightzero's search
-    depends on the batch's composition, since it pads the KV caches to the batch's longest context.)"""
-    model = three_task_discrete(moe=True, obs_type='image')
-    heads = model.world_model.head_policy.per_task
-    rows_seen = {t: [] for t in range(3)}
-    for t, head in enumerate(heads):
-        head.register_forward_hook(lambda module, inputs, output, t=t: rows_seen[t].append(inputs[0].shape[0]))
-    mcts = UniZeroMCTSCtree(EasyDict(num_simulations=5, discount_factor=0.997, device='cpu', pb_c_base=19652,
-                                     pb_c_init=1.25, root_dirichlet_alpha=0.3, root_noise_weight=0.25,
-                                     model=EasyDict(support_scale=50, categorical_distribution=True)))
-    obs = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(5))
-    distributions, values = _search(model, mcts, torch.tensor([0, 0, 1, 1, 2, 2]), obs)
-    assert [sum(d) for d in distributions] == [5] * 6 and np.isfinite(values).all()
-    for t in range(3):  # batched calls see this task's 2 roots; lightzero's one-env cache-miss forwards see 1 row
-        assert rows_seen[t].count(2) >= 5 + 1 and set(rows_seen[t]) <= {1, 2}
-    assert model.world_model.env_num == 2 and model.world_model.task_rows is None  # row mode left cleanly
+            torch.testing.assert_close(got.latent[rows], want.latent_state, **TOL)
+        torch.testing.assert_close(rec.reward[rows], want_rec.reward, **TOL)
+        torch.testing.assert_close(rec.policy_logits[rows], want_rec.policy_logits, **TOL)
+        torch.testing.assert_close(rec.latent[rows], want_rec.latent_state, **TOL)
 
 
 def test_task_rows_validation():
     assert TaskRows.from_task_ids([2, 2, 0]).segments == ((2, 0, 2), (0, 2, 3))
     with pytest.raises(ValueError, match="once"):
         TaskRows.from_task_ids([0, 1, 0])
-    model = three_task_continuous(moe=False)
-    with pytest.raises(ValueError, match="one action dim"):
-        with model.world_model.rows(TaskRows.from_sizes([(0, 1), (1, 1)]), inference=True):
-            pass
 
 
 # ---------------------------------------------------------------- one run config

@@ -1,5 +1,6 @@
-"""Fixed cost of one MCTS search: lightzero's path (env-by-env KV caches, hashed lookups) against the batched
-KV cache (``lzero_ext.search.BatchedSearch``), on the MinAtar ``cpu`` preset's model.
+"""Fixed cost of one MCTS search: lightzero's path (env-by-env KV caches, hashed lookups, one task's roots at a
+time) against the batched KV cache (``lzero_ext.search.BatchedSearch``, every task's roots in one search), on
+the MinAtar ``cpu`` preset's model.
 
 ``python -m lzero_ext.bench search [--batches 1 2 5 10 20 40 --repeats 5 --threads 1]``
 
@@ -38,22 +39,29 @@ def spread_rows(batch: int, num_tasks: int) -> np.ndarray:
 
 
 class LightZeroPath:
-    """lightzero's initial inference and ``UniZeroMCTSCtree.search`` over a mixed batch (the model in row mode)."""
+    """lightzero's own path: its initial inference and ``UniZeroMCTSCtree.search`` (hashed, env-by-env KV caches),
+    one task after another, the model bound to each task in turn (as lightzero runs one game)."""
 
     def __init__(self, model: Any, cfg: EasyDict) -> None:
         from lzero.mcts import UniZeroMCTSCtree
         self.model, self.mcts, self.cfg = model, UniZeroMCTSCtree(cfg), cfg
 
     def step(self, task_ids: np.ndarray, last_obs: torch.Tensor, last_actions: List[int], obs: torch.Tensor) -> Any:
-        n = len(task_ids)
-        with self.model.acting_for(torch.as_tensor(task_ids), cache_key="bench"):
-            out = self.model.initial_inference(last_obs, last_actions, obs, np.zeros(n, dtype=int))
+        searches = []
+        for task_id in np.unique(task_ids):
+            rows = np.flatnonzero(task_ids == task_id)
+            n = len(rows)
+            with self.model.bind_task(int(task_id)):
+                out = self.model.initial_inference(last_obs[rows], [last_actions[i] for i in rows], obs[rows],
+                                                   np.zeros(n, dtype=int))
             roots = self.mcts.roots(n, [list(range(self.cfg.model.action_space_size))] * n)
             roots.prepare_no_noise([0.0] * n, out.policy_logits.tolist(), [-1] * n)
+            searches.append((int(task_id), roots, out.latent_state.numpy(), n))
 
         def search() -> None:
-            with self.model.acting_for(torch.as_tensor(task_ids), cache_key="bench"):
-                self.mcts.search(roots, self.model, out.latent_state.numpy(), [-1] * n, np.zeros(n, dtype=int))
+            for task_id, roots, latents, n in searches:
+                with self.model.bind_task(task_id):
+                    self.mcts.search(roots, self.model, latents, [-1] * n, np.zeros(n, dtype=int))
         return search
 
 

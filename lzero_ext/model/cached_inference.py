@@ -311,7 +311,7 @@ def _fill_missing_roots(world_model: torch.nn.Module, cache: InferenceCache, slo
     rows = task_rows(task_ids)
     latent = encode_observations(world_model, last_obs, rows)                         # (n, 1, D)
     n, L = latent.shape[0], world_model.config.num_layers
-    H, C = world_model.num_heads, world_model.context_length
+    H = world_model.num_heads
     kv_buf = latent.new_zeros(2, L, n, H, 1, world_model.embed_dim // H)
     x = latent + world_model.pos_emb.weight[0]
     _token_pass(world_model, x, kv_buf, 0, torch.ones(n, 1, dtype=torch.bool, device=x.device), rows)

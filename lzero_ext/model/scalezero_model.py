@@ -14,8 +14,8 @@ for small boards such as MinAtar's); vector tasks get one ``RepresentationNetwor
 sizes may differ); text tasks (token ids, e.g. Jericho) share one pretrained ``TextEncoder`` with a
 trained projection; a shared final latent norm (LayerNorm, or SimNorm) follows each of them.
 
-``task_id`` may also be one task id per row (or a ``TaskRows``): a mixed batch of several tasks'
-envs, served by one forward (``acting_for``; see ``lzero_ext.model.task_routing``).
+A mixed batch of several tasks' envs is served by ``lzero_ext.model.cached_inference`` (task ids and
+the KV cache as arguments) and ``lzero_ext.model.sequence_forward`` (training sequences).
 """
 from typing import Any, List, Optional, Sequence, Union
 
@@ -31,13 +31,12 @@ from lzero.model.unizero_world_models.tokenizer import Tokenizer
 
 from lzero_ext.model.grid_encoder import image_representation_network
 from lzero_ext.model.text_encoder import TextEncoder
-from lzero_ext.model.task_routing import TaskAware, TaskRows, TaskSwitch
+from lzero_ext.model.task_routing import TaskAware, TaskSwitch
 from lzero_ext.model.vit_encoder import build_vit_encoder
 from lzero_ext.model.world_model import MultiTaskWorldModel, TaskBinding
 
 OBS_TYPES = frozenset({'image', 'vector', 'text'})
 IMAGE_ENCODERS = frozenset({'resnet', 'vit'})
-TaskIds = Union[None, int, Sequence[int], Tensor, TaskRows]  # one task, or one task id per row of a mixed batch
 
 
 class ObservationEncoder(TaskAware):
@@ -63,14 +62,8 @@ class ObservationEncoder(TaskAware):
             z = self.norm(torch.cat([self.body(chunk) for chunk in x.split(self.max_batch)]))  # (B, D_latent)
         else:
             z = self.norm(self.body(x))                                              # (B, D_latent)
-        if self.task_embedding is not None and self.active_rows is None:
+        if self.task_embedding is not None:
             e = self.task_embedding.weight[self.active_task].expand(z.shape[0], -1)  # (B, d_task)
-            z = torch.cat([z, e], dim=-1)                                            # (B, D)
-        elif self.task_embedding is not None:                                        # row mode: each row's task
-            factor = self.active_rows.factor_for(z.shape[0])
-            if factor is None:
-                raise ValueError(f"{z.shape[0]} encoder rows do not match the {self.active_rows.num_rows}-row mixed batch")
-            e = self.task_embedding(self.active_rows.task_ids(z.device).repeat_interleave(factor))  # (B, d_task)
             z = torch.cat([z, e], dim=-1)                                            # (B, D)
         return z
 
@@ -178,27 +171,19 @@ class ScaleZeroModel(UniZeroModel):
         """Bind ``task_id`` now; ``with model.bind_task(t):`` restores the previous task on exit."""
         return self.world_model.bind_task(task_id)
 
-    def acting_for(self, task_id: TaskIds, *, cache_key: Any = None) -> Any:
-        """A context acting for one task (an int; None: the bound task) or for a mixed batch (one id per row).
-        A mixed batch's KV caches live in a namespace of its tasks and ``cache_key`` (e.g. collect vs eval)."""
-        if task_id is None or isinstance(task_id, (int, np.integer)):
-            return self.bind_task(task_id)
-        rows = task_id if isinstance(task_id, TaskRows) else TaskRows.from_task_ids(task_id)
-        return self.world_model.rows(rows, inference=True, cache_key=cache_key)
-
     def initial_inference(self, obs_batch: Tensor, action_batch: Optional[Any] = None,
                           current_obs_batch: Optional[Tensor] = None, start_pos: Any = 0,
-                          task_id: TaskIds = None) -> MZNetworkOutput:
-        """lightzero UniZero's initial inference for ``task_id``: one task (None: the bound task), or a ``(B,)``
-        task id per row (or ``TaskRows``) for a mixed batch whose rows are (task, env) slots."""
-        with self.acting_for(task_id):
+                          task_id: Optional[int] = None) -> MZNetworkOutput:
+        """lightzero UniZero's initial inference for task ``task_id`` (None: the bound task). A mixed batch of
+        several tasks goes through ``lzero_ext.model.cached_inference`` instead."""
+        with self.bind_task(task_id):
             return super().initial_inference(obs_batch, action_batch, current_obs_batch, start_pos)
 
     def recurrent_inference(self, state_action_history: List[Any], simulation_index: int = 0,
                             search_depth: Optional[List[int]] = None, start_pos: Any = 0,
-                            task_id: TaskIds = None) -> MZNetworkOutput:
-        """lightzero UniZero's recurrent inference for ``task_id`` (as in ``initial_inference``)."""
-        with self.acting_for(task_id):
+                            task_id: Optional[int] = None) -> MZNetworkOutput:
+        """lightzero UniZero's recurrent inference for task ``task_id`` (None: the bound task)."""
+        with self.bind_task(task_id):
             return super().recurrent_inference(state_action_history, simulation_index, search_depth, start_pos)
 
 

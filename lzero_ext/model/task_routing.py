@@ -1,11 +1,11 @@
-"""Routing of a batch to per-task modules: one bound task, or a mixed batch of many tasks' rows.
+"""Routing of a batch to per-task modules: a mixed batch of many tasks' rows, or one bound task.
 
 A multi-task model has shared parts (encoder, transformer) and per-task parts (heads, per-task
-vector encoders, per-task action embeddings). ``TaskAware`` modules act either for one **bound
-task** (``active_task``, lightzero's single-task code paths) or, in **row mode**, for a mixed
-batch whose rows belong to several tasks (``active_rows``, a :class:`TaskRows`), so that one
-forward serves every task: the shared parts run once on all rows and each per-task part runs on
-its own rows only.
+vector encoders, per-task action embeddings). A mixed batch is described by a :class:`TaskRows`
+passed as an argument to the batched forwards (``lzero_ext.model.sequence_forward``,
+``lzero_ext.model.cached_inference``): the shared parts run once on all rows and each per-task part
+runs on its own rows only. lightzero's single-task code calls the model without a task, so
+``TaskAware`` modules also follow one **bound task** (``active_task``), set by ``bind_task``.
 """
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -85,12 +85,11 @@ class TaskRows:
 
 
 class TaskAware(nn.Module):
-    """Base of modules that act for one bound task (``active_task``) or for a mixed batch (``active_rows``)."""
+    """Base of modules that act for one bound task (``active_task``) when called by lightzero's single-task code."""
 
     def __init__(self) -> None:
         super().__init__()
         self.active_task = 0
-        self.active_rows: Optional[TaskRows] = None
 
 
 def cat_rows(outputs: Sequence[Tensor]) -> Tensor:
@@ -102,17 +101,14 @@ def cat_rows(outputs: Sequence[Tensor]) -> Tensor:
 class TaskSwitch(TaskAware):
     """One copy of a module per task, or a single shared copy.
 
-    Bound to a task, ``forward`` runs that task's copy. In row mode each copy runs on its task's rows
-    and the outputs are concatenated in row order (padded to the widest output). ``input_widths`` (one
-    per copy) lets per-task copies read a zero-padded input: copy t sees ``x[..., :input_widths[t]]``.
+    Called, it runs the bound task's copy; mixed batches route rows to copies with
+    ``lzero_ext.model.sequence_forward.route``. ``input_widths`` (one per copy) lets per-task copies read a
+    zero-padded input: copy t sees ``x[..., :input_widths[t]]``.
 
     Example:
         >>> switch = TaskSwitch([nn.Linear(3, 2), nn.Linear(5, 2)], input_widths=[3, 5])
         >>> _ = bind_task_modules(switch, 1)
         >>> switch(torch.randn(4, 5)).shape
-        torch.Size([4, 2])
-        >>> with rows_bound(switch, TaskRows.from_sizes([(0, 1), (1, 3)])):
-        ...     switch(torch.randn(4, 5)).shape      # row 0 through copy 0 (first 3 columns), rows 1-3 through copy 1
         torch.Size([4, 2])
     """
 
@@ -131,24 +127,11 @@ class TaskSwitch(TaskAware):
     def current(self) -> nn.Module:
         return self.per_task[0 if self.shared else self.active_task]
 
-    def _run(self, task_id: int, x: Tensor, *args: Any, **kwargs: Any) -> Any:
-        index = 0 if self.shared else task_id
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
+        index = 0 if self.shared else self.active_task
         if self.input_widths is not None:
             x = x[..., :self.input_widths[index]]
         return self.per_task[index](x, *args, **kwargs)
-
-    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
-        rows = self.active_rows
-        if rows is None:
-            return self._run(self.active_task, x, *args, **kwargs)
-        if self.shared and self.input_widths is None:
-            return self.per_task[0](x, *args, **kwargs)
-        factor = rows.factor_for(x.shape[0])
-        if factor is None:
-            # lightzero's inference runs one-env forwards for KV-cache misses and discards their head outputs;
-            # they cannot be routed (the env is unknown here), so they go through the first segment's copy.
-            return self._run(rows.segments[0][0], x, *args, **kwargs)
-        return cat_rows([self._run(t, x[s:e], *args, **kwargs) for t, s, e in rows.scaled(factor).segments])
 
 
 def bind_task_modules(module: nn.Module, task_id: int) -> Optional[int]:
@@ -169,17 +152,3 @@ def task_bound(module: Optional[nn.Module], task_id: int) -> Iterator[Optional[n
     finally:
         if previous is not None:
             bind_task_modules(module, previous)
-
-
-@contextmanager
-def rows_bound(module: Optional[nn.Module], rows: Optional[TaskRows]) -> Iterator[Optional[nn.Module]]:
-    """Put ``module``'s ``TaskAware`` modules in row mode for ``rows`` inside the context (None: bound-task mode)."""
-    aware = [] if module is None else [m for m in module.modules() if isinstance(m, TaskAware)]
-    previous = [m.active_rows for m in aware]
-    for m in aware:
-        m.active_rows = rows
-    try:
-        yield module
-    finally:
-        for m, prev in zip(aware, previous):
-            m.active_rows = prev

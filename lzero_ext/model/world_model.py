@@ -19,8 +19,7 @@ context manager, restores the previous task on exit. All lightzero code paths (`
 import contextlib
 import io
 import logging
-from contextlib import contextmanager
-from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional
 
 import torch
 from ding.model.common import ReparameterizationHead
@@ -35,8 +34,7 @@ from lzero.model.unizero_world_models.utils import LossWithIntermediateLosses, W
 from lzero.model.unizero_world_models.world_model import WorldModel
 
 from lzero_ext.model.moe import load_balancing_loss, moe_statistics, router_z_loss
-from lzero_ext.model.task_routing import (TaskAware, TaskRows, TaskSwitch, bind_task_modules, cat_rows, rows_bound,
-                                          task_bound)
+from lzero_ext.model.task_routing import TaskRows, TaskSwitch, bind_task_modules, cat_rows, task_bound
 from lzero_ext.model.text_encoder import TextEncoder
 from lzero_ext.model.sequence_forward import encode, forward_sequences
 from lzero_ext.model.transformer import ScaleZeroTransformer
@@ -53,7 +51,6 @@ _CACHE_ATTRS = (
     'shared_pool_index_init_envs', 'shared_pool_wm', 'shared_pool_index_wm', 'latent_state',
     'env_num', 'shared_pool_size', 'shared_pool_size_wm',  # sized per namespace: row mode serves every task's envs
 )
-ROWS_NAMESPACE = 'rows'  # row-mode inference caches: env slot i of a mixed batch is one (task, env)
 
 
 class TaskBinding:
@@ -249,9 +246,8 @@ class MultiTaskWorldModel(WorldModel):
         # Per-task views of the config where action dims differ (the continuous policy loss reads config.action_space_size).
         self._task_configs = [EasyDict(dict(config, action_space_size=a)) for a in self._action_dims] \
             if len(set(self._action_dims)) > 1 else None
-        self._task_caches: Dict[Any, Dict[str, Any]] = {}  # stashed cache namespaces: task id or ROWS_NAMESPACE
+        self._task_caches: Dict[Any, Dict[str, Any]] = {}  # stashed cache namespaces, one per task id
         self._cache_namespace: Any = 0
-        self.task_rows: Optional[TaskRows] = None
         self.to(self.device)
         self._activate(0, force=True)
 
@@ -268,48 +264,12 @@ class MultiTaskWorldModel(WorldModel):
             raise ValueError(f"task_id must lie in [0, {self.num_tasks}), got {task_id}")
         if task_id == self.task_id and not force:
             return
-        if self.task_rows is None:
-            self._use_cache_namespace(task_id, self.config.env_num)
+        self._use_cache_namespace(task_id, self.config.env_num)
         self.task_id = task_id
         bind_task_modules(self, task_id)
         if self._task_configs is not None:
             self.config = self._task_configs[task_id]
         self.action_space_size = self._action_dims[task_id]
-
-    @contextmanager
-    def rows(self, rows: TaskRows, *, inference: bool = False, cache_key: Any = None) -> Iterator['MultiTaskWorldModel']:
-        """Row mode: every forward inside acts on a mixed batch whose rows belong to ``rows``' tasks (one
-        encoder, transformer and head pass for all of them; see ``lzero_ext.model.task_routing``).
-
-        ``inference=True`` (lightzero's initial/recurrent inference) uses one cache namespace per row layout
-        (tasks and their row counts) and ``cache_key``: env slot i of the mixed batch is one (task, env) pair, so
-        its KV caches never mix with another's. The tasks must then share one action dim (lightzero reshapes
-        actions by ``action_space_size``)."""
-        dims = {self._action_dims[t] for t in rows.tasks}
-        if inference and len(dims) > 1:
-            raise ValueError(f"mixed-batch inference needs one action dim, tasks {rows.tasks} have {sorted(dims)}: "
-                             f"group tasks by action dim")
-        if self.task_rows is not None:
-            if self.task_rows != rows:
-                raise RuntimeError(f"row mode is already active for {self.task_rows}")
-            yield self  # re-entered for the same rows (e.g. lightzero's MCTS inside a row-mode policy step)
-            return
-        saved = (self.task_id, self.config, self.action_space_size, self._cache_namespace)
-        first = rows.tasks[0]
-        self.task_rows = rows
-        if inference:
-            self._use_cache_namespace((ROWS_NAMESPACE, cache_key, rows.segments), max(self.config.env_num, rows.num_rows))
-        if self._task_configs is not None and len(dims) == 1:
-            self.config = self._task_configs[first]
-        self.action_space_size = max(dims)
-        try:
-            with rows_bound(self, rows):
-                yield self
-        finally:
-            self.task_rows = None
-            self.task_id, self.config, self.action_space_size, namespace = saved
-            if inference:
-                self._use_cache_namespace(namespace, self.config.env_num)
 
     def _use_cache_namespace(self, key: Any, env_num: int) -> None:
         """Stash the current namespace's inference caches and load (or create, for ``env_num`` env slots) ``key``'s."""
@@ -388,13 +348,8 @@ class MultiTaskWorldModel(WorldModel):
     def _transformer_pass(self, sequences: Tensor, past_keys_values: Any, kvcache_independent: bool,
                           valid_context_lengths: Optional[Tensor], start_pos: Any = 0) -> Tensor:
         # The 'add' task embedding enters every token here, the one place all of lightzero's inputs pass through.
-        if self.task_embed_option == 'add' and self.task_rows is None:
+        if self.task_embed_option == 'add':
             sequences = sequences + self.task_embedding.weight[self.task_id]  # (B, T, D) + (D,)
-        elif self.task_embed_option == 'add':
-            if sequences.shape[0] != self.task_rows.num_rows:
-                raise ValueError("task_embed_option='add' cannot route lightzero's one-env cache-miss forwards of a "
-                                 "mixed batch: use engine='per_task' with it")
-            sequences = sequences + self.task_embedding(self.task_rows.task_ids(sequences.device))[:, None]  # (B, T, D)
         return super()._transformer_pass(sequences, past_keys_values, kvcache_independent, valid_context_lengths,
                                          start_pos)
 
