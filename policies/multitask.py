@@ -127,7 +127,10 @@ class MultiTaskPolicyMixin:
                 lockstep = self.lockstep(mode)
                 if name == "forward" and lockstep.is_member(task_id):  # pauses until every task's step is served
                     return lockstep.forward(task_id, *args, **kwargs)
-                with self.task_context(task_id, mode), autocast(self._cfg.amp, self._cfg.device, self._model):
+                # only lightzero's own forward (per_task engine) runs the model; reset and get_attribute, called
+                # for every env on every step, need the task's state but not a bound model
+                with self.task_context(task_id, mode, bind_model=name == "forward"), \
+                        autocast(self._cfg.amp, self._cfg.device, self._model):
                     out = fn(*args, **kwargs)
                     if name == "forward":
                         self._after_inference_step(task_id, mode, bound=True)
@@ -197,9 +200,9 @@ class MultiTaskPolicyMixin:
         for t in tasks:
             ids, data = env_ids[t], calls[t]["data"]
             state = states[t]
-            state["last_batch_obs"] = state["last_batch_obs"].clone()
-            state["last_batch_obs"][ids] = data[..., :state["last_batch_obs"].shape[-1]] \
-                if data.dim() == 2 else data
+            last_obs = state["last_batch_obs"].to(data.dtype, copy=True)  # token ids (text tasks) are integers
+            last_obs[ids] = data
+            state["last_batch_obs"] = last_obs
             actions = list(state["last_batch_action"])
             for e in ids:
                 actions[e] = outputs[row]["action"]
@@ -253,9 +256,9 @@ class MultiTaskPolicyMixin:
                 cache.invalidate(task_id)
 
     @contextmanager
-    def task_context(self, task_id: int, mode: str) -> Iterator[None]:
+    def task_context(self, task_id: int, mode: str, *, bind_model: bool = True) -> Iterator[None]:
         """Runs lightzero's single-task collect/eval code for ``task_id``: swaps in the task's state
-        and binds the model (collect and eval share one model object) to the task."""
+        and (``bind_model``) binds the model (collect and eval share one model object) to the task."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
         states = self.__dict__.setdefault("_task_states", {})
@@ -264,7 +267,7 @@ class MultiTaskPolicyMixin:
         for name, value in self._task_state(task_id, mode).items():
             setattr(self, name, value)
         try:
-            with self._model.bind_task(task_id):
+            with self._model.bind_task(task_id) if bind_model else contextlib.nullcontext():
                 yield
         finally:
             states[key] = {name: getattr(self, name) for name in _STATE_ATTRS[mode]}
