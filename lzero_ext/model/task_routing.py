@@ -135,11 +135,14 @@ class TaskSwitch(TaskAware):
 
 
 def bind_task_modules(module: nn.Module, task_id: int) -> Optional[int]:
-    """Set ``active_task`` of every ``TaskAware`` module in ``module``; return the previous task (None if none)."""
+    """Set ``active_task`` of every ``TaskAware`` module in ``module``; return the previous task (None if none).
+    The ``TaskAware`` modules are found once per ``module`` (a walk over every module costs ~1 ms on big models)."""
+    aware = module.__dict__.get('_task_aware_modules')
+    if aware is None:
+        aware = module.__dict__['_task_aware_modules'] = [m for m in module.modules() if isinstance(m, TaskAware)]
     previous = None
-    for m in module.modules():
-        if isinstance(m, TaskAware):
-            previous, m.active_task = m.active_task, task_id
+    for m in aware:
+        previous, m.active_task = m.active_task, task_id
     return previous
 
 
