@@ -14,6 +14,7 @@ from ding.utils import deep_merge_dicts
 
 from lzero_ext.model.cached_inference import InferenceCache, initial_inference, recurrent_inference
 from lzero_ext.model.scalezero_model import SampledScaleZeroModel, ScaleZeroModel
+from tests.test_world_model import randomized
 
 ATOL = 1e-5
 NUM_ACTIONS = 3
@@ -27,24 +28,14 @@ def _cfg(moe: bool, **overrides: Any) -> Dict[str, Any]:
     return deep_merge_dicts(cfg, overrides)
 
 
-def _randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() >= 2:
-                param.normal_(0.0, 0.2)
-    model.world_model.precompute_pos_emb_diff_kv()
-    return model.eval()
-
-
 def _discrete(moe: bool, **overrides: Any) -> ScaleZeroModel:
-    return _randomized(ScaleZeroModel(observation_shape=4, action_space_size=NUM_ACTIONS,
+    return randomized(ScaleZeroModel(observation_shape=4, action_space_size=NUM_ACTIONS,
                                       world_model_cfg=_cfg(moe, **overrides)))
 
 
 def _continuous(moe: bool, **overrides: Any) -> SampledScaleZeroModel:
     cfg = _cfg(moe, action_space_size_list=[1, 2], **overrides)
-    return _randomized(SampledScaleZeroModel(observation_shape=6, action_space_size=2, world_model_cfg=cfg))
+    return randomized(SampledScaleZeroModel(observation_shape=6, action_space_size=2, world_model_cfg=cfg))
 
 
 def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
