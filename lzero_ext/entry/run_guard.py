@@ -27,13 +27,14 @@ Example (what ``train_scalezero`` does)::
             guard.record_config()
             trainer.run()
 """
+import contextlib
 import logging
 import os
 import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, ContextManager, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from lzero_ext.checkpoint import CKPT_SUBDIR, ITERATION_FILE, CheckpointError, atomic_write, load_newest_intact
 from lzero_ext.distributed import split_tasks
@@ -52,6 +53,23 @@ OVERWRITTEN = (CKPT_SUBDIR, "log", "evaluate", "summary.json", "learning_curves.
 OVERWRITTEN_PATTERNS = ("total_config.*.py",)  # configs kept by resumes with other settings
 CHECKPOINTS_OF_FREE_SPACE = 3  # warn when the disk holds fewer checkpoints than this
 CONFIG_FILE = "total_config.py"
+
+
+class TrainerGuard:
+    """What a trainer tells its run's guard: around updates and saves (deferring signals), after a save and after
+    a resume. This no-op base is a bare trainer's (tests, benchmarks); :class:`RunGuard` is a real run's."""
+
+    def updates(self) -> ContextManager[None]:
+        return contextlib.nullcontext()
+
+    def saving(self, trainer: Any) -> ContextManager[None]:
+        return contextlib.nullcontext()
+
+    def saved(self, iteration: int, path: str) -> None:
+        pass
+
+    def resumed(self, iteration: int, path: str) -> None:
+        pass
 
 
 class RunGuardError(ValueError):
@@ -158,7 +176,7 @@ def check_free_space(directory: Path, checkpoint_bytes: int, *, count: int = CHE
     return message
 
 
-class RunGuard:
+class RunGuard(TrainerGuard):
     """The checks around one run; see the module docstring. Enter it before building the trainer."""
 
     def __init__(self, exp_dir: str, task_configs: Sequence[Any], *, seed: int, resume: bool, overwrite: bool = False,
@@ -227,7 +245,8 @@ class RunGuard:
     # ------------------------------------------------------------------ around the trainer
     @contextmanager
     def watch(self, trainer: Any) -> Iterator[None]:
-        """Hooks ``trainer`` (learn / save deferred for signals, NaN-safe saves) and handles the end of the run."""
+        """Attaches to ``trainer`` (it defers signals around its updates and saves, refuses a non-finite save and
+        reports its checkpoints: :class:`TrainerGuard`) and handles the end of the run."""
         self._hook(trainer)
         check_free_space(self.exp_dir, checkpoint_bytes_estimate(trainer.policy))
         try:
@@ -260,26 +279,22 @@ class RunGuard:
 
     def _hook(self, trainer: Any) -> None:
         trainer.run_identity = self.identity
-        learn, save, resume = trainer.learn, trainer.save, trainer.resume
+        trainer.guard = self
 
-        def guarded_learn(*args: Any, **kwargs: Any) -> Any:
-            with self.signals.deferred():  # a final checkpoint never holds a half-applied update
-                return learn(*args, **kwargs)
+    # ------------------------------------------------------------------ called by the trainer (TrainerGuard)
+    def updates(self) -> ContextManager[None]:
+        return self.signals.deferred()  # a final checkpoint never holds a half-applied update
 
-        def guarded_save() -> str:
-            check_finite_parameters(trainer.policy._learn_model.parameters())  # keep the last good checkpoint
-            with self.signals.deferred():
-                path = save()
-            self.last_saved = (trainer.train_iter, str(path))
-            return path
+    def saving(self, trainer: Any) -> ContextManager[None]:
+        check_finite_parameters(trainer.policy._learn_model.parameters())  # keep the last good checkpoint
+        return self.signals.deferred()
 
-        def guarded_resume(*args: Any, **kwargs: Any) -> Path:
-            path = resume(*args, **kwargs)
-            self.resume_candidate = None  # the loaded state (maybe a replay buffer) is not kept for the whole run
-            self.last_saved = (trainer.train_iter, str(path))
-            return path
+    def saved(self, iteration: int, path: str) -> None:
+        self.last_saved = (iteration, str(path))
 
-        trainer.learn, trainer.save, trainer.resume = guarded_learn, guarded_save, guarded_resume
+    def resumed(self, iteration: int, path: str) -> None:
+        self.resume_candidate = None  # the loaded state (maybe a replay buffer) is not kept for the whole run
+        self.last_saved = (iteration, str(path))
 
     def _final_checkpoint(self, trainer: Any, stop: Optional[RunInterrupted] = None, *, head: str = "") -> str:
         """Saves when a learner iteration ran since the last checkpoint; returns the one true line, which starts

@@ -30,7 +30,7 @@ from lzero_ext.entry.lockstep_round import run_in_lockstep
 from lzero_ext.entry.multitask_sampling import sample_tasks
 from lzero_ext.entry.progress import RunProgress
 from lzero_ext.entry.resume_check import agree_on_checkpoint
-from lzero_ext.entry.run_guard import RunGuard, close_quietly
+from lzero_ext.entry.run_guard import RunGuard, TrainerGuard, close_quietly
 from lzero_ext.entry.run_logging import DiagnosticsRecorder
 from lzero_ext.entry.task_runtime import TaskRuntime
 from lzero_ext.pictures import plot_diagnostics
@@ -64,6 +64,7 @@ class MultiTaskTrainer:
     """Holds one run's state; :func:`train_scalezero` is the functional front door."""
 
     run_identity: Optional[Dict[str, Any]] = None  # what a resume must match (set by the run guard; saved)
+    guard: TrainerGuard = TrainerGuard()  # the run guard (signals, checkpoint bookkeeping); no-op for a bare trainer
 
     def __init__(self, task_configs: Sequence[TaskConfig], *, seed: int, exp_name: str, score_kind: str,
                  max_env_step: int, max_train_iter: int, checkpoint_freq: int, save_replay_buffer: bool,
@@ -146,6 +147,10 @@ class MultiTaskTrainer:
         return max(1, int(math.ceil(total / self.cfg.task_num * self.cfg.replay_ratio)))
 
     def learn(self, num_updates: int) -> Optional[Dict[str, float]]:
+        with self.guard.updates():
+            return self._learn(num_updates)
+
+    def _learn(self, num_updates: int) -> Optional[Dict[str, float]]:
         ready = [task for task in self.active if task.has_enough_data()]
         if all_reduce_scalar(len(ready), "max") == 0:
             return None  # no rank has a batch yet: everyone collects again
@@ -175,19 +180,21 @@ class MultiTaskTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> str:
-        state = {
-            "policy": self.policy.learn_mode.state_dict(),
-            "train_iter": self.train_iter,
-            "task_names": self.task_names,
-            "tasks": {t.task_id: t.state_dict(self.save_replay_buffer) for t in self.tasks},
-            "rng": capture_rng_state(),
-            "world_size": self.dist.world_size,
-            "diagnostics": self.diagnostics.state_dict(),
-            "dps": None if self.dps is None else self.dps.state_dict(),
-            "run_identity": self.run_identity,
-        }
         path = os.path.join(_checkpoint_dir(self.exp_dir, self.dist.rank), f"iteration_{self.train_iter}.pth.tar")
-        save_checkpoint(path, state, keep_last=3)
+        with self.guard.saving(self):  # signals wait until the checkpoint is whole
+            state = {
+                "policy": self.policy.learn_mode.state_dict(),
+                "train_iter": self.train_iter,
+                "task_names": self.task_names,
+                "tasks": {t.task_id: t.state_dict(self.save_replay_buffer) for t in self.tasks},
+                "rng": capture_rng_state(),
+                "world_size": self.dist.world_size,
+                "diagnostics": self.diagnostics.state_dict(),
+                "dps": None if self.dps is None else self.dps.state_dict(),
+                "run_identity": self.run_identity,
+            }
+            save_checkpoint(path, state, keep_last=3)
+        self.guard.saved(self.train_iter, path)
         return path
 
     def resume(self, candidate: Optional[Any] = None) -> str:
@@ -211,6 +218,7 @@ class MultiTaskTrainer:
             self.dps.load_state_dict(state["dps"])
         restore_rng_state(state["rng"])
         logger.info(f"resumed from {path} at iteration {self.train_iter}")
+        self.guard.resumed(self.train_iter, str(path))
         return str(path)
 
     # ------------------------------------------------------------------ the loop
