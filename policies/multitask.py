@@ -13,6 +13,7 @@ One policy object owns the shared model, optimizer and target model. Each task g
 """
 import contextlib
 import copy
+import logging
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -184,6 +185,8 @@ class MultiTaskPolicyMixin:
         last_actions = self._last_actions(tasks, env_ids, states)
         timesteps = [s for t in tasks for s in calls[t].get("timestep", [-1] * len(env_ids[t]))]
         first_call = calls[tasks[0]]
+        if self._model.training:  # as lightzero's _forward_collect / _forward_eval (BatchNorm, dropout); once per round
+            self._model.eval()
         dim = self._model.world_model._action_dims[tasks[0]] if self._continuous_actions else 0
         search = BatchedSearch.from_policy_config(self._cfg, action_space_size=dim)
         with autocast(self._cfg.amp, self._cfg.device, self._model):
@@ -289,6 +292,12 @@ class MultiTaskPolicyMixin:
     def _init_learn(self) -> None:
         if self._cfg.engine not in ENGINES:
             raise ValueError(f"policy.engine must be one of {sorted(ENGINES)}, got {self._cfg.engine!r}")
+        if self._cfg.engine == "batched" and self._cfg.model.world_model_cfg.get("rotary_emb", False):
+            # the batched KV cache and sequence forwards use absolute positions; RoPE positions follow env timesteps
+            logging.getLogger(__name__).warning(
+                "world_model_cfg.rotary_emb=True: running lightzero's own forwards task by task (engine 'per_task'); "
+                "the batched engine needs absolute position embeddings")
+            self._cfg.engine = "per_task"
         super()._init_learn()
         # Rebuilt over every parameter: the parent's optimizer drops frozen ones (see build_optimizer).
         self._optimizer_world_model = build_optimizer(

@@ -97,6 +97,7 @@ class MultiTaskTrainer:
             for t in self.local_task_ids
         ]
         self.cfg = cfgs[0].policy
+        self.cfg.engine = self.policy._cfg.engine  # the policy may fall back to 'per_task' (rotary embeddings)
         task_names = self.task_names = [_task_name(cfg, t) for t, cfg in enumerate(cfgs)]
         self.dps = DPSCurriculum(self.policy, task_names) if self.cfg.dps.enabled else None
         self.diagnostics = DiagnosticsRecorder(log_dir, self.dist.rank, {t.task_id: t.writer for t in self.tasks})
