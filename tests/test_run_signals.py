@@ -83,6 +83,16 @@ def test_sighup_outside_training_is_one_line_and_129():
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_while_a_finished_run_shuts_down_leaves_exit_status_0(sig):
+    """After the run saved and ended, Python's own shutdown puts the default actions back; a late SIGTERM / SIGHUP
+    (a process group signalled as the job ends) must not turn a finished run into a silent death."""
+    code = ("import atexit, os, signal; from lzero_ext.entry.cli import ignore_signals_after_the_run as f; f(); "
+            f"atexit.register(lambda: os.kill(os.getpid(), {int(sig)}))")  # arrives during the interpreter's shutdown
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_during_lzero_ext_evaluate_is_one_line(tmp_path, sig):
     exp = tmp_path / "exp"
     trained = subprocess.run(JOB + ["--exp-name", str(exp), "--max-train-iter", "2"], capture_output=True, text=True,

@@ -113,6 +113,16 @@ def run_cli(args: argparse.Namespace, build_configs: Callable[..., Sequence[Any]
         except (ValueError, CheckpointError, OSError, RunLockError, DivergenceError,
                 RunInterrupted, KeyboardInterrupt) as error:  # one clear line (rank 0 only), no traceback
             raise exit_for(error) from None
+    ignore_signals_after_the_run()
+
+
+def ignore_signals_after_the_run() -> None:
+    """The run has finished and saved: a signal while the process shuts down changes nothing. Ignored rather than
+    handled, because Python puts the default actions back while it finalises, and a SIGTERM / SIGHUP there would
+    kill the finished process without a line (exit -15 / -1)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def exit_on_signals_outside_training() -> None:
