@@ -24,7 +24,7 @@ import torch
 from lzero.mcts.ctree.ctree_muzero import mz_tree
 from lzero.mcts.ctree.ctree_sampled_muzero import smz_tree
 
-from lzero_ext.model.cached_inference import InferenceCache, recurrent_inference
+from lzero_ext.model.cached_inference import InferenceCache, recurrent_inference, task_rows
 
 
 @dataclass
@@ -84,6 +84,7 @@ class BatchedSearch:
         stats = self._tree.MinMaxStatsList(batch)
         stats.set_delta(self.value_delta_max)
         rows = np.arange(batch)
+        tasks = task_rows(task_ids)  # once per search, not per simulation
         width = 2 * self.action_space_size
         for simulation in range(self.num_simulations):
             results = self._tree.ResultsWrapper(num=batch)
@@ -94,7 +95,7 @@ class BatchedSearch:
             parents = np.asarray(parent_depth, dtype=np.int64) * batch + np.asarray(parent_row, dtype=np.int64)
             actions = torch.from_numpy(np.asarray(actions, dtype=np.float32 if self.continuous else np.int64))
             out = recurrent_inference(world_model, store, parents, (simulation + 1) * batch + rows,
-                                      actions.to(store.device), task_ids)
+                                      actions.to(store.device), tasks)
             policy = out.policy_logits[:, :width] if self.continuous else out.policy_logits
             # the one host transfer of a simulation: what the C++ tree needs, in one tensor
             scalars = self.scalars(torch.cat([out.reward, out.value]))                  # (2B,)

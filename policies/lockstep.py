@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 Request = Tuple[tuple, dict]  # (args, kwargs) of one task's policy.forward call
-_START = object()  # what a task's first resumption sends: nothing (it starts its job)
 
 
 @dataclass
@@ -70,11 +69,11 @@ class LockstepInference:
         self._loop = greenlet.getcurrent()
         workers: Dict[int, Any] = {}
         for task_id, job in jobs.items():
-            worker = greenlet.greenlet(lambda job=job: _Done(job()), parent=self._loop)
+            worker = greenlet.greenlet(lambda _start, job=job: _Done(job()), parent=self._loop)
             worker.task_id = task_id
             workers[task_id] = worker
         results: Dict[int, Any] = {}
-        resume: Dict[int, Any] = {task_id: _START for task_id in workers}  # what each paused task gets back
+        resume: Dict[int, Any] = {task_id: None for task_id in workers}  # what each paused task gets back
         # torch's grad mode is per thread, not per coroutine: a task paused inside ``torch.no_grad()`` must not leave
         # it switched off for the loop or the other tasks, so each coroutine keeps its own
         loop_grad = torch.is_grad_enabled()
@@ -85,7 +84,7 @@ class LockstepInference:
                 for task_id, value in resume.items():  # each task runs until it asks for a forward or ends
                     torch.set_grad_enabled(grad_mode[task_id])
                     try:
-                        message = workers[task_id].switch() if value is _START else workers[task_id].switch(value)
+                        message = workers[task_id].switch(value)  # the first switch starts the job
                     finally:
                         grad_mode[task_id] = torch.is_grad_enabled()
                         torch.set_grad_enabled(loop_grad)

@@ -29,11 +29,11 @@ from lzero_ext.diagnostics import (DEFAULT_PREFIX, KEY_LATENT_NORM, DormantNeuro
                                    expert_usage_metrics, gradient_conflict, shared_backbone_parameters)
 from lzero_ext.distributed import average_gradients, get_world_size
 from lzero_ext.divergence import check_finite_gradient, check_finite_losses, check_finite_targets
+from lzero_ext.dps import LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage
 from lzero_ext.model.cached_inference import InferenceCache
 from lzero_ext.model.task_routing import cat_rows
-from lzero_ext.search import BatchedSearch
 from lzero_ext.model.text_encoder import frozen_pretrained_state_keys
-from lzero_ext.dps import LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage
+from lzero_ext.search import BatchedSearch
 from policies.batched_act import act
 from policies.lockstep import LockstepInference, Request, is_first_step
 from policies.world_model_batch import build_world_model_batch
@@ -188,7 +188,10 @@ class MultiTaskPolicyMixin:
         if self._model.training:  # as lightzero's _forward_collect / _forward_eval (BatchNorm, dropout); once per round
             self._model.eval()
         dim = self._model.world_model._action_dims[tasks[0]] if self._continuous_actions else 0
-        search = BatchedSearch.from_policy_config(self._cfg, action_space_size=dim)
+        searches = self.__dict__.setdefault("_searches", {})  # one per action dim (the sampled tree has one)
+        if dim not in searches:
+            searches[dim] = BatchedSearch.from_policy_config(self._cfg, action_space_size=dim)
+        search = searches[dim]
         with autocast(self._cfg.amp, self._cfg.device, self._model):
             outputs = act(
                 self._model.world_model, search, self._inference_cache(mode),
@@ -201,17 +204,15 @@ class MultiTaskPolicyMixin:
                 noise=(self._cfg.root_dirichlet_alpha, self._cfg.root_noise_weight), timesteps=timesteps)
         result, row = {}, 0
         for t in tasks:
-            ids, data = env_ids[t], calls[t]["data"]
-            state = states[t]
+            ids, data, state = env_ids[t], calls[t]["data"], states[t]
+            result[t] = dict(zip(ids, outputs[row:row + len(ids)]))
+            row += len(ids)
             last_obs = state["last_batch_obs"].to(data.dtype, copy=True)  # token ids (text tasks) are integers
             last_obs[ids] = data
             state["last_batch_obs"] = last_obs
-            actions = list(state["last_batch_action"])
-            for e in ids:
-                actions[e] = outputs[row]["action"]
-                row += 1
-            state["last_batch_action"] = actions
-            result[t] = {e: outputs[row - len(ids) + k] for k, e in enumerate(ids)}
+            state["last_batch_action"] = list(state["last_batch_action"])
+            for env_id, out in result[t].items():
+                state["last_batch_action"][env_id] = out["action"]
         return result
 
     def _last_actions(self, tasks: List[int], env_ids: Dict[int, List[int]],
@@ -252,11 +253,10 @@ class MultiTaskPolicyMixin:
         counts[(task_id, mode)] = counts.get((task_id, mode), 0) + 1
         interval = self._cfg.cache_clear_interval
         if interval and counts[(task_id, mode)] % interval == 0:
-            cache = self.__dict__.get("_inference_caches", {}).get(mode)
             if bound:
                 self._model.world_model.clear_task_caches()
-            elif cache is not None:
-                cache.invalidate(task_id)
+            elif mode in self.__dict__.get("_inference_caches", {}):
+                self._inference_cache(mode).invalidate(task_id)
 
     @contextmanager
     def task_context(self, task_id: int, mode: str, *, bind_model: bool = True) -> Iterator[None]:

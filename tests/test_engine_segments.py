@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 import torch
 
-from lzero_ext.entry.lockstep_round import run_in_lockstep
 from lzero_ext.entry.train_scalezero import MultiTaskTrainer
 from zoo.minatar.config.scalezero_minatar_multitask_config import build_configs
 
@@ -61,7 +60,7 @@ def _collect(trainer, engine: str):
     task.collector._policy.reset()
     np.random.seed(SEED)
     job = lambda: task.collector.collect(train_iter=0, policy_kwargs={"temperature": 0.25, "epsilon": 0.0})
-    segments, _ = run_in_lockstep(policy, "collect", {0: job})[0] if engine == "batched" else job()
+    segments, _ = policy.lockstep("collect").run({0: job})[0] if engine == "batched" else job()
     return segments
 
 

@@ -18,33 +18,23 @@ round each. Target: ScaleZero / UniZero env steps per second >= 0.9.
 """
 import argparse
 import logging
-import os
 import tempfile
 import time
-from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from tabulate import tabulate
 
-from lzero_ext.bench.common import (atari_task_configs, create_policy_for, lightzero_unizero_config, machine_load,
-                                    set_threads)
+from lzero_ext.bench.common import (atari_task_configs, create_policy_for, lightzero_segment_collector,
+                                    lightzero_unizero_config, machine_load, set_threads)
 
 TARGET_RATIO = 0.9
 
 
 def lightzero_collector(task_config: Any, seed: int) -> Tuple[Any, Callable[[], None]]:
     """lightzero's UniZero policy with its own segment collector on ``task_config``'s env."""
-    from ding.envs import create_env_manager, get_vec_env_setting
-    from lzero.worker import MuZeroSegmentCollector
-
     policy, cfg = create_policy_for(lightzero_unizero_config(task_config), seed=seed,
                                     enable_field=("learn", "collect", "eval"))
-    env_fn, collector_env_cfg, _ = get_vec_env_setting(cfg.env)
-    env = create_env_manager(cfg.env.manager, [partial(env_fn, cfg=c) for c in collector_env_cfg])
-    env.seed(cfg.seed)
-    collector = MuZeroSegmentCollector(env=env, policy=policy.collect_mode, tb_logger=None,
-                                       exp_name=os.path.relpath(cfg.exp_name), instance_name="collector_unizero",
-                                       policy_config=cfg.policy)
+    collector = lightzero_segment_collector(policy, cfg, "collector_unizero")
     return collector, collector.close
 
 

@@ -94,3 +94,18 @@ def create_policy_for(task_config: TaskConfig, *, seed: int = 0, task_id: int = 
     cfg.policy.task_id = task_id
     set_pkg_seed(seed)
     return create_policy(cfg.policy, enable_field=list(enable_field)), cfg
+
+
+def lightzero_segment_collector(policy: Any, cfg: EasyDict, instance_name: str) -> Any:
+    """lightzero's own ``MuZeroSegmentCollector`` for ``policy`` on the collector envs of the compiled ``cfg``."""
+    from functools import partial
+
+    from ding.envs import create_env_manager, get_vec_env_setting
+    from lzero.worker import MuZeroSegmentCollector
+
+    env_fn, collector_env_cfg, _ = get_vec_env_setting(cfg.env)
+    env = create_env_manager(cfg.env.manager, [partial(env_fn, cfg=c) for c in collector_env_cfg])
+    env.seed(cfg.seed)
+    return MuZeroSegmentCollector(env=env, policy=policy.collect_mode, tb_logger=None,
+                                  exp_name=os.path.relpath(cfg.exp_name), instance_name=instance_name,
+                                  policy_config=cfg.policy)

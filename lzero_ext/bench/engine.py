@@ -21,16 +21,14 @@ The last line is ``engine: collect ours/lightzero X.XX, learn ours/lightzero Y.Y
 """
 import argparse
 import logging
-import os
 import tempfile
 import time
-from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate
 
-from lzero_ext.bench.common import (create_policy_for, lightzero_unizero_config, machine_load, median,
-                                    set_threads, time_interleaved)
+from lzero_ext.bench.common import (create_policy_for, lightzero_segment_collector, lightzero_unizero_config,
+                                    machine_load, median, set_threads, time_interleaved)
 
 SUITES = ("minatar", "atari")
 SEARCH_BATCHES = (1, 2, 5, 10, 20, 40)
@@ -47,9 +45,7 @@ def suite_configs(suite: str, exp_name: str) -> Tuple[List[Any], Optional[int]]:
 
 def lightzero_side(task_config: Any, suite: str, seed: int) -> Dict[str, Any]:
     """lightzero's UniZero policy, its segment collector and replay buffer for one game."""
-    from ding.envs import create_env_manager, get_vec_env_setting
     from lzero.mcts import UniZeroGameBuffer
-    from lzero.worker import MuZeroSegmentCollector
 
     main, create = lightzero_unizero_config(task_config)
     for key in ("diagnostics_freq", "dps", "engine", "amp", "compile", "cache_clear_interval"):
@@ -57,13 +53,8 @@ def lightzero_side(task_config: Any, suite: str, seed: int) -> Dict[str, Any]:
     if suite == "minatar":  # lightzero's UniZero model with the grid encoder
         main.policy.model.update(type="GridUniZeroModel", import_names=["lzero_ext.model.grid_encoder"])
     policy, cfg = create_policy_for((main, create), seed=seed, enable_field=("learn", "collect"))
-    env_fn, collector_env_cfg, _ = get_vec_env_setting(cfg.env)
-    env = create_env_manager(cfg.env.manager, [partial(env_fn, cfg=c) for c in collector_env_cfg])
-    env.seed(cfg.seed)
-    collector = MuZeroSegmentCollector(env=env, policy=policy.collect_mode, tb_logger=None,
-                                       exp_name=os.path.relpath(cfg.exp_name), instance_name="bench_unizero",
-                                       policy_config=cfg.policy)
-    return dict(policy=policy, cfg=cfg, collector=collector, buffer=UniZeroGameBuffer(cfg.policy))
+    return dict(policy=policy, cfg=cfg, collector=lightzero_segment_collector(policy, cfg, "bench_unizero"),
+                buffer=UniZeroGameBuffer(cfg.policy))
 
 
 def lightzero_round(side: Dict[str, Any]) -> int:

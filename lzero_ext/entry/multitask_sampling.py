@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
+from lzero.model.common import MZNetworkOutput
 
 from lzero_ext.model.sequence_forward import target_inference
 from lzero_ext.model.task_routing import TaskRows, cat_rows
@@ -59,7 +60,7 @@ def _serve(target_model: torch.nn.Module, action_dims: Sequence[int], continuous
         policy = out.policy_logits[value_row:value_row + n_values]
         if continuous:
             policy = policy[:, :2 * action_dims[t]]
-        results[t] = SimpleNamespace(value=out.value[value_row:value_row + n_values], reward=[0.] * n_obs,
+        results[t] = MZNetworkOutput(value=out.value[value_row:value_row + n_values], reward=[0.] * n_obs,
                                      policy_logits=policy, latent_state=out.latent_state[obs_row:obs_row + n_obs])
         value_row, obs_row = value_row + n_values, obs_row + n_obs
     return results

@@ -26,7 +26,6 @@ from lzero_ext.distributed import all_gather_object, all_reduce_scalar, broadcas
 from lzero_ext.entry.configs import TaskConfig, compile_task_configs, validate_task_configs
 from lzero_ext.entry.dps_curriculum import DPSCurriculum, active_tasks
 from lzero_ext.entry.finetune import FinetuneSpec, apply_finetune
-from lzero_ext.entry.lockstep_round import run_in_lockstep
 from lzero_ext.entry.multitask_sampling import sample_tasks
 from lzero_ext.entry.progress import RunProgress
 from lzero_ext.entry.resume_check import agree_on_checkpoint
@@ -137,7 +136,7 @@ class MultiTaskTrainer:
     def _run_tasks(self, mode: str, jobs: Dict[int, Callable[[], Any]]) -> Dict[int, Any]:
         """Every task's worker call: in lockstep (one forward per step for all of them) with engine='batched'."""
         if self.cfg.engine == "batched":
-            return run_in_lockstep(self.policy, mode, jobs)
+            return self.policy.lockstep(mode).run(jobs)
         return {task_id: job() for task_id, job in jobs.items()}
 
     def updates_this_round(self, collected_here: int) -> int:

@@ -23,8 +23,9 @@ the tree (what lightzero's C++ tree reports as ``latent_state_index_in_search_pa
 copied to the host. Sizes are host integers (a child has its parent's tokens plus two), so the only host
 transfers are the outputs the C++ tree needs.
 """
+import functools
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lzero_ext.model.kv_store import KVStore
-from lzero_ext.model.sequence_forward import encode, route
+from lzero_ext.model.sequence_forward import action_embeddings, encode, route
 from lzero_ext.model.task_routing import TaskRows, TaskSwitch
 
 
@@ -78,7 +79,6 @@ class InferenceCache:
         self.root_valid = np.zeros(total, dtype=bool)
         self.num_simulations = int(num_simulations)
         self.search: Optional[KVStore] = None
-        self.search_batch = 0
 
     def slots(self, task_ids: Sequence[int], env_ids: Sequence[int]) -> np.ndarray:
         """Slot index of each (task, env) pair."""
@@ -104,14 +104,13 @@ class InferenceCache:
         needed = (self.num_simulations + 1) * batch
         if self.search is None or self.search.num_entries < needed:
             self.search = KVStore(num_entries=needed, **self._geometry)
-        self.search_batch = batch
         return self.search
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def task_rows(task_ids: Sequence[int]) -> TaskRows:
-    """The ``TaskRows`` of one task id per row (a task's rows must be contiguous)."""
-    return TaskRows.from_task_ids([int(t) for t in task_ids])
+def task_rows(task_ids: Union[Sequence[int], TaskRows]) -> TaskRows:
+    """The ``TaskRows`` of one task id per row (a task's rows must be contiguous); a ``TaskRows`` passes through."""
+    return task_ids if isinstance(task_ids, TaskRows) else TaskRows.from_task_ids([int(t) for t in task_ids])
 
 
 def _per_task_max(values: np.ndarray, rows: TaskRows) -> np.ndarray:
@@ -122,10 +121,13 @@ def _per_task_max(values: np.ndarray, rows: TaskRows) -> np.ndarray:
     return out
 
 
-def _stacked_head(switch: TaskSwitch) -> Optional[List[Tuple[str, Tensor, Optional[Tensor]]]]:
-    """Per-task heads of the form Linear -> GELU -> Linear [-> LayerNorm] as stacked ``(T, in, out)`` weights and
-    ``(T, 1, out)`` biases (LayerNorm: ``(T, 1, D)`` gain and bias), cached until a weight changes; None for any
-    other head (shared, continuous, wrapped by DPS adapters)."""
+Layer = Callable[[Tensor, Tensor], Tensor]  # (h (T, R, in), task index (T,)) -> (T, R, out)
+
+
+def _stacked_head(switch: TaskSwitch) -> Optional[List[Layer]]:
+    """Per-task heads of the form Linear -> GELU -> Linear [-> LayerNorm] as layers over stacked per-task weights
+    (``(T, in, out)`` matrices, ``(T, 1, out)`` biases and gains), cached until a weight changes; None for any other
+    head (shared, continuous, wrapped by DPS adapters)."""
     if switch.shared or switch.input_widths is not None:
         return None
     sequences = [head.head_module for head in switch.per_task]
@@ -135,47 +137,45 @@ def _stacked_head(switch: TaskSwitch) -> Optional[List[Tuple[str, Tensor, Option
     if kinds[:3] != [nn.Linear, nn.GELU, nn.Linear] or kinds[3:] not in ([], [nn.LayerNorm]) or \
             any([type(layer) for layer in seq] != kinds for seq in sequences):
         return None
-    params = [p for seq in sequences for p in seq.parameters()]
-    stamp = tuple((p.data_ptr(), p._version) for p in params)
+    stamp = tuple((p.data_ptr(), p._version) for seq in sequences for p in seq.parameters())
     cached = switch.__dict__.get('_stacked_head')
     if cached is None or cached[0] != stamp:
+        layers: List[Layer] = []
         with torch.no_grad():
-            layers = []
             for index, kind in enumerate(kinds):
                 modules = [seq[index] for seq in sequences]
-                if kind is nn.Linear:
-                    layers.append(('linear', torch.stack([m.weight.T for m in modules]),        # (T, in, out)
-                                   torch.stack([m.bias for m in modules])[:, None]))            # (T, 1, out)
-                elif kind is nn.LayerNorm:
-                    if len({m.eps for m in modules}) > 1:
-                        return None
-                    layers.append((f'layernorm:{modules[0].eps}', torch.stack([m.weight for m in modules])[:, None],
-                                   torch.stack([m.bias for m in modules])[:, None]))
-                else:
-                    layers.append(('gelu', None, None))
-            approximate = sequences[0][1].approximate
-        cached = switch.__dict__['_stacked_head'] = (stamp, layers, approximate)
-    return [(kind, w, b) if kind != 'gelu' else (cached[2], None, None) for kind, w, b in cached[1]]
+                if kind is nn.GELU:
+                    layers.append(lambda h, tasks, approximate=modules[0].approximate: F.gelu(h, approximate=approximate))
+                    continue
+                weight = torch.stack([m.weight.T if kind is nn.Linear else m.weight[None] for m in modules])
+                bias = torch.stack([m.bias[None] for m in modules])                 # (T, 1, out)
+                if kind is nn.Linear:                                               # weight (T, in, out)
+                    layers.append(lambda h, tasks, w=weight, b=bias:
+                                  torch.baddbmm(b.index_select(0, tasks), h, w.index_select(0, tasks)))
+                else:                                                               # LayerNorm gain (T, 1, D)
+                    layers.append(lambda h, tasks, w=weight, b=bias, eps=modules[0].eps:
+                                  F.layer_norm(h, h.shape[-1:], eps=eps) * w.index_select(0, tasks)
+                                  + b.index_select(0, tasks))
+        cached = switch.__dict__['_stacked_head'] = (stamp, layers)
+    return cached[1]
 
 
-def _batched_head(layers: List[Tuple[str, Tensor, Optional[Tensor]]], x: Tensor, rows: TaskRows) -> Tensor:
-    """Every task's head on its rows at once: rows laid out as ``(T, R, D)`` (each task padded to the most rows),
-    one batched matmul per layer, then back to row order: ``(B, 1, D) -> (B, out)``."""
-    tasks = rows.tasks
+@functools.lru_cache(maxsize=256)
+def _task_layout(rows: TaskRows, device: torch.device) -> Tuple[Tensor, Tensor, int]:
+    """Where each row of a mixed batch sits in a ``(T, R)`` layout (every task padded to the most rows), the
+    tasks' ids, and R."""
     longest = max(stop - start for _, start, stop in rows.segments)
-    slots = torch.cat([torch.arange(start, stop) - start + i * longest
-                       for i, (_, start, stop) in enumerate(rows.segments)]).to(x.device)      # (B,)
+    slots = torch.cat([torch.arange(start, stop) - start + i * longest for i, (_, start, stop) in enumerate(rows.segments)])
+    return slots.to(device), torch.as_tensor(rows.tasks, device=device), longest
+
+
+def _batched_head(layers: List[Layer], x: Tensor, rows: TaskRows) -> Tensor:
+    """Every task's head on its rows at once, one batched matmul per layer: ``(B, 1, D) -> (B, out)``."""
+    slots, tasks, longest = _task_layout(rows, x.device)
     h = x.new_zeros(len(tasks) * longest, x.shape[-1]).index_copy_(0, slots, x[:, 0]).view(len(tasks), longest, -1)
-    index = torch.as_tensor(tasks, device=x.device)
-    for kind, weight, bias in layers:
-        if kind == 'linear':
-            h = torch.baddbmm(bias.index_select(0, index), h, weight.index_select(0, index))    # (T, R, out)
-        elif kind.startswith('layernorm:'):
-            h = F.layer_norm(h, h.shape[-1:], eps=float(kind.split(':')[1])) * weight.index_select(0, index) \
-                + bias.index_select(0, index)
-        else:
-            h = F.gelu(h, approximate=kind)
-    return h.reshape(len(tasks) * longest, -1).index_select(0, slots)                           # (B, out)
+    for layer in layers:
+        h = layer(h, tasks)                                                           # (T, R, out)
+    return h.reshape(len(tasks) * longest, -1).index_select(0, slots)                 # (B, out)
 
 
 def _head(switch: TaskSwitch, x: Tensor, rows: TaskRows) -> Tensor:
@@ -208,17 +208,9 @@ def _sequential(module: nn.Module, x: Tensor) -> Any:
     return x
 
 
-def encode_observations(world_model: torch.nn.Module, obs: Tensor, rows: TaskRows) -> Tensor:
-    """The model's observation encoder on a mixed batch: ``(B, *obs) -> (B, 1, D)``."""
-    return encode(world_model.tokenizer.encoder, obs, rows)
-
-
-def _action_embeddings(world_model: torch.nn.Module, actions: Tensor, rows: TaskRows) -> Tensor:
+def _action_tokens(world_model: torch.nn.Module, actions: Tensor, rows: TaskRows) -> Tensor:
     """``(B,)`` discrete or ``(B, a_max)`` continuous actions -> ``(B, 1, D)`` action tokens."""
-    table = world_model.act_embedding_table
-    if isinstance(table, TaskSwitch):
-        return route(table, actions.float(), rows, lambda module, x: module(x))[:, None]
-    return table(actions.long())[:, None]
+    return action_embeddings(world_model, actions if world_model.continuous_action_space else actions.long(), rows)[:, None]
 
 
 def _linear(module: nn.Module, x: Tensor) -> Tensor:
@@ -309,7 +301,7 @@ def _fill_missing_roots(world_model: torch.nn.Module, cache: InferenceCache, slo
     """Slots without a stored context restart from their last observation alone (lightzero's cache miss):
     one token at position 0, stored with size 1."""
     rows = task_rows(task_ids)
-    latent = encode_observations(world_model, last_obs, rows)                         # (n, 1, D)
+    latent = encode(world_model.tokenizer.encoder, last_obs, rows)                         # (n, 1, D)
     n, L = latent.shape[0], world_model.config.num_layers
     H = world_model.num_heads
     kv_buf = latent.new_zeros(2, L, n, H, 1, world_model.embed_dim // H)
@@ -360,7 +352,7 @@ def initial_inference(world_model: torch.nn.Module, obs: Tensor, task_ids: Seque
     # a first-step row's (unused) action token sees itself only, so its softmax has a finite entry
     act_valid = torch.from_numpy(valid | (columns == W)).to(device)
 
-    latent = encode_observations(world_model, obs, rows)                             # (B, 1, D)
+    latent = encode(world_model.tokenizer.encoder, obs, rows)                             # (B, 1, D)
     if continuing.any():
         if last_actions is None:
             raise ValueError("last_actions is needed for rows that continue an episode")
@@ -368,7 +360,7 @@ def initial_inference(world_model: torch.nn.Module, obs: Tensor, task_ids: Seque
         if not world_model.continuous_action_space:
             actions = actions.clamp(min=0)  # first-step rows carry -1; their action token is masked out
         positions = torch.from_numpy(longest).to(device)
-        x = _action_embeddings(world_model, actions, rows) + world_model.pos_emb(positions)[:, None]
+        x = _action_tokens(world_model, actions, rows) + world_model.pos_emb(positions)[:, None]
         _token_pass(world_model, x, kv_buf, W, act_valid, rows)
     obs_positions = torch.from_numpy(np.where(continuing, longest + 1, 0)).to(device)
     out = _token_pass(world_model, latent + world_model.pos_emb(obs_positions)[:, None], kv_buf, W + 1,
@@ -385,7 +377,7 @@ def initial_inference(world_model: torch.nn.Module, obs: Tensor, task_ids: Seque
 
 @torch.no_grad()
 def recurrent_inference(world_model: torch.nn.Module, store: KVStore, parents: np.ndarray, children: np.ndarray,
-                        actions: Tensor, task_ids: Sequence[int]) -> InferenceOutput:
+                        actions: Tensor, task_ids: Union[Sequence[int], TaskRows]) -> InferenceOutput:
     """One search step for every leaf: the action token and the predicted next latent appended to each parent's
     context (entries ``parents`` of ``store``); the new contexts are stored at ``children``.
 
@@ -403,7 +395,7 @@ def recurrent_inference(world_model: torch.nn.Module, store: KVStore, parents: n
     key_valid = torch.from_numpy(valid).to(device)
     positions = torch.from_numpy(sizes).to(device)
 
-    x = _action_embeddings(world_model, torch.as_tensor(actions, device=device), rows) \
+    x = _action_tokens(world_model, torch.as_tensor(actions, device=device), rows) \
         + world_model.pos_emb(positions)[:, None]
     act_out = _token_pass(world_model, x, kv_buf, W, key_valid, rows)
     reward = _head(world_model.head_rewards, act_out, rows)

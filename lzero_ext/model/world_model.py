@@ -49,7 +49,7 @@ _CACHE_ATTRS = (
     'keys_values_wm_size_list', 'keys_values_wm_size_list_current', 'keys_values_wm', 'keys_values_wm_single_env',
     'keys_values_wm_single_env_tmp', 'shared_pool_recur_infer', 'shared_pool_index', 'shared_pool_init_infer',
     'shared_pool_index_init_envs', 'shared_pool_wm', 'shared_pool_index_wm', 'latent_state',
-    'env_num', 'shared_pool_size', 'shared_pool_size_wm',  # sized per namespace: row mode serves every task's envs
+    'env_num', 'shared_pool_size', 'shared_pool_size_wm',  # sized per namespace (env slots)
 )
 
 
@@ -378,8 +378,8 @@ class MultiTaskWorldModel(WorldModel):
 
         The encoder, transformer and heads run once over the mixed batch of all tasks' rows
         (``lzero_ext.model.sequence_forward``, the rows' tasks passed as an argument; vector observations and
-        continuous actions are zero-padded to the widest task's and each per-task module reads its own width). UniZero's loss then follows per task from that task's slice of the
-        outputs (``lzero_ext.model.unizero_loss``), so every task's loss, and its gradient, equals
+        continuous actions are zero-padded to the widest task's and each per-task module reads its own width).
+        UniZero's loss then follows per task from that task's slice of the outputs (``lzero_ext.model.unizero_loss``), so every task's loss, and its gradient, equals
         ``compute_loss(batches[t], task_id=t)``. Returns ``{task_id: losses}`` as ``compute_loss`` returns them.
 
         Example::
