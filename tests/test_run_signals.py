@@ -101,18 +101,18 @@ def test_a_resume_with_another_number_of_ranks_is_one_line_on_every_rank_and_pro
                              capture_output=True, text=True, cwd=REPO, env=ENV, timeout=240)
     assert trained.returncode == 0, trained.stderr[-3000:]
     started = time.time()
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+    result = subprocess.run([sys.executable, "-m", "lzero_ext.launch", "--standalone", "--nproc_per_node", "2",
                              *JOB[1:], "--exp-name", str(exp), "--tasks", "CartPole", "Acrobot", "--max-train-iter", "4",
                              "--resume"], capture_output=True, text=True, cwd=REPO, env=ENV, timeout=300)
     took = time.time() - started
     output = result.stdout + result.stderr
-    assert result.returncode != 0
+    assert result.returncode == 1
     line = "was written by 1 rank(s); this run has 2: resume with 1 rank(s)"
     lines = [text.strip() for text in output.splitlines()]
     assert lines.count(f"error: cannot resume: {exp} {line} (torchrun --nproc_per_node / --nnodes), or start a new "
                        f"--exp-name") == 1, output[-3000:]  # rank 0
     assert sum(text.startswith(f"rank 1: error: cannot resume: {exp} {line}") for text in lines) == 1, output[-3000:]
-    assert [b for b in output.split("Traceback (most recent call last):")[1:] if "ChildFailedError" not in b] == []
+    assert "Traceback" not in output, output[-3000:]
     assert took < 25, f"the ranks took {took:.0f} s to stop (torchrun kills a blocked rank after 30 s)"
 
 

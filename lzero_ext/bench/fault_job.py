@@ -6,7 +6,7 @@ deterministic for a seed. Every flag of ``lzero_ext.entry.cli`` works (``--resum
 ``--max-train-iter``, ...)::
 
     python -m lzero_ext.bench.fault_job --exp-name runs/tiny --max-train-iter 8
-    torchrun --nproc_per_node 2 -m lzero_ext.bench.fault_job --exp-name runs/tiny2 --tasks CartPole Acrobot
+    python -m lzero_ext.launch --nproc_per_node 2 -m lzero_ext.bench.fault_job --exp-name runs/tiny2 --tasks CartPole Acrobot
 """
 from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence

@@ -1,6 +1,7 @@
 """Randomised fault injection on the smallest real runs: ``python -m lzero_ext.bench faults --runs N``.
 
-Each run trains :mod:`lzero_ext.bench.fault_job` (1 rank, or 2 under ``torchrun``) in a fresh
+Each run trains :mod:`lzero_ext.bench.fault_job` (1 rank, or 2 under :mod:`lzero_ext.launch`, torchrun with
+ScaleZero's exit codes) in a fresh
 directory, injects one fault, then resumes with ``--resume`` and checks the outcome:
 
 ================  ================================================================================
@@ -37,8 +38,8 @@ orphan), **lost checkpoints** (the newest checkpoint that was complete before th
 damaged on purpose, is missing or unreadable afterwards, the resume starts from an older one, or it
 starts from one damaged on purpose), **unclear errors** (a non-zero exit without one known line, any
 ``Traceback``, or a resume that fails) and **wrong exit codes** (130 / 143 / 129 for SIGINT / SIGTERM /
-SIGHUP, 1 for an error, 0 for a run that ends well; under torchrun the launcher's 1 counts for a rank's
-signal exit too). The last line is exactly
+SIGHUP, 1 for an error, 0 for a run that ends well, for the launcher of two ranks as for one process).
+The last line is exactly
 ``faults: N runs, H hangs, L lost checkpoints, U unclear errors, W wrong exit codes``.
 """
 import argparse
@@ -108,7 +109,7 @@ def _job_command(exp: Path, iters: int, ranks: int, *, resume: bool, port: int, 
     job = ["--exp-name", str(exp), "--max-train-iter", str(iters), *extra] + (["--resume"] if resume else [])
     if ranks == 1:
         return [sys.executable, "-m", "lzero_ext.bench.fault_job", *job]
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(ranks),
+    return [sys.executable, "-m", "lzero_ext.launch", "--nnodes", "1", "--nproc_per_node", str(ranks),
             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--max-restarts", "0",
             "-m", "lzero_ext.bench.fault_job", "--tasks", "CartPole", "Acrobot", *job]
 
@@ -203,20 +204,13 @@ def _intact(path: Path) -> bool:
 def _unclear(proc: Proc, expected_codes: Sequence[int]) -> Optional[str]:
     """Why the job's end was unclear, or None: a traceback, or a failure without one known line."""
     text = proc.output()
-    if "Traceback" in text and not _only_torchrun_traceback(text):
+    if "Traceback" in text:
         return "traceback"
     if proc.returncode in expected_codes or proc.returncode in (0, -signal.SIGKILL):
         return None
     lines = [line for line in text.splitlines() if line.strip() and not TORCHRUN_NOISE.search(line)]
     ours = [line for line in lines if CLEAR_LINES.match(line)]
     return None if ours else f"exit {proc.returncode} without a clear line"
-
-
-def _only_torchrun_traceback(text: str) -> bool:
-    """torchrun reports a failed worker with its own traceback (ChildFailedError); the workers must not."""
-    blocks = text.split("Traceback (most recent call last):")[1:]
-    return all("torch/distributed" in block and ("ChildFailedError" in block or "SignalException" in block)
-               for block in blocks)
 
 
 class FaultBench:
@@ -278,7 +272,7 @@ class FaultBench:
         if fault in ("nan", "disk_full") or (fault == "env_worker_kill" and fired):
             expected = (1,)
         elif sig is not None and fired and not finished:
-            expected = (EXIT_CODES[sig], 1) if ranks > 1 and sig != signal.SIGKILL else (EXIT_CODES[sig],)
+            expected = (EXIT_CODES[sig],)
         elif sig is not None:  # it ended before the signal, or the signal came while it shut down
             expected = (0, EXIT_CODES[sig])
         out.check_code("first job", first, expected)

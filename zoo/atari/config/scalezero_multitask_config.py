@@ -2,7 +2,7 @@
 
     python -m zoo.atari.config.scalezero_multitask_config                 # `cpu` preset (or `atari8` on a GPU)
     python -m zoo.atari.config.scalezero_multitask_config --preset smoke  # < 2 minutes
-    torchrun --nproc_per_node 2 -m zoo.atari.config.scalezero_multitask_config --preset atari8
+    python -m lzero_ext.launch --nproc_per_node 2 -m zoo.atari.config.scalezero_multitask_config --preset atari8
 
 Every run prints a per-task table (env steps, latest eval return, HNS) with HNS mean and median and
 writes ``summary.json`` and ``learning_curves.png`` into the experiment directory. Presets are

@@ -3,7 +3,7 @@
     python -m zoo.dmc.config.scalezero_dmc_multitask_config                 # `cpu` preset (or `dmc18` on a GPU)
     python -m zoo.dmc.config.scalezero_dmc_multitask_config --preset smoke  # about a minute
     python -m zoo.dmc.config.scalezero_dmc_multitask_config --preset cpu --tasks cartpole-swingup walker-walk
-    torchrun --nproc_per_node 2 -m zoo.dmc.config.scalezero_dmc_multitask_config --preset dmc18
+    python -m lzero_ext.launch --nproc_per_node 2 -m zoo.dmc.config.scalezero_dmc_multitask_config --preset dmc18
 
 Policy ``sampled_scalezero``: per-task MLP encoders (observation sizes differ), a shared latent
 LayerNorm, per-task action embeddings and Gaussian policy heads (action sizes differ), one shared
