@@ -1,0 +1,26 @@
+"""Every zoo config builds the compiled configs recorded in tests/data/zoo_compiled_configs.json."""
+import json
+
+import pytest
+
+from tests.zoo_snapshot import FIXTURE, snapshot
+
+
+@pytest.fixture(scope="module")
+def current():
+    return snapshot()
+
+
+def test_every_preset_and_variant_is_recorded(current):
+    assert sorted(current) == sorted(json.loads(FIXTURE.read_text()))
+
+
+def test_compiled_configs_match_the_snapshot(current):
+    recorded = json.loads(FIXTURE.read_text())
+    for name, case in recorded.items():
+        now = json.loads(json.dumps(current[name]))  # tuples as lists, as stored
+        changed = {key: (value, now["task0"].get(key)) for key, value in case["task0"].items()
+                   if now["task0"].get(key, "<absent>") != value}
+        added = sorted(set(now["task0"]) - set(case["task0"]))
+        assert not changed and not added, f"{name}: task 0 changed {changed}, new keys {added}"
+        assert now["diffs"] == case["diffs"], f"{name}: the later tasks differ from task 0 differently"
