@@ -16,7 +16,8 @@ masks but break any env whose legal actions vary (``policy.action_type='varied_a
 
 ``MaskAwareSegmentCollector`` reads the three dicts from the env manager's current observations
 whenever the collector looks them up, and pads masks and to-play ids like the visit counts.
-Everything else is lightzero's collector.
+It is also a :class:`lzero_ext.workers.UniZeroFamilySegmentCollector`, so the per-step cache call that
+lightzero makes for ``unizero`` reaches ScaleZero policies too. Everything else is lightzero's collector.
 """
 from typing import Any, Dict, List
 
@@ -24,6 +25,8 @@ import numpy as np
 from ding.torch_utils import to_ndarray
 from lzero.mcts.buffer.game_segment import GameSegment
 from lzero.worker import MuZeroSegmentCollector
+
+from lzero_ext.workers import UniZeroFamilySegmentCollector
 
 
 def _live_obs_field(key: str, default: Any) -> property:
@@ -39,7 +42,7 @@ def _live_obs_field(key: str, default: Any) -> property:
     return property(get, ignore, doc=f"Current '{key}' of every ready env (read from the env manager).")
 
 
-class MaskAwareSegmentCollector(MuZeroSegmentCollector):
+class MaskAwareSegmentCollector(UniZeroFamilySegmentCollector):
     """``MuZeroSegmentCollector`` whose action masks, to-play ids and timesteps follow the current observations,
     and whose padded segments keep masks aligned with visit counts (see the module docstring).
 

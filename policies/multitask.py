@@ -132,10 +132,7 @@ class MultiTaskPolicyMixin:
                 # for every env on every step, need the task's state but not a bound model
                 with self.task_context(task_id, mode, bind_model=name == "forward"), \
                         autocast(self._cfg.amp, self._cfg.device, self._model):
-                    out = fn(*args, **kwargs)
-                    if name == "forward":
-                        self._after_inference_step(task_id, mode, bound=True)
-                    return out
+                    return fn(*args, **kwargs)
             return call
         return type(interface)(*[bound(name, fn) for name, fn in zip(interface._fields, interface)])
 
@@ -158,8 +155,6 @@ class MultiTaskPolicyMixin:
         outputs = {}
         for tasks in groups.values():
             outputs.update(self._act_batched(mode, tasks, requests, states))
-        for task_id in requests:
-            self._after_inference_step(task_id, mode, bound=False)
         return outputs
 
     def _inference_cache(self, mode: str) -> InferenceCache:
@@ -244,19 +239,35 @@ class MultiTaskPolicyMixin:
             states[(task_id, mode)] = self._initial_task_state(task_id, mode)
         return states[(task_id, mode)]
 
-    def _after_inference_step(self, task_id: int, mode: str, *, bound: bool) -> None:
-        """Every ``cache_clear_interval`` collect/eval steps of a task, its stored contexts are dropped (the next
-        step restarts from the last observation), as lightzero's collector does for policy type 'unizero'
-        (its evaluator never does); ``bound``: the step ran lightzero's own code bound to the task (task-by-task
-        path), whose caches are cleared instead."""
-        counts = self.__dict__.setdefault("_inference_steps", {})
-        counts[(task_id, mode)] = counts.get((task_id, mode), 0) + 1
+    def _reset_collect(self, env_id: Optional[int] = None, current_steps: Optional[int] = None,
+                       reset_init_data: bool = True) -> None:
+        self._reset_inference("collect", env_id, current_steps, reset_init_data)
+
+    def _reset_eval(self, env_id: Optional[int] = None, current_steps: Optional[int] = None,
+                    reset_init_data: bool = True) -> None:
+        self._reset_inference("eval", env_id, current_steps, reset_init_data)
+
+    def _reset_inference(self, mode: str, env_id: Optional[int], current_steps: Optional[int],
+                         reset_init_data: bool) -> None:
+        """lightzero UniZero's collect/eval reset for the task of ``self._cfg`` (the bound task's config in a
+        task-bound interface). ``reset_init_data``: forget the last observations and actions. lightzero's UniZero
+        workers also call ``reset(env_id=i, current_steps=n, reset_init_data=False)`` after each step of env ``i``
+        (``n``: its episode's steps so far; ``lzero_ext.workers`` makes them do so for ScaleZero): every
+        ``cache_clear_interval`` steps the task's stored contexts are dropped, as lightzero's UniZero does (the next
+        step restarts from the last observation): the world model's caches of the task (task-by-task engine) and
+        its rows of the batched KV cache. Other tasks keep theirs, and nothing is printed."""
+        if reset_init_data:
+            env_num = self._cfg.collector_env_num if mode == "collect" else self._cfg.evaluator_env_num
+            self.__dict__.update(_empty_context(self._cfg, env_num))
         interval = self._cfg.cache_clear_interval
-        if interval and counts[(task_id, mode)] % interval == 0:
-            if bound:
-                self._model.world_model.clear_task_caches()
-            elif mode in self.__dict__.get("_inference_caches", {}):
-                self._inference_cache(mode).invalidate(task_id)
+        if not isinstance(env_id, (int, np.integer)) or current_steps is None or not interval \
+                or current_steps % interval:
+            return
+        task_id = self._cfg.task_id
+        with self._model.bind_task(task_id):
+            self._model.world_model.clear_task_caches()
+        if mode in self.__dict__.get("_inference_caches", {}):
+            self._inference_cache(mode).invalidate(task_id)
 
     @contextmanager
     def task_context(self, task_id: int, mode: str, *, bind_model: bool = True) -> Iterator[None]:

@@ -41,8 +41,8 @@ MULTITASK_POLICY_KEYS = dict(
     # ratio of its FFNs, per-task expert usage), logged under ``diag/``; 0 turns them off. Each costs one extra
     # partial backward per task on that step.
     diagnostics_freq=100,
-    # (int) Collect/eval steps of one task between clearing that task's inference KV caches (lightzero clears every
-    # 200 steps in its collector for policy type 'unizero' only, never in its evaluator); 0 never clears mid-round.
+    # (int) Every this many steps of an episode, the task's inference KV caches are cleared (lightzero's UniZero: 200,
+    # on the per-step reset call of its collectors and evaluator, see lzero_ext.workers); 0 never clears mid-round.
     cache_clear_interval=200,
     # (str) Mixed precision of the learn step and of collect/eval inference: 'off' or 'bf16' (torch.autocast, for
     # GPUs; see lzero_ext.amp). Off by default.

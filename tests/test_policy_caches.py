@@ -1,4 +1,5 @@
-"""The task-bound collect interface clears the bound task's KV caches every ``cache_clear_interval`` steps."""
+"""The task-bound collect interface clears the bound task's KV caches every ``cache_clear_interval`` episode steps,
+on the per-step ``reset(env_id, current_steps, reset_init_data=False)`` call of lightzero's UniZero workers."""
 import copy
 
 import numpy as np
@@ -27,9 +28,11 @@ def _two_task_policy(tmp_path, interval: int):
 
 
 def _collect_step(collect, step: int) -> None:
+    """One step as lightzero's UniZero collectors make it: forward, then the per-step reset (``step + 1`` steps so far)."""
     obs = torch.full((1, 4), 0.1 * step)  # a new observation each step, so each step adds cache entries
     collect.forward(obs, action_mask=[np.ones(2, dtype=np.float32)], temperature=1.0, to_play=[-1], epsilon=0.0,
                     ready_env_id=np.arange(1), timestep=np.array([step]))
+    collect.reset(env_id=0, current_steps=step + 1, reset_init_data=False)
 
 
 def _cached_entries(policy, task_id: int) -> int:

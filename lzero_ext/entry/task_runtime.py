@@ -1,6 +1,7 @@
 """Everything one task owns in a multi-task run: env managers, collector, evaluator, replay buffer.
 
-All of them are lightzero's classes (the collector with per-step action masks, ``lzero_ext.collector``); the shared policy is bound to the task through
+All of them are lightzero's classes (the collector with per-step action masks, ``lzero_ext.collector``; both
+workers make lightzero's per-step UniZero cache call for ScaleZero too, ``lzero_ext.workers``); the shared policy is bound to the task through
 ``policy.task_collect_mode(task_id)`` / ``policy.task_eval_mode(task_id)``. lightzero 0.2.0's
 workers assume rank 0 logs and evaluates for everyone and all-reduce counters across ranks; with
 tasks split over ranks each rank owns its tasks, so they are built and run in a one-rank view
@@ -18,13 +19,13 @@ from ding.envs import create_env_manager, get_vec_env_setting
 from easydict import EasyDict
 from lzero.mcts import SampledUniZeroGameBuffer, UniZeroGameBuffer
 from lzero.policy import visit_count_temperature
-from lzero.worker import MuZeroEvaluator
 from lzero.worker import muzero_evaluator, muzero_segment_collector
 from torch.utils.tensorboard import SummaryWriter
 
 from lzero_ext.collector import MaskAwareSegmentCollector
 from lzero_ext.envs.finite_env import FiniteEnvManager
 from lzero_ext.summary import TaskRecord
+from lzero_ext.workers import UniZeroFamilyEvaluator
 
 BUFFER_CLASSES = {"scalezero": UniZeroGameBuffer, "sampled_scalezero": SampledUniZeroGameBuffer}
 
@@ -62,7 +63,7 @@ class TaskRuntime:
     name: str
     cfg: EasyDict
     collector: MaskAwareSegmentCollector
-    evaluator: MuZeroEvaluator
+    evaluator: UniZeroFamilyEvaluator
     buffer: Any
     writer: SummaryWriter
     record: TaskRecord
@@ -85,7 +86,7 @@ class TaskRuntime:
                 env=collector_env, policy=policy.task_collect_mode(task_id), tb_logger=writer, exp_name=exp_name,
                 instance_name=f"collector_{name}", policy_config=cfg.policy,
             )
-            evaluator = MuZeroEvaluator(
+            evaluator = UniZeroFamilyEvaluator(  # lightzero's, with its per-step cache call for ScaleZero
                 eval_freq=cfg.policy.eval_freq, n_evaluator_episode=cfg.env.n_evaluator_episode,
                 stop_value=cfg.env.stop_value, env=evaluator_env, policy=policy.task_eval_mode(task_id),
                 tb_logger=writer, exp_name=exp_name, instance_name=f"evaluator_{name}", policy_config=cfg.policy,
