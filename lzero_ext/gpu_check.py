@@ -98,17 +98,17 @@ def _median_seconds(step: Callable[[], Any], device: torch.device, *, warmup: in
 # ---------------------------------------------------------------------------------------------- models
 def _world_model_cfg(suite: str, preset: str) -> Tuple[Dict[str, Any], Any]:
     """``(model kwargs, world_model_cfg)`` of a zoo preset's first task, as the policy would build it."""
-    from lzero_ext.model.param_count import zoo_module
+    from lzero_ext.entry.suite import zoo_module
 
     module = zoo_module(suite)
     if suite == "jericho":  # build_configs checks that the game files exist: build from the run and task specs
         from lzero_ext.entry.run_config import build_task_configs
 
         preset_obj = module.PRESETS[preset]
-        num_actions = module.action_space_size(preset_obj.games)
+        num_actions = module.action_space_size(preset_obj.tasks)
         run = module.run_config(preset_obj, exp_name="gpu_check", cuda=False)
         specs = [module.task_spec(g, preset_obj, num_actions=num_actions, games_dir=tempfile.gettempdir())
-                 for g in preset_obj.games]
+                 for g in preset_obj.tasks]
         main, _ = build_task_configs(run, specs)[0]
     else:
         main, _ = module.build_configs(preset, cuda=False, exp_name="gpu_check")[0]
@@ -263,7 +263,7 @@ def check_domain(suite: str, device: torch.device, *, text_model_dir: Optional[s
 def _smoke_configs(suite: str, device: torch.device, exp: str, *, jericho_dir: Optional[str] = None,
                    text_model_dir: Optional[str] = None, tiny: bool = False) -> List[Any]:
     """The suite's ``smoke`` preset run configs on ``device`` (``tiny``: Atari episodes of 10 steps)."""
-    from lzero_ext.model.param_count import zoo_module
+    from lzero_ext.entry.suite import zoo_module
 
     extra = dict(games_dir=jericho_dir) if suite == "jericho" else {}
     configs = zoo_module(suite).build_configs("smoke", exp_name=exp, cuda=device.type == "cuda", **extra)
@@ -283,7 +283,7 @@ def check_pipeline(suite: str, device: torch.device, workdir: str, *, jericho_di
     step, evaluation and a checkpoint (one iteration), then a resume from that checkpoint to iteration 2.
     ``tiny``: short Atari episodes and no baseline evaluation before training (a CPU dry run)."""
     from lzero_ext.entry import train_scalezero
-    from lzero_ext.model.param_count import zoo_module
+    from lzero_ext.entry.suite import zoo_module
 
     exp = os.path.join(workdir, suite)
     budget = zoo_module(suite).PRESETS["smoke"].max_env_step
@@ -543,15 +543,15 @@ def run_checks(args: argparse.Namespace) -> List[Row]:
 def _atari_games(preset: str, tasks: int) -> List[str]:
     from zoo.atari.config.scalezero_multitask_config import ATARI26, PRESETS
 
-    games = list(PRESETS[preset].games) + [g for g in ATARI26 if g not in PRESETS[preset].games]
+    games = list(PRESETS[preset].tasks) + [g for g in ATARI26 if g not in PRESETS[preset].tasks]
     return games[:tasks]
 
 
 def _jericho_games_present(directory: Optional[str]) -> bool:
     from lzero_ext.envs.jericho_env import game_dir
-    from lzero_ext.model.param_count import zoo_module
+    from lzero_ext.entry.suite import zoo_module
 
-    games = zoo_module("jericho").PRESETS["smoke"].games
+    games = zoo_module("jericho").PRESETS["smoke"].tasks
     return all((game_dir(directory) / f"{g}.z5").is_file() for g in games)
 
 

@@ -17,8 +17,8 @@ from zoo.jericho.config.scalezero_jericho_multitask_config import PRESETS, build
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = PRESETS["smoke"]
 needs_games = pytest.mark.skipif(
-    not all((game_dir() / f"{g}.z5").is_file() for g in SMOKE.games),
-    reason=f"Jericho game files {list(SMOKE.games)} not found in {game_dir()} (set ${GAME_DIR_ENV_VAR})")
+    not all((game_dir() / f"{g}.z5").is_file() for g in SMOKE.tasks),
+    reason=f"Jericho game files {list(SMOKE.tasks)} not found in {game_dir()} (set ${GAME_DIR_ENV_VAR})")
 
 
 def _tiny_configs(tmp_path: Path, *, max_steps: int = 4, seq_len: int = 32):
@@ -48,7 +48,7 @@ def test_tiny_run_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = train_scalezero(_tiny_configs(tmp_path), max_env_step=8, max_train_iter=2, exp_name=str(tmp_path / "exp"),
                              score_kind="raw", checkpoint_freq=100, progress=False)
-    _check_run(tmp_path, result, SMOKE.games)
+    _check_run(tmp_path, result, SMOKE.tasks)
 
     # The frozen MiniLM stays the installed one in both models (the target update skips it, and lightzero's
     # init_weights pass must not re-initialise it).
@@ -80,7 +80,7 @@ def test_smoke_preset_end_to_end(tmp_path, monkeypatch):
     configs = build_configs("smoke", exp_name=str(tmp_path / "exp"), cuda=False)
     result = train_scalezero(configs, max_env_step=SMOKE.max_env_step, exp_name=str(tmp_path / "exp"),
                              score_kind="raw", checkpoint_freq=SMOKE.checkpoint_freq, progress=False)
-    _check_run(tmp_path, result, SMOKE.games)
+    _check_run(tmp_path, result, SMOKE.tasks)
 
 
 @needs_games
@@ -97,7 +97,7 @@ def test_configs_share_one_padded_action_space(tmp_path):
 
 def test_jericho4_preset_settings():
     preset = PRESETS["jericho4"]
-    assert preset.games == ("detective", "omniquest", "acorncourt", "zork1") and preset.max_steps is None
+    assert preset.tasks == ("detective", "omniquest", "acorncourt", "zork1") and preset.max_steps is None
 
 
 def test_bad_games_are_clear_errors(tmp_path):
@@ -122,12 +122,12 @@ def test_cli_missing_game_directory_is_one_line(tmp_path):
 @needs_games
 def test_dps_needs_a_target_per_game(tmp_path):
     from lzero_ext.dps import controller_from_config
-    from zoo.jericho.config.scalezero_jericho_multitask_config import parse_targets
+    from lzero_ext.entry.suite import parse_targets
 
     targets = parse_targets(["detective=5", "omniquest=2.5"])
     configs = build_configs("smoke", exp_name=str(tmp_path / "exp"), cuda=False, dps_targets=targets)
     dps = configs[0][0].policy.dps
-    assert dps.enabled and controller_from_config(dps, list(SMOKE.games)).targets == targets
+    assert dps.enabled and controller_from_config(dps, list(SMOKE.tasks)).targets == targets
     assert not build_configs("smoke", exp_name=str(tmp_path / "exp"), cuda=False)[0][0].policy.dps.enabled
     with pytest.raises(ValueError, match="missing \\['omniquest'\\]"):
         build_configs("smoke", exp_name=str(tmp_path / "exp"), cuda=False, dps_targets={"detective": 5})

@@ -1,8 +1,8 @@
-"""The parameter report (lzero_ext/model/param_count.py) against a hand count of a tiny model."""
+"""The parameter report (lzero_ext/param_count.py) against a hand count of a tiny model."""
 import pytest
 
 from lzero_ext.dps import apply_staged_lora, set_dps_stage
-from lzero_ext.model.param_count import PARTS, count_parameters, format_parameter_table, main
+from lzero_ext.param_count import PARTS, count_parameters, format_parameter_table, main
 from lzero_ext.model.scalezero_model import ScaleZeroModel
 
 D, HIDDEN, VIT_W, VIT_MLP, TASKS, EXPERTS, ACTIONS, TOKENS, SUPPORT = 16, 64, 8, 16, 2, 4, 3, 8, 101

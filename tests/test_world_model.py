@@ -14,7 +14,7 @@ from lzero.mcts import UniZeroMCTSCtree
 from lzero.mcts.tree_search.mcts_ctree_sampled import SampledUniZeroMCTSCtree
 
 from lzero_ext.model.moe import MoEFeedForward
-from lzero_ext.model.param_count import count_parameters, format_parameter_table
+from lzero_ext.param_count import count_parameters, format_parameter_table
 from lzero_ext.model.scalezero_model import SampledScaleZeroModel, ScaleZeroModel
 from lzero_ext.model.world_model import TaskSwitch
 

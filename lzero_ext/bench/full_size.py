@@ -20,7 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from tabulate import tabulate
 
 from lzero_ext.bench.common import machine_load, set_threads
-from lzero_ext.model.param_count import SUITES, count_parameters, format_parameter_table, zoo_module
+from lzero_ext.entry.suite import zoo_module
+from lzero_ext.param_count import SUITES, count_parameters, format_parameter_table
 
 PRESET_SUITES = {'atari8': 'atari', 'atari26': 'atari', 'dmc18': 'dmc', 'jericho4': 'jericho'}
 

@@ -63,7 +63,7 @@ def _preset(settings: Any, max_episode_steps: int) -> Any:
                   game_segment_length=s.game_segment_length, num_unroll_steps=s.num_unroll_steps,
                   infer_context=s.infer_context, eval_freq=s.eval_freq, max_episode_steps=max_episode_steps,
                   replay_buffer_size=int(1e6), checkpoint_freq=int(1e10), encoder_channels=s.encoder_channels,
-                  updates_per_round=s.updates_per_round, learning_rate=s.learning_rate,
+                  update_per_collect=s.updates_per_round, learning_rate=s.learning_rate,
                   dps_min_stage0_iters=s.dps_min_stage0_iters, dps_max_stage_iters=s.dps_max_stage_iters)
 
 

@@ -1,16 +1,15 @@
-"""The command line shared by every zoo multi-task config (Atari, DMC, Jericho).
+"""The command line shared by every zoo multi-task config (Atari, DMC, Jericho, MinAtar).
 
-A zoo config supplies its presets and a ``build_configs`` function; this module adds the common
-flags, runs :func:`train_scalezero` and turns bad input into one clear line instead of a traceback.
+:meth:`lzero_ext.entry.suite.Suite.main` builds its parser here (the common flags), then :func:`run_cli`
+runs :func:`train_scalezero` and turns bad input into one clear line instead of a traceback.
 
-Example (a zoo config's ``main``)::
+Example::
 
-    def main(argv=None):
-        parser = scalezero_arg_parser(__doc__, presets=PRESETS, default_preset="cpu", task_flag="--games")
-        args = parse_scalezero_args(parser, argv)
-        run_cli(args, lambda **run_keys: build_configs(args.preset, games=args.tasks, dense=args.dense, ..., **run_keys),
-                max_env_step=args.max_env_step or PRESETS[args.preset].max_env_step, score_kind="atari",
-                checkpoint_freq=PRESETS[args.preset].checkpoint_freq)
+    parser = scalezero_arg_parser(__doc__, presets=PRESETS, default_preset="cpu", task_flag="--games")
+    args = parse_scalezero_args(parser, argv)
+    run_cli(args, lambda **run_keys: build_configs(args.preset, games=args.tasks, **run_keys),
+            max_env_step=args.max_env_step or PRESETS[args.preset].max_env_step, score_kind="atari",
+            checkpoint_freq=PRESETS[args.preset].checkpoint_freq)
 """
 import argparse
 import os

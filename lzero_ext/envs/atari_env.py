@@ -72,16 +72,6 @@ class AtariMultiTaskEnv(ScaleZeroEnv):
         episode_life=True,
         # (bool) Rewards are clipped to their sign (training only; evaluator envs set False).
         clip_rewards=True,
-        # (int) Number of collector env instances (read by create_collector_env_cfg).
-        collector_env_num=8,
-        # (int) Number of evaluator env instances (read by create_evaluator_env_cfg).
-        evaluator_env_num=3,
-        # (int) Episodes per evaluation.
-        n_evaluator_episode=3,
-        # (float) Evaluation return at which training stops.
-        stop_value=int(1e6),
-        # (dict) Env manager settings; observations are dicts, so no shared memory.
-        manager=dict(shared_memory=False, ),
     )
 
     def __init__(self, cfg: dict) -> None:

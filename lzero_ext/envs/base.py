@@ -5,20 +5,34 @@ from typing import Any, Dict, List
 
 import numpy as np
 from ding.envs import BaseEnv
+from ding.utils import deep_merge_dicts
 from easydict import EasyDict
 
 
 class ScaleZeroEnv(BaseEnv):
-    """Base of the project's envs. Subclasses define ``config`` (every key documented once) and may set
-    ``EVALUATOR_OVERRIDES``: keys the evaluator's copies change (e.g. Atari's raw rewards, full games)."""
+    """Base of the project's envs. Subclasses define ``config`` (their own keys, each documented once; they may
+    replace a key of ``ScaleZeroEnv.config``) and may set ``EVALUATOR_OVERRIDES``: keys the evaluator's copies
+    change (e.g. Atari's raw rewards, full games)."""
 
-    config: Dict[str, Any] = {}
+    # The keys every env shares: env counts, evaluation and the env manager (read by lightzero's entries).
+    config: Dict[str, Any] = dict(
+        # (int) Number of collector env instances (read by create_collector_env_cfg).
+        collector_env_num=8,
+        # (int) Number of evaluator env instances (read by create_evaluator_env_cfg).
+        evaluator_env_num=3,
+        # (int) Episodes per evaluation.
+        n_evaluator_episode=3,
+        # (float) Evaluation return at which lightzero's entries stop training.
+        stop_value=int(1e6),
+        # (dict) Env manager settings; observations are dicts, so no shared memory.
+        manager=dict(shared_memory=False, ),
+    )
     EVALUATOR_OVERRIDES: Dict[str, Any] = {}
 
     @classmethod
     def default_config(cls: type) -> EasyDict:
-        """The default config, a deep copy of ``cls.config``."""
-        cfg = EasyDict(copy.deepcopy(cls.config))
+        """The default config: ``ScaleZeroEnv.config`` with the subclass's ``config`` merged over it (a deep copy)."""
+        cfg = EasyDict(deep_merge_dicts(ScaleZeroEnv.config, cls.config))
         cfg.cfg_type = cls.__name__ + 'Dict'
         return cfg
 

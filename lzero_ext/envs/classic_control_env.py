@@ -58,16 +58,6 @@ class ClassicControlEnv(ScaleZeroEnv):
         max_episode_steps=None,
         # (dict) Extra keyword arguments of gymnasium.make, e.g. dict(is_slippery=False) for FrozenLake-v1 (gymnasium only).
         make_kwargs=dict(),
-        # (int) Number of collector env instances (read by create_collector_env_cfg).
-        collector_env_num=8,
-        # (int) Number of evaluator env instances (read by create_evaluator_env_cfg).
-        evaluator_env_num=3,
-        # (int) Episodes per evaluation.
-        n_evaluator_episode=3,
-        # (float) Evaluation return at which lightzero's entries stop training.
-        stop_value=int(1e6),
-        # (dict) Env manager settings; observations are dicts, so no shared memory.
-        manager=dict(shared_memory=False, ),
     )
 
     def __init__(self, cfg: dict) -> None:

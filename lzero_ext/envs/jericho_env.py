@@ -230,16 +230,10 @@ class JerichoMultiTaskEnv(ScaleZeroEnv):
         fallback_action='look',
         # (int) Valid-action lists cached per game and process (keyed by world-state hash); 0 disables the cache.
         valid_action_cache_size=10_000,
-        # (int) Number of collector env instances (read by create_collector_env_cfg).
+        # One collector env, one evaluator env, one episode per evaluation (ScaleZeroEnv.config: 8 / 3 / 3).
         collector_env_num=1,
-        # (int) Number of evaluator env instances (read by create_evaluator_env_cfg).
         evaluator_env_num=1,
-        # (int) Episodes per evaluation.
         n_evaluator_episode=1,
-        # (float) Evaluation return at which training stops.
-        stop_value=int(1e6),
-        # (dict) Env manager settings; observations are dicts, so no shared memory.
-        manager=dict(shared_memory=False, ),
     )
 
     def __init__(self, cfg: dict) -> None:

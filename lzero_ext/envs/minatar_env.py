@@ -95,16 +95,6 @@ class MinAtarEnv(ScaleZeroEnv):
         # (int|None) Cap on agent steps (= game frames) per episode, a truncation; None: the game's own end only
         # (Freeway ends itself after 2,500 frames; the others at game over).
         max_episode_steps=10_000,
-        # (int) Number of collector env instances (read by create_collector_env_cfg).
-        collector_env_num=8,
-        # (int) Number of evaluator env instances (read by create_evaluator_env_cfg).
-        evaluator_env_num=3,
-        # (int) Episodes per evaluation.
-        n_evaluator_episode=3,
-        # (float) Evaluation return at which lightzero's entries stop training.
-        stop_value=int(1e6),
-        # (dict) Env manager settings; observations are dicts, so no shared memory.
-        manager=dict(shared_memory=False, ),
     )
 
     def __init__(self, cfg: dict) -> None:

@@ -1,7 +1,7 @@
 """Parameter counts of a ScaleZero model by part: ``stored`` and ``active`` per token.
 
-``python -m lzero_ext.model.param_count --preset atari8`` prints the table of a paper preset
-(``--suite atari|dmc|jericho``, ``--dense``, ``--dps-stage S``); the model is built on the CPU.
+``python -m lzero_ext.param_count --preset atari8`` prints the table of a zoo preset
+(``--suite atari|dmc|jericho|minatar``, ``--dense``, ``--dps-stage S``); the model is built on the CPU.
 
 Parts (``PARTS``): ``encoder`` (observation encoder and its latent norm), ``embeddings`` (action,
 position, task), the transformer's ``attention`` (Q/K/V/output projections), ``norms`` (its
@@ -22,13 +22,14 @@ from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from torch import nn
 
+from lzero_ext.entry.suite import ZOO_MODULES, zoo_module
 from lzero_ext.model.moe import MoEFeedForward
-from lzero_ext.model.world_model import TaskSwitch
+from lzero_ext.model.task_routing import TaskSwitch
 
 PARTS = ('encoder', 'embeddings', 'attention', 'norms', 'ffn', 'router', 'routed_experts', 'shared_experts', 'heads',
          'adapters')
 TRANSFORMER_PARTS = ('attention', 'norms', 'ffn', 'router', 'routed_experts', 'shared_experts')
-SUITES = frozenset({'atari', 'dmc', 'jericho'})
+SUITES = frozenset(ZOO_MODULES)
 
 
 def _adapter_fraction(layer: nn.Module, name: str) -> float:
@@ -127,7 +128,6 @@ def print_parameter_table(model: nn.Module) -> Dict[str, Dict[str, float]]:
 
 def preset_model(suite: str, preset: str, *, dense: bool = False, dps_stage: Optional[int] = None) -> nn.Module:
     """The model a zoo preset builds (CPU), with DPS adapters at ``dps_stage`` when given."""
-    import lzero_ext  # noqa: F401  (registers models and policies)
     from lzero_ext.entry.configs import compile_task_configs
     from lzero_ext.model.scalezero_model import SampledScaleZeroModel, ScaleZeroModel
 
@@ -144,15 +144,6 @@ def preset_model(suite: str, preset: str, *, dense: bool = False, dps_stage: Opt
         apply_staged_lora(model, **{key: dps[key] for key in LORA_KEYS})
         set_dps_stage(model, dps_stage)
     return model
-
-
-def zoo_module(suite: str):
-    """The zoo config module of ``suite`` (its ``PRESETS`` and ``build_configs``)."""
-    import importlib
-
-    return importlib.import_module({'atari': 'zoo.atari.config.scalezero_multitask_config',
-                                    'dmc': 'zoo.dmc.config.scalezero_dmc_multitask_config',
-                                    'jericho': 'zoo.jericho.config.scalezero_jericho_multitask_config'}[suite])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -1,0 +1,213 @@
+"""One builder and command line for every zoo config: a suite is its presets and its task specs.
+
+A zoo config (``zoo/<suite>/config/*.py``) declares a :class:`Suite`: its presets (keyword dataclasses
+over :class:`SuitePreset`), the RunConfig fields that differ from the defaults, and how a task name
+becomes a :class:`~lzero_ext.entry.run_config.TaskEnvSpec`. :meth:`Suite.build_configs` turns a preset
+into the per-task LightZero config pairs, and :meth:`Suite.main` is the suite's command line.
+
+Example::
+
+    >>> from lzero_ext.entry.suite import zoo_module
+    >>> suite = zoo_module("atari").SUITE
+    >>> [main.env.env_id for main, _ in suite.build_configs("smoke", games=["Pong"], exp_name="runs/p", cuda=False)]
+    ['Pong']
+"""
+import argparse
+import importlib
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from easydict import EasyDict
+
+from lzero_ext.entry.run_config import RunConfig, TaskEnvSpec, build_task_configs
+
+ZOO_MODULES: Dict[str, str] = {
+    "atari": "zoo.atari.config.scalezero_multitask_config",
+    "dmc": "zoo.dmc.config.scalezero_dmc_multitask_config",
+    "jericho": "zoo.jericho.config.scalezero_jericho_multitask_config",
+    "minatar": "zoo.minatar.config.scalezero_minatar_multitask_config",
+}
+
+
+def zoo_module(suite: str) -> ModuleType:
+    """The zoo config module of ``suite`` (its ``SUITE``, ``PRESETS`` and ``build_configs``)."""
+    if suite not in ZOO_MODULES:
+        raise ValueError(f"unknown suite {suite!r}; choose from {sorted(ZOO_MODULES)}")
+    return importlib.import_module(ZOO_MODULES[suite])
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuitePreset:
+    """Sizes every suite's presets have; a suite's preset class adds its own (episode caps, encoders)."""
+
+    tasks: Tuple[str, ...]  # the preset's games or tasks
+    max_env_step: int  # per task
+    embed_dim: int  # transformer width
+    num_layers: int
+    num_heads: int
+    num_experts: int  # routed MoE experts per block
+    num_simulations: int  # MCTS simulations per step
+    batch_size: int  # per task
+    collector_env_num: int
+    evaluator_env_num: int
+    n_evaluator_episode: Optional[int] = None  # episodes per evaluation; None: evaluator_env_num
+    game_segment_length: int
+    num_unroll_steps: int  # >= 4: lightzero's loss logging indexes the middle of the unroll
+    infer_context: int
+    eval_freq: int  # learner iterations between evaluations
+    replay_buffer_size: int  # per task
+    checkpoint_freq: int  # learner iterations between checkpoints
+    learning_rate: float = 1e-4
+    update_per_collect: Optional[int] = None  # learner steps per collection round; None: replay ratio 0.25
+    torch_threads: Optional[int] = None  # intra-op CPU threads of a CPU run (--threads overrides); None: torch's default
+    dps_min_stage0_iters: int = 50_000  # --dps: train iterations before the first stage switch (docs/dps.md)
+    dps_max_stage_iters: int = 20_000  # --dps: a stage ends after this many iterations at the latest
+
+    def task_sizes(self) -> Dict[str, Any]:
+        """The :class:`TaskEnvSpec` sizes this preset sets: batch, env counts, episodes, env manager."""
+        return dict(batch_size=self.batch_size, collector_env_num=self.collector_env_num,
+                    evaluator_env_num=self.evaluator_env_num, n_evaluator_episode=self.n_evaluator_episode,
+                    env_manager="subprocess" if self.collector_env_num > 1 else "base")
+
+
+@dataclass(frozen=True)
+class SuiteFlag:
+    """A command-line flag of one suite only; its value reaches ``task_specs`` as ``keyword``."""
+
+    flag: str  # e.g. '--game-dir'
+    keyword: str  # keyword of build_configs and task_specs, e.g. 'games_dir'
+    options: Mapping[str, Any] = field(default_factory=dict)  # argparse add_argument keywords
+
+
+@dataclass(frozen=True, kw_only=True)
+class Suite:
+    """A benchmark suite: presets, the run fields it changes, and its task specs."""
+
+    name: str  # default experiment directory: data_scalezero/<name>_<preset>_<moe|dense>[_dps]_<N><games|tasks>
+    doc: str  # the command line's help (the zoo module's docstring)
+    presets: Mapping[str, SuitePreset]
+    cpu_preset: str = "cpu"  # default preset without a GPU
+    gpu_preset: str  # default preset with one
+    task_flag: str = "--games"  # the flag (and build_configs keyword) naming the tasks
+    task_help: str
+    score_kind: str  # the summary's score column: 'atari' (HNS), 'dmc' (return/1000) or 'raw'
+    # (preset, cuda) -> RunConfig fields beyond the preset's shared sizes (policy type, discount, extras)
+    run_fields: Callable[[Any, bool], Dict[str, Any]]
+    # (preset, task names, **flag values) -> one TaskEnvSpec per task; a clear ValueError for an unknown task
+    task_specs: Callable[..., List[TaskEnvSpec]]
+    dps: Mapping[str, Any]  # policy.dps settings besides enabled and the preset's iteration limits
+    needs_dps_targets: bool = False  # no target table: --dps needs --dps-target GAME=SCORE for every task
+    flags: Tuple[SuiteFlag, ...] = ()
+
+    @property
+    def task_keyword(self) -> str:
+        return self.task_flag.lstrip("-").replace("-", "_")
+
+    def preset(self, name: str) -> SuitePreset:
+        if name not in self.presets:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(self.presets)}")
+        return self.presets[name]
+
+    def run_config(self, preset: SuitePreset, *, exp_name: str, cuda: bool, dense: bool = False, dps: bool = False,
+                   dps_targets: Optional[Mapping[str, float]] = None, engine: Optional[str] = None,
+                   amp: Optional[str] = None, compile: Optional[bool] = None) -> RunConfig:
+        """The run-level settings at the preset's sizes; ``dps_targets`` (score per task) turn DPS on too."""
+        dps_block = dict(enabled=dps or dps_targets is not None, **self.dps,
+                         min_stage0_iters=preset.dps_min_stage0_iters, max_stage_iters=preset.dps_max_stage_iters)
+        if dps_targets is not None:
+            dps_block["targets"] = dict(dps_targets)
+        fields = dict(exp_name=exp_name, cuda=cuda, embed_dim=preset.embed_dim, num_layers=preset.num_layers,
+                      num_heads=preset.num_heads, dense=dense, num_experts=preset.num_experts,
+                      num_simulations=preset.num_simulations, num_unroll_steps=preset.num_unroll_steps,
+                      infer_context=preset.infer_context, game_segment_length=preset.game_segment_length,
+                      learning_rate=preset.learning_rate, update_per_collect=preset.update_per_collect,
+                      eval_freq=preset.eval_freq, replay_buffer_size=preset.replay_buffer_size,
+                      engine=engine, amp=amp, compile=compile, dps=dps_block)
+        return RunConfig(**{**fields, **self.run_fields(preset, cuda)})
+
+    def build_configs(self, preset_name: str, *, dense: bool = False, exp_name: Optional[str] = None,
+                      cuda: Optional[bool] = None, dps: bool = False, dps_targets: Optional[Mapping[str, float]] = None,
+                      engine: Optional[str] = None, amp: Optional[str] = None, compile: Optional[bool] = None,
+                      **keys: Any) -> List[Tuple[EasyDict, EasyDict]]:
+        """All tasks' config pairs for a preset. ``keys``: the task list under the suite's task keyword
+        (``games`` or ``tasks``; default: the preset's) and the suite's own flags (e.g. Jericho's ``games_dir``);
+        ``engine``, ``amp`` and ``compile`` are :class:`RunConfig`'s, None: the policy's defaults."""
+        import torch
+
+        preset = self.preset(preset_name)
+        allowed = {self.task_keyword} | {f.keyword for f in self.flags}
+        unknown = sorted(set(keys) - allowed)
+        if unknown:
+            raise TypeError(f"build_configs of {self.name} got unexpected keywords {unknown}; it takes {sorted(allowed)}")
+        names = list(keys.pop(self.task_keyword, None) or preset.tasks)
+        if len({n.lower() for n in names}) != len(names):
+            raise ValueError(f"{self.task_keyword} must be distinct, got {names}")
+        specs = self.task_specs(preset, names, **keys)  # a clear error for an unknown task, before anything starts
+        if dps and self.needs_dps_targets and dps_targets is None:
+            raise ValueError(f"DPS on {self.name} needs a target score for every task (there is no target table)")
+        if dps_targets is not None and self.needs_dps_targets and set(dps_targets) != {s.name for s in specs}:
+            raise ValueError(f"--dps needs one --dps-target per task: missing "
+                             f"{sorted({s.name for s in specs} - set(dps_targets))}, "
+                             f"unknown {sorted(set(dps_targets) - {s.name for s in specs})}")
+        cuda = torch.cuda.is_available() if cuda is None else cuda
+        dps_on = dps or dps_targets is not None
+        variant = ("dense" if dense else "moe") + ("_dps" if dps_on else "")
+        exp_name = exp_name or f"data_scalezero/{self.name}_{preset_name}_{variant}_{len(specs)}{self.task_keyword}"
+        run = self.run_config(preset, exp_name=exp_name, cuda=cuda, dense=dense, dps=dps, dps_targets=dps_targets,
+                              engine=engine, amp=amp, compile=compile)
+        return build_task_configs(run, specs)
+
+    # ------------------------------------------------------------------ command line
+    def arg_parser(self) -> argparse.ArgumentParser:
+        """The shared flags (lzero_ext.entry.cli) and this suite's own."""
+        import torch
+
+        from lzero_ext.entry.cli import scalezero_arg_parser
+
+        default = self.gpu_preset if torch.cuda.is_available() else self.cpu_preset
+        parser = scalezero_arg_parser(self.doc, presets=self.presets, default_preset=default,
+                                      task_flag=self.task_flag, task_help=self.task_help)
+        for flag in self.flags:
+            parser.add_argument(flag.flag, dest=flag.keyword, **flag.options)
+        if self.needs_dps_targets:
+            parser.add_argument("--dps-target", nargs="+", default=[], metavar="GAME=SCORE",
+                                help=f"with --dps: the score that counts each game as solved ({self.name} has no target table)")
+        return parser
+
+    def main(self, argv: Optional[Sequence[str]] = None) -> None:
+        """``python -m zoo.<suite>.config.<module>``: parse the flags, build the configs, train."""
+        from lzero_ext.entry.cli import parse_scalezero_args, run_cli
+
+        parser = self.arg_parser()
+        args = parse_scalezero_args(parser, argv)
+        targets = None
+        if self.needs_dps_targets and args.dps:
+            if not args.dps_target:
+                parser.error(f"--dps on {self.name} needs --dps-target GAME=SCORE for every game (there is no target table)")
+            try:
+                targets = parse_targets(args.dps_target)
+            except ValueError as error:
+                parser.error(str(error))
+        keys = {self.task_keyword: args.tasks, **{f.keyword: getattr(args, f.keyword) for f in self.flags}}
+        preset = self.presets[args.preset]
+        run_cli(args, lambda **run_keys: self.build_configs(
+                    args.preset, dense=args.dense, exp_name=args.exp_name, cuda=args.cuda,
+                    dps=args.dps, dps_targets=targets, **keys, **run_keys),
+                torch_threads=preset.torch_threads, max_env_step=args.max_env_step or preset.max_env_step,
+                score_kind=self.score_kind, checkpoint_freq=preset.checkpoint_freq)
+
+
+def parse_targets(pairs: Sequence[str]) -> Dict[str, float]:
+    """``['detective=100', 'zork1=20']`` -> ``{'detective': 100.0, 'zork1': 20.0}`` (clear error otherwise)."""
+    targets = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            targets[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise ValueError(f"--dps-target takes GAME=SCORE, got {pair!r}")
+    return targets
+
