@@ -198,3 +198,20 @@ def test_a_context_shorter_than_four_tokens_is_refused():
     model = _discrete(False, context_length=2)
     with pytest.raises(ValueError, match="context_length must be >= 4"):
         InferenceCache(model.world_model, {0: 1}, num_simulations=2)
+
+
+def test_heads_changed_between_calls_are_used_not_a_stale_stacked_copy():
+    """The per-task heads are stacked once and cached: an optimizer's in-place step and a replaced layer must
+    both reach the next call."""
+    model = _discrete(True)
+    episodes = [Episode(model, task_id=0, obs_dim=4, envs=2, seed=1), Episode(model, task_id=1, obs_dim=6, envs=3)]
+    _run_scenario(model, episodes, steps=2, width_obs=6, width_act=1)
+    world_model = model.world_model
+    with torch.no_grad():
+        for head in (world_model.head_value, world_model.head_policy):
+            for param in head.parameters():
+                param.add_(0.05 * torch.randn_like(param))  # as an optimizer step does: in place
+    old = world_model.head_rewards.per_task[1].head_module[0]
+    new = torch.nn.Linear(old.in_features, old.out_features)
+    world_model.head_rewards.per_task[1].head_module[0] = new  # a replaced layer (same shapes, new weights)
+    _run_scenario(model, episodes, steps=2, width_obs=6, width_act=1, clear_at=(0,), seed=1)

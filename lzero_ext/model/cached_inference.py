@@ -121,13 +121,23 @@ def _per_task_max(values: np.ndarray, rows: TaskRows) -> np.ndarray:
     return out
 
 
-Layer = Callable[[Tensor, Tensor], Tensor]  # (h (T, R, in), task index (T,)) -> (T, R, out)
+Layer = Callable[[Tensor, Optional[Tensor]], Tensor]  # (h (T, R, in), task index (T,) or None: all) -> (T, R, out)
 
 
-def _stacked_head(switch: TaskSwitch) -> Optional[List[Layer]]:
-    """Per-task heads of the form Linear -> GELU -> Linear [-> LayerNorm] as layers over stacked per-task weights
-    (``(T, in, out)`` matrices, ``(T, 1, out)`` biases and gains), cached until a weight changes; None for any other
-    head (shared, continuous, wrapped by DPS adapters)."""
+def _pick(stacked: Tensor, tasks: Optional[Tensor]) -> Tensor:
+    """The rows of per-task ``stacked`` weights for ``tasks`` (None: every task in order, no copy)."""
+    return stacked if tasks is None else stacked.index_select(0, tasks)
+
+
+def _head_layout(switch: TaskSwitch) -> Tuple[int, ...]:
+    """Identities of the per-task heads' layers: changes when a layer is replaced (e.g. wrapped by DPS)."""
+    return tuple(id(layer) for head in switch.per_task._modules.values()
+                 for layer in getattr(head.head_module, '_modules', {}).values())
+
+
+def _stackable_layers(switch: TaskSwitch) -> Optional[Tuple[List[type], List[nn.Sequential], List[Tensor]]]:
+    """The layer kinds, per-task sequences and parameters of heads of the form Linear -> GELU -> Linear
+    [-> LayerNorm]; None for any other head (shared, continuous, wrapped by DPS adapters)."""
     if switch.shared or switch.input_widths is not None:
         return None
     sequences = [head.head_module for head in switch.per_task]
@@ -137,9 +147,23 @@ def _stacked_head(switch: TaskSwitch) -> Optional[List[Layer]]:
     if kinds[:3] != [nn.Linear, nn.GELU, nn.Linear] or kinds[3:] not in ([], [nn.LayerNorm]) or \
             any([type(layer) for layer in seq] != kinds for seq in sequences):
         return None
-    stamp = tuple((p.data_ptr(), p._version) for seq in sequences for p in seq.parameters())
+    return kinds, sequences, [p for seq in sequences for p in seq.parameters()]
+
+
+def _stacked_head(switch: TaskSwitch) -> Optional[List[Layer]]:
+    """Per-task heads of the form Linear -> GELU -> Linear [-> LayerNorm] as layers over stacked per-task weights
+    (``(T, in, out)`` matrices, ``(T, 1, out)`` biases and gains), cached until a weight changes or a layer is
+    replaced; None for any other head. A call costs a few attribute reads: it runs twice per simulation."""
+    layout = _head_layout(switch)
     cached = switch.__dict__.get('_stacked_head')
-    if cached is None or cached[0] != stamp:
+    if cached is None or cached['layout'] != layout:
+        cached = switch.__dict__['_stacked_head'] = dict(layout=layout, stackable=_stackable_layers(switch),
+                                                         stamp=None, layers=None)
+    if cached['stackable'] is None:
+        return None
+    kinds, sequences, params = cached['stackable']
+    stamp = [(p.data_ptr(), p._version) for p in params]
+    if cached['stamp'] != stamp:
         layers: List[Layer] = []
         with torch.no_grad():
             for index, kind in enumerate(kinds):
@@ -150,39 +174,39 @@ def _stacked_head(switch: TaskSwitch) -> Optional[List[Layer]]:
                 weight = torch.stack([m.weight.T if kind is nn.Linear else m.weight[None] for m in modules])
                 bias = torch.stack([m.bias[None] for m in modules])                 # (T, 1, out)
                 if kind is nn.Linear:                                               # weight (T, in, out)
-                    layers.append(lambda h, tasks, w=weight, b=bias:
-                                  torch.baddbmm(b.index_select(0, tasks), h, w.index_select(0, tasks)))
+                    layers.append(lambda h, tasks, w=weight, b=bias: torch.baddbmm(_pick(b, tasks), h, _pick(w, tasks)))
                 else:                                                               # LayerNorm gain (T, 1, D)
                     layers.append(lambda h, tasks, w=weight, b=bias, eps=modules[0].eps:
-                                  F.layer_norm(h, h.shape[-1:], eps=eps) * w.index_select(0, tasks)
-                                  + b.index_select(0, tasks))
-        cached = switch.__dict__['_stacked_head'] = (stamp, layers)
-    return cached[1]
+                                  torch.addcmul(_pick(b, tasks), F.layer_norm(h, h.shape[-1:], eps=eps), _pick(w, tasks)))
+        cached.update(stamp=stamp, layers=layers)
+    return cached['layers']
 
 
 @functools.lru_cache(maxsize=256)
-def _task_layout(rows: TaskRows, device: torch.device) -> Tuple[Tensor, Tensor, int]:
+def _task_layout(rows: TaskRows, num_tasks: int, device: torch.device) -> Tuple[Tensor, Optional[Tensor], int, int]:
     """Where each row of a mixed batch sits in a ``(T, R)`` layout (every task padded to the most rows), the
-    tasks' ids, and R."""
+    tasks' ids (None when they are all ``num_tasks`` in order: the stacked weights need no selection), T and R."""
     longest = max(stop - start for _, start, stop in rows.segments)
     slots = torch.cat([torch.arange(start, stop) - start + i * longest for i, (_, start, stop) in enumerate(rows.segments)])
-    return slots.to(device), torch.as_tensor(rows.tasks, device=device), longest
+    every_task = list(rows.tasks) == list(range(num_tasks))
+    tasks = None if every_task else torch.as_tensor(rows.tasks, device=device)
+    return slots.to(device), tasks, len(rows.tasks), longest
 
 
-def _batched_head(layers: List[Layer], x: Tensor, rows: TaskRows) -> Tensor:
+def _batched_head(layers: List[Layer], x: Tensor, rows: TaskRows, num_tasks: int) -> Tensor:
     """Every task's head on its rows at once, one batched matmul per layer: ``(B, 1, D) -> (B, out)``."""
-    slots, tasks, longest = _task_layout(rows, x.device)
-    h = x.new_zeros(len(tasks) * longest, x.shape[-1]).index_copy_(0, slots, x[:, 0]).view(len(tasks), longest, -1)
+    slots, tasks, count, longest = _task_layout(rows, num_tasks, x.device)
+    h = x.new_zeros(count * longest, x.shape[-1]).index_copy_(0, slots, x[:, 0]).view(count, longest, -1)
     for layer in layers:
         h = layer(h, tasks)                                                           # (T, R, out)
-    return h.reshape(len(tasks) * longest, -1).index_select(0, slots)                 # (B, out)
+    return h.reshape(count * longest, -1).index_select(0, slots)                      # (B, out)
 
 
 def _head(switch: TaskSwitch, x: Tensor, rows: TaskRows) -> Tensor:
     """A lightzero head (``Head`` or continuous ``PolicyHeadCont``) on one token per row: ``(B, 1, D) -> (B, out)``."""
     stacked = _stacked_head(switch) if len(rows.segments) > 1 else None
     if stacked is not None:
-        return _batched_head(stacked, x, rows)
+        return _batched_head(stacked, x, rows, len(switch.per_task))
 
     def run(head, x_t):
         out = _sequential(head.head_module, x_t)

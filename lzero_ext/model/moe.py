@@ -247,7 +247,7 @@ class MoEFeedForward(nn.Module):
         if routed is None:
             routed = self._expert_slices(sorted_tokens, flat_expert_ids)
         routed = routed * sorted_weights.to(routed.dtype)                # (N*k, D), gate-weighted
-        output = self._shared_output(flat, inference=False)              # (N, D)
+        output = self._shared_output(flat, inference=not (self.training or torch.is_grad_enabled()))  # (N, D)
         output.index_add_(0, token_ids, routed.to(output.dtype))         # (N, D), adds the k experts of each token
         return output
 
