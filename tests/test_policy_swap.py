@@ -1,19 +1,18 @@
-"""Swapping ScaleZero into lightzero's own UniZero CartPole pipeline by changing only the policy type."""
+"""Swapping ScaleZero into lightzero's own UniZero pipelines (CartPole, Atari) by changing only the policy type."""
 import copy
-import importlib.util
 import math
-import shutil
-import subprocess
-import sys
-from pathlib import Path
+import re
 
 import pytest
 
 import lzero_ext  # noqa: F401
-from lzero_ext.entry import train_scalezero
+from lzero_ext.entry import config_from_main, train_scalezero
+
+# What lightzero / ding print on a run: optimizer groups, env spaces, worker chatter, result tables.
+LIGHTZERO_NOISE = re.compile(r"num decayed|fused AdamW|INFO|Env Space|collected|clear_interval|\+-------|Traceback")
 
 
-def test_lightzero_cartpole_unizero_config_trains_with_scalezero(tmp_path, monkeypatch):
+def test_lightzero_cartpole_unizero_config_trains_with_scalezero(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     from zoo.classic_control.cartpole.config.cartpole_unizero_config import create_config, main_config
 
@@ -34,6 +33,49 @@ def test_lightzero_cartpole_unizero_config_trains_with_scalezero(tmp_path, monke
     assert math.isfinite(result.last_learn_log["task0/loss_total"])
     (row,) = result.summary["tasks"]
     assert row["name"] == "CartPole-v0" and row["eval_return"] >= 1
+    # a quiet console: the project's lines and the table; lightzero's prints and log records are in the log file
+    console = capsys.readouterr()
+    assert not LIGHTZERO_NOISE.search(console.out + console.err), console
+    assert "[eval] CartPole-v0" in console.err and "CartPole-v0" in console.out
+    log = (tmp_path / "swap" / "log" / "console.log").read_text()
+    assert all(line in log for line in ("num decayed parameter tensors", "Env Space Information", "eval_episode_return"))
+
+
+def test_lightzero_atari_unizero_config_built_in_main_is_captured():
+    """lightzero's Atari config builds itself inside main(); config_from_main hands back the pair, nothing trains."""
+    from zoo.atari.config import atari_unizero_config
+
+    import lzero.entry
+
+    entry = lzero.entry.train_unizero
+    main_config, create_config = config_from_main(atari_unizero_config.main, env_id="BreakoutNoFrameskip-v4", seed=3)
+    assert main_config.env.env_id == "BreakoutNoFrameskip-v4" and main_config.policy.model.action_space_size == 4
+    assert create_config.policy.type == "unizero" and create_config.env.type == "atari_lightzero"
+    assert lzero.entry.train_unizero is entry  # lightzero's entry is back
+    with pytest.raises(RuntimeError, match="without calling"):
+        config_from_main(lambda: None)
+
+
+@pytest.mark.slow
+def test_lightzero_atari_unizero_config_trains_with_scalezero(tmp_path, monkeypatch, capsys):
+    """lightzero's own Atari UniZero config (its env, its 768-wide two-layer world model), policy swapped."""
+    monkeypatch.chdir(tmp_path)
+    from zoo.atari.config import atari_unizero_config
+
+    cfg, create = config_from_main(atari_unizero_config.main, env_id="PongNoFrameskip-v4")
+    create.policy.type = "scalezero"  # the swap: these two keys only
+    create.policy.import_names = ["policies.scalezero"]
+    # a tiny budget (not part of the swap): 2 collector envs, 40-step episodes, 4 simulations
+    cfg.env.update(collector_env_num=2, evaluator_env_num=1, n_evaluator_episode=1, collect_max_episode_steps=40,
+                   eval_max_episode_steps=40)
+    cfg.policy.update(collector_env_num=2, evaluator_env_num=1, num_segments=2, num_simulations=4, batch_size=8)
+    cfg.policy.model.world_model_cfg.update(env_num=2)
+
+    result = train_scalezero([(cfg, create)], max_env_step=120, max_train_iter=2, exp_name="pong")
+    assert result.train_iter == 2 and math.isfinite(result.last_learn_log["task0/loss_total"])
+    assert result.policy._model.world_model.config.embed_dim == 768
+    console = capsys.readouterr()
+    assert not LIGHTZERO_NOISE.search(console.out + console.err) and "Stella" not in console.err, console
 
 
 def _tiny_swapped_cartpole():
@@ -69,50 +111,3 @@ def test_drop_in_train_unizero_runs_the_swapped_config(tmp_path, monkeypatch):
     create.policy.type = "muzero"
     with pytest.raises(ValueError, match="runs policy types"):
         train_unizero([cfg, create])
-
-
-UPSTREAM_PATCH = Path(__file__).resolve().parents[1] / "docs" / "upstream" / "lightzero-train_unizero.patch"
-
-
-def _patched_lightzero_entry(tmp_path: Path):
-    """lightzero 0.2.0's installed ``train_unizero.py`` with docs/upstream's patch applied, loaded as a module
-    of the ``lzero.entry`` package (its relative imports resolve against the installed lightzero)."""
-    import lzero.entry
-
-    if shutil.which("git") is None:
-        pytest.skip("git is needed to apply the patch")
-    tree = tmp_path / "lightzero"
-    (tree / "lzero" / "entry").mkdir(parents=True)
-    shutil.copy(Path(lzero.entry.__file__).parent / "train_unizero.py", tree / "lzero" / "entry")
-    applied = subprocess.run(["git", "apply", str(UPSTREAM_PATCH)], cwd=tree, capture_output=True, text=True)
-    assert applied.returncode == 0, f"the upstream patch no longer applies to lightzero's file: {applied.stderr}"
-    spec = importlib.util.spec_from_file_location("lzero.entry._train_unizero_upstream_patched",
-                                                  tree / "lzero" / "entry" / "train_unizero.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
-
-
-def test_upstream_patch_lets_lightzero_train_unizero_run_the_two_key_swap(tmp_path, monkeypatch):
-    """The proposed upstream change (docs/upstream/): lightzero's own entry then trains the swapped config,
-    and still refuses a policy that is not a UniZero subclass, with a clear error."""
-    entry = _patched_lightzero_entry(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    policy = entry.train_unizero(list(_tiny_swapped_cartpole()), seed=0, max_env_step=200, max_train_iter=2)
-    assert type(policy).__name__ == "ScaleZeroPolicy"
-    model = getattr(policy._model, "_orig_mod", policy._model)
-    assert type(model).__name__ == "ScaleZeroModel"
-
-    from lzero.mcts import SampledUniZeroGameBuffer, UniZeroGameBuffer
-
-    cfg, create = _tiny_swapped_cartpole()
-    assert entry.unizero_game_buffer_class(create.policy) is UniZeroGameBuffer
-    create.policy.update(type="sampled_scalezero")
-    assert entry.unizero_game_buffer_class(create.policy) is SampledUniZeroGameBuffer
-    create.policy.update(type="muzero", import_names=["lzero.policy.muzero"])
-    with pytest.raises(TypeError, match="UniZeroPolicy or SampledUniZeroPolicy subclass.*'muzero'"):
-        entry.unizero_game_buffer_class(create.policy)

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 import warnings
-from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from torch.utils.tensorboard import SummaryWriter
 
@@ -47,15 +47,17 @@ def _is_project(module_name: str) -> bool:
 
 class ProjectOnlyStream:
     """A text stream that passes on what the project's own modules write (``print`` from
-    ``lzero_ext``, ``policies``, ``zoo``) and drops the rest: lightzero's worker prints, warnings,
-    third-party log handlers. The writer is read from the calling frame's module."""
+    ``lzero_ext``, ``policies``, ``zoo``) and drops the rest (into ``dropped`` if given): lightzero's worker
+    prints, warnings, third-party log handlers. The writer is read from the calling frame's module."""
 
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
+    def __init__(self, stream: IO[str], dropped: Optional[IO[str]] = None) -> None:
+        self.stream, self.dropped = stream, dropped
 
     def write(self, text: str) -> int:
         if _is_project(sys._getframe(1).f_globals.get("__name__", "")):
             return self.stream.write(text)
+        if self.dropped is not None:
+            self.dropped.write(text)
         return len(text)
 
     def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding, ...
@@ -95,16 +97,24 @@ def _restored_environ(name: str) -> Iterator[None]:
             os.environ[name] = saved
 
 
+# The run consoles entered and not yet left, innermost last: (verbose, the bar's stream).
+_OPEN_CONSOLES: List[Tuple[bool, IO[str]]] = []
+
+
 @contextlib.contextmanager
-def run_console(*, verbose: bool = False) -> Iterator[IO[str]]:
+def run_console(*, verbose: Optional[bool] = None, log_path: Optional[str] = None) -> Iterator[IO[str]]:
     """The console of one run; yields the stream the progress bar writes to (the real stderr).
 
     Quiet (default): the project's log lines (INFO and up) and prints, errors from anyone, nothing
     else: third-party warnings (also in forked env workers and, through ``PYTHONWARNINGS``, spawned
     ones), INFO lines and prints of lightzero / ding / gym are dropped. ``verbose``: everything,
-    including what gym / ding / lightzero printed when first imported. Sets ``MUJOCO_GL`` for
-    dm_control if unset. Everything (root logger level, handlers and filters, project logger levels,
-    warning filters, ``sys.stdout`` / ``sys.stderr``, environment) is restored on exit.
+    including what gym / ding / lightzero printed when first imported. ``verbose=None``: as the
+    enclosing run console, quiet if there is none. ``log_path``: a file (appended to) that gets every
+    log record at INFO and up and, when quiet, every print the console drops (lightzero's prints and
+    result tables); a run console inside another adds its file to the enclosing one's console. Sets
+    ``MUJOCO_GL`` for dm_control if unset. Everything (root logger level, handlers and filters,
+    project logger levels, warning filters, ``sys.stdout`` / ``sys.stderr``, environment) is restored
+    on exit.
 
     Example::
 
@@ -115,32 +125,46 @@ def run_console(*, verbose: bool = False) -> Iterator[IO[str]]:
     from lzero_ext.envs.dmc_env import default_mujoco_gl
     from lzero_ext.import_scope import replay_import_noise
 
+    nested = bool(_OPEN_CONSOLES)
+    verbose = (_OPEN_CONSOLES[-1][0] if nested else False) if verbose is None else verbose
     root = logging.getLogger()
     saved_root = (root.level, list(root.handlers), list(root.filters))
     project_loggers = [logging.getLogger(name) for name in sorted(PROJECT_MODULES - {"__main__"})]
     saved_levels = [logger.level for logger in project_loggers]
     saved_streams = (sys.stdout, sys.stderr)
-    bar_stream = sys.stderr
+    bar_stream = _OPEN_CONSOLES[-1][1] if nested else sys.stderr
     with contextlib.ExitStack() as stack:
         stack.enter_context(warnings.catch_warnings())
         for name in ("MUJOCO_GL", "PYTHONWARNINGS"):
             stack.enter_context(_restored_environ(name))
         os.environ.setdefault("MUJOCO_GL", default_mujoco_gl())
+        log_file, entry = None, (verbose, bar_stream)
+        if log_path is not None:
+            os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+            log_file = stack.enter_context(open(log_path, "a", buffering=1, encoding="utf-8"))
         try:
             if verbose:
-                replay_import_noise(bar_stream)
+                if not nested:
+                    replay_import_noise(bar_stream)
+                    root.addHandler(ProjectLogHandler(bar_stream, everything=True))  # ding's try_init_root adds none
                 root.setLevel(logging.INFO)
-                root.addHandler(ProjectLogHandler(bar_stream, everything=True))  # ding's try_init_root then adds none
             else:
                 warnings.simplefilter("ignore")
                 os.environ["PYTHONWARNINGS"] = "ignore"
-                root.setLevel(logging.ERROR)
+                root.setLevel(logging.ERROR if log_file is None else logging.INFO)
                 root.handlers, root.filters = [ProjectLogHandler(bar_stream)], []
                 for logger in project_loggers:
                     logger.setLevel(logging.INFO)
-                sys.stdout, sys.stderr = ProjectOnlyStream(sys.stdout), ProjectOnlyStream(sys.stderr)
+                sys.stdout, sys.stderr = ProjectOnlyStream(sys.stdout, log_file), ProjectOnlyStream(sys.stderr, log_file)
+            if log_file is not None:
+                file_handler = logging.StreamHandler(log_file)
+                file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+                root.addHandler(file_handler)
+            _OPEN_CONSOLES.append(entry)
             yield bar_stream
         finally:
+            if _OPEN_CONSOLES and _OPEN_CONSOLES[-1] is entry:
+                _OPEN_CONSOLES.pop()
             sys.stdout, sys.stderr = saved_streams
             root.setLevel(saved_root[0])
             root.handlers, root.filters = saved_root[1], saved_root[2]

@@ -30,7 +30,7 @@ from lzero_ext.entry.multitask_sampling import sample_tasks
 from lzero_ext.entry.progress import RunProgress
 from lzero_ext.entry.resume_check import agree_on_checkpoint
 from lzero_ext.entry.run_guard import RunGuard, TrainerGuard, close_quietly
-from lzero_ext.entry.run_logging import DiagnosticsRecorder
+from lzero_ext.entry.run_logging import DiagnosticsRecorder, run_console
 from lzero_ext.entry.task_runtime import TaskRuntime
 from lzero_ext.pictures import plot_diagnostics
 from lzero_ext.summary import plot_learning_curves, print_summary_table, summarize, write_summary
@@ -273,6 +273,13 @@ class MultiTaskTrainer:
         self.diagnostics.close()
 
 
+def _console_log_path(exp_name: str) -> str:
+    """Where a run's console keeps what it does not show: ``<exp>/log/console.log`` (``console_rank<r>.log`` on
+    torchrun ranks other than 0)."""
+    rank = int(os.environ.get("RANK", "0"))
+    return os.path.join(exp_name, "log", "console.log" if rank == 0 else f"console_rank{rank}.log")
+
+
 def train_scalezero(task_configs: Sequence[TaskConfig], *, seed: int = 0, max_env_step: int = int(1e10),
                     max_train_iter: int = int(1e10), exp_name: Optional[str] = None, resume: bool = False,
                     score_kind: str = "raw", checkpoint_freq: int = 1000, save_replay_buffer: bool = False,
@@ -292,10 +299,16 @@ def train_scalezero(task_configs: Sequence[TaskConfig], *, seed: int = 0, max_en
     (:mod:`lzero_ext.entry.finetune`); ``bar_stream``: where the progress bar goes (default stderr);
     ``batch_transform``: ``(iteration, batch) -> batch`` on every sampled batch, for injected faults in tests
     (:mod:`lzero_ext.entry.fault_injection`).
+
+    The run's console shows the project's lines and the bar only: lightzero's and ding's prints and log
+    records go to ``<exp_name>/log/console.log`` (:func:`lzero_ext.entry.run_logging.run_console`; inside a
+    verbose run console everything stays on the console too).
     """
     exp_name = task_configs[0][0].exp_name if exp_name is None else exp_name
     labels = {**(run_labels or {}), "finetune": "none" if init_from is None else init_from.identity()}
-    with RunGuard(exp_name, task_configs, seed=seed, resume=resume, overwrite=overwrite, labels=labels) as guard:
+    with RunGuard(exp_name, task_configs, seed=seed, resume=resume, overwrite=overwrite, labels=labels) as guard, \
+            run_console(log_path=_console_log_path(exp_name)) as console_stream:
+        bar_stream = console_stream if bar_stream is None else bar_stream
         trainer = MultiTaskTrainer(task_configs, seed=seed, exp_name=exp_name, score_kind=score_kind,
                                    max_env_step=max_env_step, max_train_iter=max_train_iter,
                                    checkpoint_freq=checkpoint_freq, save_replay_buffer=save_replay_buffer,

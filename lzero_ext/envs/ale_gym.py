@@ -20,7 +20,7 @@ Example::
 """
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-import ale_py  # noqa: F401  (registers ALE's games with gymnasium)
+import ale_py  # (importing it registers ALE's games with gymnasium)
 import gym
 import gymnasium
 import numpy as np
@@ -51,6 +51,7 @@ class ALEGymEnv(gym.Env):
     metadata = {"render_modes": ["human", "rgb_array"]}
 
     def __init__(self, **kwargs: Any) -> None:
+        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # as AtariEnv does, but before its banner
         self.ale_env = AtariEnv(**kwargs)
         self.observation_space = _gym_space(self.ale_env.observation_space)
         self.action_space = _gym_space(self.ale_env.action_space)
