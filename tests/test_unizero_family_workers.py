@@ -9,6 +9,7 @@ from ding.policy import create_policy
 from lzero.worker import MuZeroCollector, MuZeroEvaluator, MuZeroSegmentCollector
 
 import lzero_ext  # noqa: F401
+import policies  # noqa: F401  (registers scalezero, sampled_scalezero)
 from lzero_ext.collector import MaskAwareSegmentCollector
 from lzero_ext.entry.configs import compile_task_configs
 from lzero_ext.workers import (FamilyTypedConfig, UniZeroFamilyCollector, UniZeroFamilyEvaluator,
