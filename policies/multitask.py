@@ -31,7 +31,7 @@ from lzero_ext.distributed import average_gradients, get_world_size
 from lzero_ext.divergence import check_finite_gradient, check_finite_losses, check_finite_targets
 from lzero_ext.dps import LORA_KEYS, apply_staged_lora, clamp_adapter_scales_, resolve_dps_config, set_dps_stage
 from lzero_ext.model.cached_inference import InferenceCache
-from lzero_ext.model.task_routing import cat_rows
+from lzero_ext.model.modalities import cat_observations
 from lzero_ext.model.text_encoder import frozen_pretrained_state_keys
 from lzero_ext.search import BatchedSearch
 from policies.batched_act import act
@@ -187,12 +187,13 @@ class MultiTaskPolicyMixin:
         if dim not in searches:
             searches[dim] = BatchedSearch.from_policy_config(self._cfg, action_space_size=dim)
         search = searches[dim]
+        world_model = self._model.world_model
         with autocast(self._cfg.amp, self._cfg.device, self._model):
             outputs = act(
-                self._model.world_model, search, self._inference_cache(mode),
-                obs=cat_rows([calls[t]["data"] for t in tasks]),
+                world_model, search, self._inference_cache(mode),
+                obs=cat_observations(world_model, [calls[t]["data"] for t in tasks], tasks),
                 task_ids=[t for t in tasks for _ in env_ids[t]], env_ids=[e for t in tasks for e in env_ids[t]],
-                last_obs=cat_rows([states[t]["last_batch_obs"][env_ids[t]] for t in tasks]),
+                last_obs=cat_observations(world_model, [states[t]["last_batch_obs"][env_ids[t]] for t in tasks], tasks),
                 last_actions=last_actions, first_step=first,
                 action_masks=[m for t in tasks for m in calls[t]["action_mask"]], mode=mode,
                 temperature=first_call.get("temperature", 1.0), epsilon=first_call.get("epsilon", 0.0),

@@ -110,6 +110,20 @@ def test_batched_loss_equals_per_task_on_dmc_like_tasks(moe):
     assert_same(per_task, batched, *grads)
 
 
+@pytest.mark.parametrize("moe", [True, False], ids=["moe", "dense"])
+def test_batched_loss_equals_per_task_across_image_vector_and_text_tasks(moe):
+    """One model over three modalities (a grid, a state vector, token ids): each task's loss and the gradients
+    from the flattened mixed batch equal the task-by-task ones."""
+    cfg = small_cfg(num_tasks=3, obs_type_list=['image', 'vector', 'text'], observation_shape_list=[(2, 5, 5), 7, 12],
+                    moe=dict(enabled=moe), text_encoder=dict(cache_size=0))
+    model = randomized(ScaleZeroModel(observation_shape=(2, 5, 5), action_space_size=5, num_channels=8,
+                                      downsample=False, world_model_cfg=cfg))
+    batches = mixed_batches([(2, 5, 5), 7, 12], [2, 1, 2])
+    g = torch.Generator().manual_seed(7)
+    batches[2]['observations'] = torch.randint(1000, 2000, batches[2]['observations'].shape, generator=g).float()
+    assert_same(*per_task_and_batched(model, batches))
+
+
 def test_batched_loss_equals_per_task_with_dps_adapters_in_stage_1():
     model = three_task_discrete(moe=True)
     apply_staged_lora(model, num_stages=3, rank=4, alpha=4.0, dropout=0.0)

@@ -13,6 +13,7 @@ import torch
 from ding.utils import deep_merge_dicts
 
 from lzero_ext.model.cached_inference import InferenceCache, initial_inference, recurrent_inference
+from lzero_ext.model.modalities import cat_observations
 from lzero_ext.model.scalezero_model import SampledScaleZeroModel, ScaleZeroModel
 from tests.test_world_model import randomized
 
@@ -45,11 +46,12 @@ def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
 class Episode:
     """One task's envs stepped through a scripted sequence: lightzero's path and ours side by side."""
 
-    def __init__(self, model, task_id: int, obs_dim: int, envs: int, continuous_dim: int = 0, seed: int = 0):
-        self.model, self.task_id, self.obs_dim, self.envs = model, task_id, obs_dim, envs
+    def __init__(self, model, task_id: int, obs_dim: Any, envs: int, continuous_dim: int = 0, seed: int = 0):
+        self.model, self.task_id, self.envs = model, task_id, envs
+        self.obs_dim = (obs_dim,) if isinstance(obs_dim, int) else tuple(obs_dim)  # a vector's size or any shape
         self.continuous_dim = continuous_dim
         self.rng = np.random.default_rng(seed)
-        self.last_obs = torch.zeros(envs, obs_dim)
+        self.last_obs = torch.zeros(envs, *self.obs_dim)
         self.last_actions: Any = [-1] * envs
 
     def first(self) -> bool:
@@ -76,17 +78,18 @@ class Episode:
             self.last_actions = list(self.rng.integers(0, NUM_ACTIONS, self.envs))
 
     def reset(self) -> None:  # lightzero's policy.reset([env_id]): every env of the task restarts its context
-        self.last_obs = torch.zeros(self.envs, self.obs_dim)
+        self.last_obs = torch.zeros(self.envs, *self.obs_dim)
         self.last_actions = [-1] * self.envs
 
 
-def _our_initial(model, cache, episodes: List[Episode], obs: List[torch.Tensor], width_obs: int, width_act: int):
+def _our_initial(model, cache, episodes: List[Episode], obs: List[torch.Tensor], width_act: int):
     task_ids = np.concatenate([[e.task_id] * e.envs for e in episodes])
     env_ids = np.concatenate([np.arange(e.envs) for e in episodes])
     first = np.concatenate([[e.first()] * e.envs for e in episodes])
+    tasks = [e.task_id for e in episodes]  # vectors zero-padded to the widest, mixed modalities flattened too
     return initial_inference(
-        model.world_model, torch.cat([_pad(o, width_obs) for o in obs]), task_ids, cache, cache.slots(task_ids, env_ids),
-        last_obs=torch.cat([_pad(e.last_obs, width_obs) for e in episodes]),
+        model.world_model, cat_observations(model.world_model, obs, tasks), task_ids, cache,
+        cache.slots(task_ids, env_ids), last_obs=cat_observations(model.world_model, [e.last_obs for e in episodes], tasks),
         last_actions=torch.cat([e.our_actions(width_act) for e in episodes]), first_step=first)
 
 
@@ -125,7 +128,7 @@ def _search_step(model, episodes: List[Episode], store, node_rows: Dict, parents
         row += episode.envs
 
 
-def _run_scenario(model, episodes: List[Episode], steps: int, *, width_obs: int, width_act: int,
+def _run_scenario(model, episodes: List[Episode], steps: int, *, width_act: int,
                   reset_at=(), clear_at=(), simulations: int = 6, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     cache = InferenceCache(model.world_model, {e.task_id: e.envs for e in episodes}, num_simulations=simulations)
@@ -135,8 +138,8 @@ def _run_scenario(model, episodes: List[Episode], steps: int, *, width_obs: int,
         if step in clear_at:  # e.g. after a learn round: both paths forget every stored context
             model.world_model.clear_caches()
             cache.invalidate()
-        obs = [torch.randn(e.envs, e.obs_dim) for e in episodes]
-        ours = _our_initial(model, cache, episodes, obs, width_obs, width_act)
+        obs = [torch.randn(e.envs, *e.obs_dim) for e in episodes]
+        ours = _our_initial(model, cache, episodes, obs, width_act)
         lightzero_nodes: Dict = {}
         row = 0
         for episode, o in zip(episodes, obs):
@@ -171,27 +174,37 @@ def _run_scenario(model, episodes: List[Episode], steps: int, *, width_obs: int,
 def test_one_task_over_episodes_trimming_and_cleared_caches_equals_lightzero(moe):
     model = _discrete(moe)
     episodes = [Episode(model, task_id=1, obs_dim=6, envs=3)]
-    _run_scenario(model, episodes, steps=7, width_obs=6, width_act=1, reset_at=(4,), clear_at=(2,))
+    _run_scenario(model, episodes, steps=7, width_act=1, reset_at=(4,), clear_at=(2,))
 
 
 def test_two_tasks_in_one_batch_each_equal_lightzero_alone():
     model = _discrete(True)
     episodes = [Episode(model, task_id=0, obs_dim=4, envs=2, seed=1), Episode(model, task_id=1, obs_dim=6, envs=3)]
     # task 0 restarts at step 3 while task 1 goes on: one batch mixes a first step with long contexts
-    _run_scenario(model, episodes, steps=6, width_obs=6, width_act=1, reset_at=(3,))
+    _run_scenario(model, episodes, steps=6, width_act=1, reset_at=(3,))
 
 
 def test_dmc_like_continuous_tasks_of_different_action_dims_equal_lightzero():
     model = _continuous(True)
     episodes = [Episode(model, task_id=0, obs_dim=4, envs=2, continuous_dim=1, seed=2),
                 Episode(model, task_id=1, obs_dim=6, envs=2, continuous_dim=2, seed=3)]
-    _run_scenario(model, episodes, steps=5, width_obs=6, width_act=2, clear_at=(3,))
+    _run_scenario(model, episodes, steps=5, width_act=2, clear_at=(3,))
 
 
 def test_task_embedding_and_image_free_concat_option_equal_lightzero():
     model = _discrete(False, task_embed_option='add')
     episodes = [Episode(model, task_id=0, obs_dim=4, envs=2), Episode(model, task_id=1, obs_dim=6, envs=2, seed=4)]
-    _run_scenario(model, episodes, steps=4, width_obs=6, width_act=1)
+    _run_scenario(model, episodes, steps=4, width_act=1)
+
+
+def test_image_and_vector_tasks_in_one_batch_each_equal_lightzero_alone():
+    """One model over two modalities: a 2x5x5 grid task and two state-vector tasks share each batch, flattened."""
+    cfg = _cfg(True, num_tasks=3, obs_type_list=['image', 'vector', 'vector'], observation_shape_list=[(2, 5, 5), 7, 3])
+    model = randomized(ScaleZeroModel(observation_shape=(2, 5, 5), action_space_size=NUM_ACTIONS, num_channels=8,
+                                      downsample=False, world_model_cfg=cfg))
+    episodes = [Episode(model, task_id=0, obs_dim=(2, 5, 5), envs=2, seed=1),
+                Episode(model, task_id=1, obs_dim=7, envs=2, seed=2), Episode(model, task_id=2, obs_dim=3, envs=1, seed=3)]
+    _run_scenario(model, episodes, steps=4, width_act=1, reset_at=(2,))
 
 
 def test_a_context_shorter_than_four_tokens_is_refused():
@@ -205,7 +218,7 @@ def test_heads_changed_between_calls_are_used_not_a_stale_stacked_copy():
     both reach the next call."""
     model = _discrete(True)
     episodes = [Episode(model, task_id=0, obs_dim=4, envs=2, seed=1), Episode(model, task_id=1, obs_dim=6, envs=3)]
-    _run_scenario(model, episodes, steps=2, width_obs=6, width_act=1)
+    _run_scenario(model, episodes, steps=2, width_act=1)
     world_model = model.world_model
     with torch.no_grad():
         for head in (world_model.head_value, world_model.head_policy):
@@ -214,4 +227,4 @@ def test_heads_changed_between_calls_are_used_not_a_stale_stacked_copy():
     old = world_model.head_rewards.per_task[1].head_module[0]
     new = torch.nn.Linear(old.in_features, old.out_features)
     world_model.head_rewards.per_task[1].head_module[0] = new  # a replaced layer (same shapes, new weights)
-    _run_scenario(model, episodes, steps=2, width_obs=6, width_act=1, clear_at=(0,), seed=1)
+    _run_scenario(model, episodes, steps=2, width_act=1, clear_at=(0,), seed=1)

@@ -16,6 +16,7 @@ import torch
 from lzero.model.common import MZNetworkOutput
 
 from lzero_ext.model.sequence_forward import target_inference
+from lzero_ext.model.modalities import cat_observations
 from lzero_ext.model.task_routing import TaskRows, cat_rows
 from policies.lockstep import LockstepInference, Request
 
@@ -51,7 +52,7 @@ def _serve(target_model: torch.nn.Module, action_dims: Sequence[int], continuous
     obs = {t: requests[t][0][0] for t in tasks}
     actions = {t: torch.as_tensor(np.asarray(requests[t][0][1]), device=obs[t].device) for t in tasks}
     rows = TaskRows.from_sizes([(t, actions[t].shape[0]) for t in tasks])
-    out = target_inference(target_model.world_model, cat_rows([obs[t] for t in tasks]),
+    out = target_inference(target_model.world_model, cat_observations(target_model.world_model, [obs[t] for t in tasks], tasks),
                            cat_rows([actions[t] for t in tasks]), rows)
     results, value_row, obs_row = {}, 0, 0
     for t in tasks:

@@ -17,7 +17,7 @@ trained projection; a shared final latent norm (LayerNorm, or SimNorm) follows e
 A mixed batch of several tasks' envs is served by ``lzero_ext.model.cached_inference`` (task ids and
 the KV cache as arguments) and ``lzero_ext.model.sequence_forward`` (training sequences).
 """
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from lzero.model.unizero_model import UniZeroModel
 from lzero.model.unizero_world_models.tokenizer import Tokenizer
 
 from lzero_ext.model.grid_encoder import image_representation_network
+from lzero_ext.model.modalities import FlatObservation, ObservationLayout
 from lzero_ext.model.text_encoder import TextEncoder
 from lzero_ext.model.task_routing import TaskAware, TaskSwitch
 from lzero_ext.model.vit_encoder import build_vit_encoder
@@ -72,38 +73,79 @@ def build_observation_encoder(cfg: EasyDict, observation_shapes: Sequence[Union[
                               num_res_blocks: int, num_channels: int, activation: nn.Module,
                               downsample: bool) -> ObservationEncoder:
     """Shared image encoder, per-task vector MLPs or shared text encoder, per ``cfg.obs_type``, with the shared
-    latent norm."""
-    if cfg.obs_type not in OBS_TYPES:
-        raise ValueError(f"obs_type must be one of {sorted(OBS_TYPES)}, got {cfg.obs_type!r}")
+    latent norm; tasks of several types (``cfg.obs_type_list``) get one body per modality
+    (:mod:`lzero_ext.model.modalities`)."""
     concat = cfg.task_embed_option == 'concat'
     latent_dim = cfg.embed_dim - cfg.task_embed_dim if concat else cfg.embed_dim
-    if cfg.obs_type == 'image':
+    types = observation_types(cfg)
+    build = dict(num_res_blocks=num_res_blocks, num_channels=num_channels, activation=activation, downsample=downsample)
+    if len(set(types)) > 1:
+        body = _modality_bodies(cfg, types, observation_shapes, latent_dim, **build)
+    elif cfg.obs_type == 'image':
         shapes = {tuple(shape) for shape in observation_shapes}
         if len(shapes) != 1:
             raise ValueError(f"image tasks share one encoder and need one observation shape, got {sorted(shapes)}")
-        if cfg.encoder not in IMAGE_ENCODERS:
-            raise ValueError(f"encoder must be one of {sorted(IMAGE_ENCODERS)}, got {cfg.encoder!r}")
-        if cfg.encoder == 'vit':
-            body = build_vit_encoder(shapes.pop(), latent_dim, cfg.vit)
-        else:
-            body = image_representation_network(  # lightzero's ResNet, or a grid encoder for small boards
-                shapes.pop(), num_res_blocks, num_channels, downsample, activation=activation, norm_type=cfg.norm_type,
-                embedding_dim=latent_dim, group_size=cfg.group_size)
-            body.sim_norm = nn.Identity()  # its built-in SimNorm gives way to the encoder's latent norm
+        body = _image_body(cfg, shapes.pop(), latent_dim, **build)
     elif cfg.obs_type == 'text':  # token ids of any length: one pretrained encoder for every task
-        body = TextEncoder(latent_dim, model_path=cfg.text_encoder.model_path, freeze=cfg.text_encoder.freeze,
-                           cache_size=cfg.text_encoder.cache_size)
+        body = _text_body(cfg, latent_dim)
     else:
-        bodies = []
-        for shape in observation_shapes:
-            mlp = RepresentationNetworkMLP(int(np.prod(shape)), hidden_channels=latent_dim, layer_num=2,
-                                           activation=activation, norm_type=cfg.norm_type, group_size=cfg.group_size)
-            mlp.sim_norm = nn.Identity()
-            bodies.append(mlp)
-        body = TaskSwitch(bodies, input_widths=[int(np.prod(shape)) for shape in observation_shapes])
+        body = TaskSwitch([_vector_body(cfg, shape, latent_dim, activation) for shape in observation_shapes],
+                          input_widths=[int(np.prod(shape)) for shape in observation_shapes])
     norm = nn.LayerNorm(latent_dim) if cfg.latent_norm == 'layernorm' else SimNorm(cfg.group_size)
     task_embedding = nn.Embedding(cfg.num_tasks, cfg.task_embed_dim) if concat else None
     return ObservationEncoder(body, norm, task_embedding, max_batch=cfg.encoder_max_batch)
+
+
+def observation_types(cfg: EasyDict) -> List[str]:
+    """Each task's observation type: ``cfg.obs_type_list``, or ``cfg.obs_type`` for every task."""
+    types = list(cfg.obs_type_list or [cfg.obs_type] * cfg.num_tasks)
+    unknown = sorted({t for t in types if t not in OBS_TYPES})
+    if unknown:
+        raise ValueError(f"obs_type must be one of {sorted(OBS_TYPES)}, got {unknown[0]!r}")
+    return types
+
+
+def _image_body(cfg: EasyDict, shape: Any, latent_dim: int, *, num_res_blocks: int, num_channels: int,
+                activation: nn.Module, downsample: bool) -> nn.Module:
+    if cfg.encoder not in IMAGE_ENCODERS:
+        raise ValueError(f"encoder must be one of {sorted(IMAGE_ENCODERS)}, got {cfg.encoder!r}")
+    if cfg.encoder == 'vit':
+        return build_vit_encoder(tuple(shape), latent_dim, cfg.vit)
+    body = image_representation_network(  # lightzero's ResNet, or a grid encoder for small boards
+        tuple(shape), num_res_blocks, num_channels, downsample, activation=activation, norm_type=cfg.norm_type,
+        embedding_dim=latent_dim, group_size=cfg.group_size)
+    body.sim_norm = nn.Identity()  # its built-in SimNorm gives way to the encoder's latent norm
+    return body
+
+
+def _text_body(cfg: EasyDict, latent_dim: int) -> nn.Module:
+    return TextEncoder(latent_dim, model_path=cfg.text_encoder.model_path, freeze=cfg.text_encoder.freeze,
+                       cache_size=cfg.text_encoder.cache_size)
+
+
+def _vector_body(cfg: EasyDict, shape: Any, latent_dim: int, activation: nn.Module) -> nn.Module:
+    mlp = RepresentationNetworkMLP(int(np.prod(shape)), hidden_channels=latent_dim, layer_num=2,
+                                   activation=activation, norm_type=cfg.norm_type, group_size=cfg.group_size)
+    mlp.sim_norm = nn.Identity()
+    return mlp
+
+
+def _modality_bodies(cfg: EasyDict, types: Sequence[str], observation_shapes: Sequence[Any], latent_dim: int,
+                     *, activation: nn.Module, **image_kwargs: Any) -> TaskSwitch:
+    """One body per modality: images of one shape share one, text tasks share the text encoder, every vector
+    task has its own MLP; each task reads its flat slice of a mixed batch (``FlatObservation``)."""
+    bodies: Dict[Tuple[Any, ...], nn.Module] = {}
+    per_task, widths = [], []
+    for task_id, (kind, shape) in enumerate(zip(types, observation_shapes)):
+        shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+        key = (kind, shape) if kind == 'image' else (kind,) if kind == 'text' else (kind, task_id)
+        if key not in bodies:
+            bodies[key] = (_image_body(cfg, shape, latent_dim, activation=activation, **image_kwargs) if kind == 'image'
+                           else _text_body(cfg, latent_dim) if kind == 'text'
+                           else _vector_body(cfg, shape, latent_dim, activation))
+        per_task.append(FlatObservation(bodies[key], shape))
+        widths.append(int(np.prod(shape)))
+    return TaskSwitch(per_task, input_widths=widths)
 
 
 @MODEL_REGISTRY.register('ScaleZeroModel')
@@ -153,6 +195,10 @@ class ScaleZeroModel(UniZeroModel):
             cfg, self.observation_shapes, num_res_blocks=num_res_blocks, num_channels=num_channels,
             activation=nn.GELU(approximate='tanh') if activation is None else activation, downsample=downsample)
         self.world_model = MultiTaskWorldModel(cfg, Tokenizer(encoder=encoder, decoder_network=None, with_lpips=False))
+        self.world_model.observation_layout = ObservationLayout(
+            shapes=tuple((int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+                         for shape in self.observation_shapes),
+            obs_types=tuple(observation_types(cfg)))
 
     # Aliases of lightzero's UniZeroModel attributes, as properties so the modules are registered only once.
     @property

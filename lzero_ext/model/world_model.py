@@ -33,6 +33,7 @@ from lzero.model.unizero_world_models.tokenizer import Tokenizer
 from lzero.model.unizero_world_models.utils import LossWithIntermediateLosses, WorldModelOutput, init_weights
 from lzero.model.unizero_world_models.world_model import WorldModel
 
+from lzero_ext.model.modalities import cat_observations
 from lzero_ext.model.moe import load_balancing_loss, moe_statistics, router_z_loss
 from lzero_ext.model.task_routing import TaskRows, TaskSwitch, bind_task_modules, cat_rows, task_bound
 from lzero_ext.model.text_encoder import TextEncoder
@@ -99,6 +100,9 @@ class MultiTaskWorldModel(WorldModel):
         num_tasks=1,
         # (list|None) Per-task observation shapes (vector tasks of different sizes); None: the model's observation_shape.
         observation_shape_list=None,
+        # (list|None) Per-task observation types ('image', 'vector' or 'text') for one model over several domains; None:
+        # obs_type for every task. Tasks of different types share a batch flattened (lzero_ext.model.modalities).
+        obs_type_list=None,
         # (list|None) Per-task continuous action dims; None: action_space_size for all. Discrete tasks share one action space.
         action_space_size_list=None,
         # (bool) One set of value/reward/next-latent/policy heads for all tasks instead of one set per task.
@@ -194,6 +198,8 @@ class MultiTaskWorldModel(WorldModel):
             raise ValueError("latent_norm='layernorm' needs predict_latent_loss_type='mse' (group_kl needs simplices)")
         if cfg.num_tasks < 1:
             raise ValueError(f"num_tasks must be >= 1, got {cfg.num_tasks}")
+        if cfg.obs_type_list is not None and len(cfg.obs_type_list) != cfg.num_tasks:
+            raise ValueError(f"obs_type_list needs {cfg.num_tasks} entries (one per task), got {len(cfg.obs_type_list)}")
         if cfg.action_space_size_list is not None:
             if not cfg.continuous_action_space:
                 raise ValueError("discrete tasks share one action space (action_space_size); "
@@ -392,7 +398,7 @@ class MultiTaskWorldModel(WorldModel):
                              "batched loss (ScaleZero's dormant-ratio diagnostic is diagnostics_freq)")
         tasks = list(batches)
         rows = TaskRows.from_sizes([(t, batches[t]['observations'].shape[0]) for t in tasks])
-        observations = cat_rows([batches[t]['observations'] for t in tasks])          # (B, T, *obs), padded
+        observations = cat_observations(self, [batches[t]['observations'] for t in tasks], tasks)  # (B, T, *obs)
         actions = cat_rows([batches[t]['actions'] for t in tasks])                    # (B, T) or (B, T, a_max)
         with self.transformer.record_router_logits() as record:
             obs_embeddings = encode(self.tokenizer.encoder, observations, rows)        # (B*T, 1, D)
