@@ -126,7 +126,7 @@ def load_run_policy(exp_dir: str, checkpoint: Optional[str] = None, *, device: O
     import torch
     from ding.policy import create_policy
 
-    import lzero_ext  # noqa: F401  (registers envs, models, policies)
+    import lzero_ext.registry  # noqa: F401  (registers envs, models, policies)
     from lzero_ext.entry.finetune import prepare_model_like_run
     from lzero_ext.model.text_encoder import frozen_pretrained_state_keys
 

@@ -48,9 +48,9 @@ def check_zoo_merge() -> str:
 
 
 def check_registry() -> str:
-    import lzero_ext
+    import lzero_ext.registry
 
-    return f"registered: {lzero_ext.registered_names()}"
+    return f"registered: {lzero_ext.registry.registered_names()}"
 
 
 CHECKS: List[Tuple[str, Callable[[], str]]] = [

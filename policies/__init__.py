@@ -1,6 +1,11 @@
-"""Policies registered in ding's POLICY_REGISTRY on import: ``scalezero``, ``sampled_scalezero``."""
-# Defined before the import below: ``import policies.scalezero`` in a fresh interpreter (what ding's
-# ``import_names`` does) imports lzero_ext, which reads this name from the half-initialised package.
-REGISTERED_POLICIES = ["scalezero", "sampled_scalezero"]
+"""Policies registered in ding's POLICY_REGISTRY on import: ``scalezero``, ``sampled_scalezero``.
 
-from policies.scalezero import SampledScaleZeroPolicy, ScaleZeroPolicy  # noqa: E402,F401
+They build on ``lzero_ext`` (model, search, DPS), so importing this package registers the envs and models
+too; ``lzero_ext`` never imports it at package level.
+"""
+from lzero_ext.import_scope import captured_imports
+
+with captured_imports():  # lightzero's policy modules print on first import
+    from policies.scalezero import SampledScaleZeroPolicy, ScaleZeroPolicy  # noqa: F401
+
+REGISTERED_POLICIES = ["scalezero", "sampled_scalezero"]

@@ -296,11 +296,11 @@ def test_dynamic_seed_varies_games_and_static_seed_repeats_them():
 
 
 def test_registered_in_ding_env_registry():
-    import lzero_ext
+    import lzero_ext.registry
     from ding.utils import ENV_REGISTRY
 
     assert ENV_REGISTRY.get("atari_scalezero") is AtariMultiTaskEnv
-    assert "atari_scalezero" in lzero_ext.registered_names()["env"]
+    assert "atari_scalezero" in lzero_ext.registry.registered_names()["env"]
 
 
 def test_config_helpers_and_repr():

@@ -8,7 +8,7 @@ import pytest
 from ding.envs import BaseEnvTimestep
 from ding.utils import ENV_REGISTRY
 
-import lzero_ext  # noqa: F401  (registers envs, models, policies)
+import lzero_ext.registry  # noqa: F401  (registers envs, models, policies)
 from lzero_ext.bench.learning_report import (aggregate, final_return, interpolate, mean_curve, normalized_auc,
                                              normalized_score, spread, steps_to_target, target_efficiency)
 from lzero_ext.envs.classic_control_env import ClassicControlEnv
@@ -103,7 +103,7 @@ def _episode(env: ClassicControlEnv, action_seed: int = 0):
 
 def test_env_registered():
     assert ENV_REGISTRY.get("classic_control_scalezero") is ClassicControlEnv
-    assert "classic_control_scalezero" in lzero_ext.registered_names()["env"]
+    assert "classic_control_scalezero" in lzero_ext.registry.registered_names()["env"]
 
 
 @pytest.mark.parametrize("env_id,extra,obs_dim,num_actions", [
@@ -196,10 +196,15 @@ def test_learning_benchmark_smoke(tmp_path, capsys):
     assert "SMOKE" in out and "gradient conflict" in out
     results = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
-    assert (tmp_path / "table.txt").read_text().count("seed") >= 0
     assert set(results["summary"]) == {"unizero", "dense", "moe", "dps"}
     tasks = [t["name"] for t in results["suite"]]
     assert len(tasks) == 2
+    table = (tmp_path / "table.txt").read_text()
+    assert table.strip() in out  # the file holds the printed tables
+    rows = [line.split() for line in table.splitlines() if line.startswith(tuple(tasks)) and "(random" in line]
+    assert len(rows) == len(tasks) * len(results["summary"])  # one row per task and arm
+    seeds = {str(block["tasks"][t]["final"]["n"]) for block in results["summary"].values() for t in tasks}
+    assert seeds == {"1"} and {row[-1] for row in rows} == seeds  # the seeds column
     for arm, block in results["summary"].items():
         assert set(block["tasks"]) == set(tasks)
         for task in tasks:

@@ -4,7 +4,7 @@ import pytest
 from ding.envs import BaseEnvTimestep
 from ding.utils import ENV_REGISTRY
 
-import lzero_ext  # noqa: F401  (registers the env)
+import lzero_ext.registry  # noqa: F401  (registers the env)
 from lzero_ext.envs.dmc_env import DMCMultiTaskEnv
 from lzero_ext.envs.dmc_tasks import DMC18, default_action_repeat, list_tasks, resolve_task
 
@@ -31,7 +31,7 @@ def _rollout(env: DMCMultiTaskEnv, steps: int, action_seed: int = 1):
 
 def test_registered():
     assert ENV_REGISTRY.get('dmc_scalezero') is DMCMultiTaskEnv
-    assert 'dmc_scalezero' in lzero_ext.registered_names()['env']
+    assert 'dmc_scalezero' in lzero_ext.registry.registered_names()['env']
 
 
 @pytest.mark.parametrize("env_id,obs_dim,action_dim", SIZES)

@@ -124,9 +124,9 @@ def test_env_pickles_and_is_registered():
     clone = pickle.loads(pickle.dumps(env))  # subprocess env managers pickle envs before reset
     assert repr(clone) == repr(env)
     assert ENV_REGISTRY.get("jericho_scalezero") is JerichoMultiTaskEnv
-    import lzero_ext
+    import lzero_ext.registry
 
-    assert "jericho_scalezero" in lzero_ext.registered_names()["env"]
+    assert "jericho_scalezero" in lzero_ext.registry.registered_names()["env"]
 
 
 def test_missing_game_file_names_directory_and_file(tmp_path):

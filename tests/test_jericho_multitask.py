@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import lzero_ext  # noqa: F401  (registers envs, models, policies)
+import lzero_ext.registry  # noqa: F401  (registers envs, models, policies)
 from lzero_ext.entry import train_scalezero
 from lzero_ext.envs.jericho_env import GAME_DIR_ENV_VAR, game_dir
 from lzero_ext.model.text_encoder import TextEncoder

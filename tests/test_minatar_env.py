@@ -9,7 +9,7 @@ import torch
 from ding.envs import BaseEnvTimestep
 from ding.utils import ENV_REGISTRY, MODEL_REGISTRY
 
-import lzero_ext  # noqa: F401  (registers envs, models, policies)
+import lzero_ext.registry  # noqa: F401  (registers envs, models, policies)
 from lzero_ext.envs.minatar_env import MinAtarEnv, game_name, list_games, resolve_game
 
 CHANNELS = {"Asterix": 4, "Breakout": 4, "Freeway": 7, "Seaquest": 10, "SpaceInvaders": 6}
@@ -31,7 +31,7 @@ def _play(env: MinAtarEnv, actions_seed: int = 0, max_steps: int = 10_000):
 
 def test_registered():
     assert ENV_REGISTRY.get("minatar_scalezero") is MinAtarEnv
-    assert "minatar_scalezero" in lzero_ext.registered_names()["env"]
+    assert "minatar_scalezero" in lzero_ext.registry.registered_names()["env"]
     assert "GridUniZeroModel" in MODEL_REGISTRY
     assert list_games() == list(CHANNELS)
 

@@ -36,15 +36,15 @@ def test_install_check_passes():
 
 
 def test_registry_contains_project_names():
-    import lzero_ext
+    import lzero_ext.registry
     from ding.utils import ENV_REGISTRY, MODEL_REGISTRY, POLICY_REGISTRY
 
     registries = {"env": ENV_REGISTRY, "model": MODEL_REGISTRY, "policy": POLICY_REGISTRY}
-    assert lzero_ext.REGISTERED["env"], "no env registered"
-    for kind, names in lzero_ext.REGISTERED.items():
+    assert lzero_ext.registry.REGISTERED["env"], "no env registered"
+    for kind, names in lzero_ext.registry.REGISTERED.items():
         for name in names:
             assert name in registries[kind], f"{name} missing from ding's {kind} registry"
-    assert lzero_ext.registered_names() == lzero_ext.REGISTERED
+    assert lzero_ext.registry.registered_names() == lzero_ext.registry.REGISTERED
 
 
 def _python(code: str, cwd: Path, *args: str, env=None) -> subprocess.CompletedProcess:

@@ -70,7 +70,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     threads = set_threads(args.threads)
 
-    import lzero_ext  # noqa: F401  (registers envs, models, policies)
+    import lzero_ext.registry  # noqa: F401  (registers envs, models, policies)
     logging.getLogger().setLevel(logging.WARNING)  # lightzero's collectors log every round at INFO
     with tempfile.TemporaryDirectory(prefix="scalezero_bench_") as exp:
         sizes = dict(exp_name=exp, embed_dim=args.embed_dim, num_layers=args.layers, num_heads=args.heads,

@@ -128,7 +128,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    import lzero_ext  # noqa: F401  (registers envs, models, policies)
+    import lzero_ext.registry  # noqa: F401  (registers envs, models, policies)
     from lzero_ext.entry.train_scalezero import MultiTaskTrainer
 
     load_before = machine_load()

@@ -55,7 +55,7 @@ def run_full_size(suite: str, preset: str, *, batch_size: int = 2, simulations: 
     parameter counts, per-phase seconds, the learn logs and the peak RSS (GB)."""
     if suite not in SUITES:
         raise ValueError(f"suite must be one of {sorted(SUITES)}, got {suite!r}")
-    import lzero_ext  # noqa: F401  (registers envs, models, policies)
+    import lzero_ext.registry  # noqa: F401  (registers envs, models, policies)
     from lzero_ext.entry.train_scalezero import MultiTaskTrainer
 
     times: Dict[str, float] = {}

@@ -85,7 +85,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         parser.error(f"--tasks must be in 1..{len(DEFAULT_GAMES)}")
     threads = set_threads(args.threads)
 
-    import lzero_ext  # noqa: F401  (registers envs, models, policies)
+    import lzero_ext.registry  # noqa: F401  (registers envs, models, policies)
     logging.getLogger().setLevel(logging.WARNING)  # lightzero's workers log every collection at INFO
     games = DEFAULT_GAMES[:args.tasks]
     sizes = dict(embed_dim=args.embed_dim, num_layers=args.layers, num_heads=args.heads, batch_size=args.batch_size,

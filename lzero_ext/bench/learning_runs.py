@@ -186,7 +186,7 @@ def run(spec: RunSpec) -> RunResult:
     """Trains one arm for one seed (quietly) and returns its eval curves."""
     import torch
 
-    import lzero_ext  # noqa: F401  (registers envs, models, policies)
+    import lzero_ext.registry  # noqa: F401  (registers envs, models, policies)
 
     if spec.arm not in ARMS:
         raise ValueError(f"unknown arm {spec.arm!r}; expected one of {ARMS}")
