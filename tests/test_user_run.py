@@ -32,7 +32,11 @@ def smoke_run(tmp_path_factory):
     capture.chdir(root)
     import io
 
-    out, err = io.StringIO(), io.StringIO()
+    class Terminal(io.StringIO):  # the bar's live redraws are for a terminal; elsewhere it writes plain lines
+        def isatty(self) -> bool:
+            return True
+
+    out, err = io.StringIO(), Terminal()
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = out, err
     try:

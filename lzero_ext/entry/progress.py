@@ -3,6 +3,11 @@ the latest evaluation return of every task, e.g.::
 
     eval Pong 340/1000 |███▍      | 4120/12000 env steps [05:12<09:58], Pong -20.0 Breakout 1.0 MsPacman 210.0
 
+That is on a terminal (one that does not report its size gets a 100-column bar). Without one (output piped or written
+to a file) the run writes a plain line at every 10% of its env steps instead of redrawing a bar::
+
+    progress 30%: 3600/12000 env steps, 02:15 elapsed, ETA 05:15; latest eval returns Pong -20.0 Breakout 1.0
+
 The trainer announces its phases (:meth:`RunProgress.evaluating`, :meth:`RunProgress.collecting`,
 :meth:`RunProgress.learning`); during evaluation and collection the bar counts agent steps as they
 happen, by wrapping the worker's policy ``forward`` (lightzero's evaluator and collector call it once
@@ -18,6 +23,8 @@ Example::
     bar.close()
 """
 import contextlib
+import os
+import sys
 import threading
 import time
 from typing import IO, Any, Dict, Iterator, Optional
@@ -37,19 +44,47 @@ def episode_step_cap(env_cfg: Any) -> Optional[int]:
     return int(steps) if steps else None
 
 
+FALLBACK_SIZE = (100, 24)  # columns and rows of a terminal that does not report its size (tqdm draws nothing there)
+LINE_STEP = 0.1  # without a terminal: one plain line per 10% of the run
+
+
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is an interactive terminal (a file, a pipe or a closed stream is not)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def terminal_columns(stream: Any) -> int:
+    """Columns of the terminal behind ``stream``; 0 when it does not say (no file descriptor, a 0x0 pty)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 class RunProgress:
-    """One tqdm bar for a run; ``enabled=False`` makes every call a no-op (other ranks, tests)."""
+    """The run's progress: a live tqdm bar on a terminal; elsewhere (a log file, a pipe) a plain line at every
+    10% of the env steps and a last one at the end, never a ``\r`` redraw. ``enabled=False`` makes every call a
+    no-op (other ranks, tests); ``live`` overrides the terminal check of ``file`` (default stderr)."""
 
     def __init__(self, *, total: int, initial: int = 0, enabled: bool = True, file: Optional[IO[str]] = None,
-                 min_interval_s: float = 0.25) -> None:
+                 min_interval_s: float = 0.25, live: Optional[bool] = None) -> None:
         self.enabled = enabled
-        self.bar = tqdm(total=total, initial=min(initial, total), disable=not enabled, file=file, dynamic_ncols=True,
-                        bar_format=BAR_FORMAT, smoothing=0.0, mininterval=min_interval_s)
+        self.stream = file if file is not None else sys.stderr
+        self.live = enabled and (is_terminal(self.stream) if live is None else live)
+        self.total, self.n = total, max(0, min(initial, total))
+        columns, rows = (None, None) if terminal_columns(self.stream) > 0 else FALLBACK_SIZE
+        self.bar = tqdm(total=total, initial=self.n, disable=not self.live, file=self.stream, dynamic_ncols=columns is None,
+                        ncols=columns, nrows=rows, bar_format=BAR_FORMAT, smoothing=0.0, mininterval=min_interval_s)
         self.min_interval_s = min_interval_s
         self.returns: Dict[str, float] = {}
         self.phase = ""
         self._last_draw = 0.0
         self._start = time.monotonic()
+        self._start_n = self.n
+        self._line_at: Optional[int] = None  # env steps when the last plain line was written
         self.seconds: Dict[str, float] = {"eval": 0.0, "collect": 0.0}  # wall time inside each phase
         self._active: Dict[str, int] = {}  # tasks inside each phase now
         self._since: Dict[str, float] = {}
@@ -60,7 +95,7 @@ class RunProgress:
     def set_phase(self, text: str, *, force: bool = True) -> None:
         """Shows ``text`` as the bar's description (redraws at most every ``min_interval_s`` unless ``force``)."""
         self.phase = text
-        if not self.enabled:
+        if not self.live:
             return
         now = time.monotonic()
         if force or now - self._last_draw >= self.min_interval_s:
@@ -70,17 +105,42 @@ class RunProgress:
     def add_env_steps(self, steps: int) -> None:
         """Counts ``steps`` more (or, negative, fewer) env steps, within ``[0, total]``: the last round may overshoot
         the budget."""
-        target = max(0, min(self.bar.total, self.bar.n + steps))
-        if target >= self.bar.n:
-            self.bar.update(target - self.bar.n)
-        else:
-            self.bar.n = target
-            self.bar.refresh()
+        target = max(0, min(self.total, self.n + steps))
+        previous, self.n = self.n, target
+        if self.live:
+            if target >= self.bar.n:
+                self.bar.update(target - self.bar.n)
+            else:
+                self.bar.n = target
+                self.bar.refresh()
+        elif self.enabled and self.total and self._tenth(target) > self._tenth(previous):
+            self._write_line()
 
     def task_return(self, name: str, value: float) -> None:
         """Shows ``value`` as ``name``'s latest evaluation return."""
         self.returns[name] = float(value)
-        self.bar.set_postfix_str(" ".join(f"{n} {v:.1f}" for n, v in self.returns.items()), refresh=self.enabled)
+        if self.live:
+            self.bar.set_postfix_str(self._returns_text(), refresh=True)
+
+    def _returns_text(self) -> str:
+        return " ".join(f"{n} {v:.1f}" for n, v in self.returns.items())
+
+    def _tenth(self, n: int) -> int:
+        return int(n / self.total / LINE_STEP + 1e-9) if self.total else 0
+
+    def plain_line(self) -> str:
+        """``progress 30%: 3600/12000 env steps, 02:15 elapsed, ETA 05:15; latest eval returns Pong -20.0 ...``"""
+        elapsed = time.monotonic() - self._start
+        done = self.n - self._start_n
+        eta = tqdm.format_interval(elapsed * (self.total - self.n) / done) if done > 0 else "?"
+        line = (f"progress {self.n / max(self.total, 1):.0%}: {self.n}/{self.total} env steps, "
+                f"{tqdm.format_interval(elapsed)} elapsed, ETA {eta}")
+        return line + (f"; latest eval returns {self._returns_text()}" if self.returns else "")
+
+    def _write_line(self) -> None:
+        self._line_at = self.n
+        self.stream.write(self.plain_line() + "\n")
+        self.stream.flush()
 
     def time_shares(self) -> str:
         """``eval 41%, collect 35%, learn and the rest 24%`` of the wall time since the bar was made."""
@@ -169,4 +229,7 @@ class RunProgress:
         self.set_phase(f"learn it {train_iter}", force=False)
 
     def close(self) -> None:
+        """Ends the bar; without a terminal, writes the last plain line unless it was just written."""
+        if self.enabled and not self.live and self._line_at != self.n:
+            self._write_line()
         self.bar.close()

@@ -24,6 +24,9 @@ NOOP = 0  # ALE action id of "do nothing"
 SUPPORTED_CHANNELS = {1: "grayscale", 3: "RGB"}  # observation_shape[0] -> colour mode
 
 
+FULL_GAME_FRAMES = 108_000  # the Atari100k protocol's cap: 30 minutes of play
+
+
 @ENV_REGISTRY.register('atari_scalezero')
 class AtariMultiTaskEnv(ScaleZeroEnv):
     """Any ALE game with LightZero's observation dict, for single- and multi-task training.
@@ -73,6 +76,12 @@ class AtariMultiTaskEnv(ScaleZeroEnv):
         # (bool) Rewards are clipped to their sign (training only; evaluator envs set False).
         clip_rewards=True,
     )
+
+    @classmethod
+    def episode_cap(cls, cfg: Dict[str, Any]) -> Optional[str]:
+        """The frame cap when it is below the Atari100k protocol's 108,000 frames."""
+        frames = cfg.get('max_episode_frames')
+        return f"{frames:,} frames (full games: up to {FULL_GAME_FRAMES:,})" if frames and frames < FULL_GAME_FRAMES else None
 
     def __init__(self, cfg: dict) -> None:
         """Validates ``cfg`` (merged over ``default_config()``); the emulator itself starts in ``reset()``."""

@@ -1,7 +1,7 @@
 """What every ScaleZero env shares: ding's default-config convention, per-worker env configs, and
 validation of positive-int and probability config values."""
 import copy
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 from ding.envs import BaseEnv
@@ -35,6 +35,12 @@ class ScaleZeroEnv(BaseEnv):
         cfg = EasyDict(deep_merge_dicts(ScaleZeroEnv.config, cls.config))
         cfg.cfg_type = cls.__name__ + 'Dict'
         return cfg
+
+    @classmethod
+    def episode_cap(cls, cfg: Mapping[str, Any]) -> Optional[str]:
+        """How an env of config ``cfg`` cuts episodes shorter than its benchmark plays them, e.g.
+        ``'200 frames (full games: up to 108,000)'``, so scores can be marked; None when it does not."""
+        return None
 
     # Spaces set by each subclass's constructor (``_observation_space``, ``_action_space``, ``_reward_space``).
     @property

@@ -23,6 +23,9 @@ from lzero_ext.envs.dmc_tasks import DMC18, default_action_repeat, default_mujoc
 from lzero_ext.envs.base import ScaleZeroEnv, positive_int
 
 
+DMC_EPISODE_CONTROL_STEPS = 1000  # dm_control.suite's time limit of every task used here
+
+
 @ENV_REGISTRY.register('dmc_scalezero')
 class DMCMultiTaskEnv(ScaleZeroEnv):
     """Any ``dm_control.suite`` domain-task with state observations and LightZero's observation dict.
@@ -54,6 +57,15 @@ class DMCMultiTaskEnv(ScaleZeroEnv):
         # (int|None) Cap on agent steps per episode; None: dm_control's own time limit (1000 control steps).
         max_episode_steps=None,
     )
+
+    @classmethod
+    def episode_cap(cls, cfg: Dict[str, Any]) -> Optional[str]:
+        """The agent-step cap when it ends episodes before dm_control's 1,000 control steps."""
+        steps = cfg.get('max_episode_steps')
+        repeat = cfg.get('action_repeat') or default_action_repeat(cfg['env_id'])
+        if steps is None or steps * repeat >= DMC_EPISODE_CONTROL_STEPS:
+            return None
+        return f"{steps * repeat} control steps (full episodes: {DMC_EPISODE_CONTROL_STEPS:,})"
 
     def __init__(self, cfg: dict) -> None:
         """Validates ``cfg`` (merged over ``default_config()``) and reads the task's specs; physics starts in ``reset()``."""

@@ -236,6 +236,14 @@ class JerichoMultiTaskEnv(ScaleZeroEnv):
         n_evaluator_episode=1,
     )
 
+    @classmethod
+    def episode_cap(cls, cfg: Dict[str, Any]) -> Optional[str]:
+        """The step cap when it is below the game's own episode length (the ScaleZero paper's)."""
+        spec, steps = game_spec(cfg['game']), cfg.get('max_steps')
+        if steps is None or spec is None or steps >= spec.max_steps:
+            return None
+        return f"{steps} steps (the game's episodes: {spec.max_steps})"
+
     def __init__(self, cfg: dict) -> None:
         """Validates ``cfg`` and finds the game file; the game itself starts in ``reset()``."""
         self._cfg = EasyDict(deep_merge_dicts(self.default_config(), cfg))

@@ -59,6 +59,9 @@ def list_games() -> List[str]:
     return [camel for camel, _ in GAMES.values()]
 
 
+FREEWAY_FRAMES = 2500  # Freeway ends itself after this many frames; the other games at game over
+
+
 @ENV_REGISTRY.register('minatar_scalezero')
 class MinAtarEnv(ScaleZeroEnv):
     """A MinAtar game with LightZero's observation dict.
@@ -96,6 +99,15 @@ class MinAtarEnv(ScaleZeroEnv):
         # (Freeway ends itself after 2,500 frames; the others at game over).
         max_episode_steps=10_000,
     )
+
+    @classmethod
+    def episode_cap(cls, cfg: Dict[str, Any]) -> Optional[str]:
+        """The step cap when the game would run longer (MinAtar games end at game over; Freeway after 2,500 frames)."""
+        steps = cfg.get('max_episode_steps')
+        own_end = FREEWAY_FRAMES if game_name(cfg['env_id']) == 'Freeway' else None
+        if steps is None or (own_end is not None and steps >= own_end):
+            return None
+        return f"{steps:,} steps (the game's own end: {'game over' if own_end is None else f'{own_end:,} frames'})"
 
     def __init__(self, cfg: dict) -> None:
         """Validates ``cfg`` (merged over ``default_config()``) and starts the game (plain numpy, it pickles)."""
