@@ -9,8 +9,8 @@ rebuilt from ``<DIR>/finetune.json``), evaluates each task with the policy's eva
 lightzero's ``MuZeroEvaluator``, one in-process env manager per task) for N episodes, and prints one
 row per task: episode return mean ± std and the normalised score of the mean (Atari HNS, DMC
 return/1000). ``--video DIR`` writes one animated GIF per task of its first episode with the score
-drawn on every frame (Atari screens, DMC frames rendered by MuJoCo), and a text transcript for
-Jericho. A wrong path, a checkpoint of another architecture, or a game the run did not train ends
+drawn on every frame (Atari screens, DMC frames rendered by MuJoCo, MinAtar boards in colour), and a
+text transcript for Jericho (``<game>.transcript.txt``). A wrong path, a checkpoint of another architecture, or a game the run did not train ends
 with one line naming the problem.
 """
 import argparse
@@ -166,6 +166,7 @@ class TaskEval:
     kind: str
     video: Optional[str] = None
     note: str = ""
+    episode_cap: Optional[str] = None  # how the run's episodes are cut short of the benchmark's (None: full episodes)
 
     @property
     def mean(self) -> float:
@@ -188,7 +189,7 @@ def evaluate_task(run: LoadedRun, task_id: int, *, episodes: int, video_dir: Opt
     from lzero.worker import MuZeroEvaluator, muzero_evaluator
     from torch.utils.tensorboard import SummaryWriter
 
-    from lzero_ext.entry.task_runtime import rank_local
+    from lzero_ext.entry.task_runtime import episode_cap, rank_local
     from lzero_ext.envs.finite_env import FiniteEnvManager
     from lzero_ext.entry.watch import EpisodeRecorder, VideoUnavailable
 
@@ -213,7 +214,8 @@ def evaluate_task(run: LoadedRun, task_id: int, *, episodes: int, video_dir: Opt
         finally:
             evaluator.close()  # closes the envs too
             writer.close()
-    result = TaskEval(task_id, name, recorder.returns[:episodes], kind)
+    result = TaskEval(task_id, name, recorder.returns[:episodes], kind,
+                      episode_cap=episode_cap(env_fn, evaluator_env_cfg[0]))
     if video_dir is not None:
         try:
             result.video = recorder.write(video_dir)
@@ -225,18 +227,23 @@ def evaluate_task(run: LoadedRun, task_id: int, *, episodes: int, video_dir: Opt
 
 
 def print_table(results: Sequence[TaskEval], *, file: Any = None) -> str:
-    """Per-task table: episodes, return mean ± std, normalised score of the mean (where one exists)."""
+    """Per-task table: episodes, return mean ± std, normalised score of the mean (where one exists); tasks whose
+    episodes the run cuts short are marked ``*`` and named under the table."""
     from tabulate import tabulate
 
-    from lzero_ext.summary import SCORE_NAMES
+    from lzero_ext.summary import SCORE_NAMES, capped_note
 
     rows = []
     for r in results:
         score = r.normalized
-        rows.append([f"{r.task_id}: {r.name}", len(r.returns), f"{r.mean:.2f} ± {r.std:.2f}",
+        mark = "*" if r.episode_cap else ""
+        rows.append([f"{r.task_id}: {r.name}{mark}", len(r.returns), f"{r.mean:.2f} ± {r.std:.2f}",
                      "-" if score is None or not math.isfinite(score) else f"{score:.3f} ({SCORE_NAMES[r.kind]})",
                      r.video or r.note or "-"])
-    table = tabulate(rows, headers=["task", "episodes", "return mean ± std", "normalised", "video"])
+    headers = ["task", "episodes", "return mean ± std", "normalised", "video (text games: transcript)"]
+    table = tabulate(rows, headers=headers)
+    note = capped_note((r.name, r.episode_cap) for r in results)
+    table += f"\n{note}" if note else ""
     print(table, file=file or sys.stdout)
     return table
 

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import IO, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from tabulate import tabulate
 
@@ -110,6 +110,7 @@ class TaskRecord:
     eval_return: Optional[float] = None  # latest evaluation mean return
     normalized: Optional[float] = None  # normalised score of eval_return
     history: List[Tuple[int, float]] = field(default_factory=list)  # (env_step, eval_return)
+    episode_cap: Optional[str] = None  # how eval episodes are cut short of the benchmark's (ScaleZeroEnv.episode_cap)
 
     def add_eval(self, env_step: int, eval_return: float, *, kind: str = "raw") -> None:
         """Record an evaluation at ``env_step`` and update the latest return and score."""
@@ -133,6 +134,7 @@ def summarize(records: Sequence[TaskRecord], kind: str = "atari") -> Dict[str, A
             "eval_return": r.eval_return,
             "normalized": normalized_score(kind, r.name, r.eval_return),
             "history": [[step, value] for step, value in r.history],  # (env_step, eval mean return) per evaluation
+            "episode_cap": r.episode_cap,  # None: full episodes; else the cap, and the score is not comparable
         }
         for r in records
     ]
@@ -145,6 +147,7 @@ def summarize(records: Sequence[TaskRecord], kind: str = "atari") -> Dict[str, A
         "num_scored": len(scores),
         "mean": statistics.fmean(scores) if scores else None,
         "median": statistics.median(scores) if scores else None,
+        "capped_tasks": [r.name for r in records if r.episode_cap],  # their scores come from shortened episodes
     }
 
 
@@ -153,24 +156,45 @@ def _num(x: Optional[float]) -> Optional[float]:
 
 
 def print_summary_table(summary: Dict[str, Any], *, file: Optional[IO[str]] = None) -> str:
-    """Print (to ``file``, default stdout) and return the summary as a table with a mean/median
-    footer.
-    """
-    score_name = summary["score_name"]
-    rows = [
-        [f"{row['task_id']}: {row['name']}", row["env_steps"], _num(row["eval_return"]), _num(row["normalized"])]
-        for row in summary["tasks"]
-    ]
-    rows.append([f"mean {score_name} ({summary['num_scored']} tasks)", None, None, _num(summary["mean"])])
-    rows.append([f"median {score_name}", None, None, _num(summary["median"])])
-    rows.append(["total env steps", summary.get("total_env_steps"), None, None])
-    table = tabulate(rows, headers=["task", "env steps", "latest eval return", score_name], floatfmt=".3f", missingval="-")
+    """Print (to ``file``, default stdout) and return the summary as a table with a mean/median footer. Tasks
+    evaluated on shortened episodes are marked ``*`` and named under the table. For raw returns the score is the
+    return itself, so it has one column."""
+    score_name, capped = summary["score_name"], summary.get("capped_tasks") or []
+    separate_score = summary["kind"] != "raw"
+
+    def row(label: str, steps: Any, value: Optional[float], score: Optional[float]) -> List[Any]:
+        return [label, steps, _num(value)] + ([_num(score)] if separate_score else [])
+
+    rows = [row(f"{r['task_id']}: {r['name']}{'*' if r.get('episode_cap') else ''}", r["env_steps"], r["eval_return"],
+                r["normalized"]) for r in summary["tasks"]]
+    marked = f", {len(capped)} with *" if capped else ""
+    for label, value in ((f"mean {score_name} ({summary['num_scored']} tasks{marked})", summary["mean"]),
+                         (f"median {score_name}", summary["median"])):
+        rows.append(row(label, None, None, value) if separate_score else row(label, None, value, None))
+    rows.append(row("total env steps", summary.get("total_env_steps"), None, None))
+    headers = ["task", "env steps", "latest eval return"] + ([score_name] if separate_score else [])
+    table = tabulate(rows, headers=headers, floatfmt=".3f", missingval="-")
+    if capped:
+        table += "\n" + capped_note((r["name"], r.get("episode_cap")) for r in summary["tasks"])
     if summary.get("dps"):
         dps = summary["dps"]
         table += (f"\nDPS: stage {dps['stage']} of {dps['num_stages'] - 1}, solved {dps['solved'] or 'none'}, "
                   f"{len(dps['switches'])} switch(es), {dps['trainable_params']:,} trainable parameters")
     print(table, file=file or sys.stdout)
     return table
+
+
+def capped_note(caps: Iterable[Tuple[str, Optional[str]]]) -> str:
+    """The footnote of a table whose ``*`` rows were evaluated on shortened episodes: ``(task, episode_cap)`` pairs,
+    tasks with the same cap on one line; an empty string when no task has a cap."""
+    by_cap: Dict[str, List[str]] = {}
+    for name, cap in caps:
+        if cap:
+            by_cap.setdefault(cap, []).append(name)
+    if not by_cap:
+        return ""
+    return "* evaluated on episodes cut short, so these scores are not comparable with published ones:" + "".join(
+        f"\n  {', '.join(names)}: {cap}" for cap, names in by_cap.items())
 
 
 def _json_safe(obj: Any) -> Any:

@@ -3,7 +3,7 @@
 #
 #   bash scripts/install.sh            # create/update ./.venv
 #   SCALEZERO_VENV=/path bash ...      # another virtualenv
-#   TORCH_INDEX_URL=<PyTorch CPU wheel index> bash ...   # a CPU laptop without a local torch wheel
+#   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu bash ...   # a CPU laptop without a local torch wheel
 #
 # Order matters (see requirements/pins.in): torch 2.13.0 first, then the locked closure and
 # lightzero/DI-engine with --no-deps, so pip never re-resolves torch into a CUDA build.

@@ -164,6 +164,20 @@ def test_smoke_preset_end_to_end(tmp_path):
         assert task["env_steps"] >= 40 and math.isfinite(task["eval_return"]) and len(task["history"]) >= 2
     assert math.isfinite(summary["mean"]) and summary["num_scored"] == 5
     assert (tmp_path / "run" / "learning_curves.png").stat().st_size > 10_000
+    assert summary["capped_tasks"] == list(CHANNELS)  # 30-step smoke episodes: marked as cut short
+
+    import imageio.v3 as iio
+
+    from lzero_ext.evaluate import main as evaluate
+
+    results = evaluate(["--exp-name", str(tmp_path / "run"), "--video", str(tmp_path / "videos"), "--device", "cpu"])
+    assert [r.video for r in results] == [str(tmp_path / "videos" / f"{game}.gif") for game in CHANNELS]
+    for game in CHANNELS:
+        frames = iio.imread(tmp_path / "videos" / f"{game}.gif", index=None)  # (N, 320, 320, 3)
+        boards = frames[:, 64:, :, :3]  # below the score strip
+        assert frames.shape[0] >= 2 and frames.shape[1:3] == (320, 320), (game, frames.shape)
+        assert any((board != boards[0]).any() for board in boards[1:]), f"{game}: the board never changes"
+        assert len(np.unique(frames.reshape(-1, frames.shape[-1])[:, :3], axis=0)) >= 3, f"{game}: not in colour"
 
 
 def test_zoo_config_rejects_unknown_game(capsys):

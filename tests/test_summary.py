@@ -92,6 +92,31 @@ def test_print_summary_table():
     assert "mean HNS (2 tasks)" in table and "0.750" in table and "median HNS" in table
 
 
+def test_scores_of_capped_episodes_are_marked(tmp_path):
+    records = _records()[:2]
+    records[0].episode_cap = "200 frames (full games: up to 108,000)"
+    summary = summarize(records, kind="atari")
+    assert summary["capped_tasks"] == ["PongNoFrameskip-v4"]
+    assert [row["episode_cap"] for row in summary["tasks"]] == ["200 frames (full games: up to 108,000)", None]
+    table = print_summary_table(summary, file=io.StringIO())
+    assert "0: PongNoFrameskip-v4*" in table and "1: BoxingNoFrameskip-v4*" not in table
+    assert "mean HNS (2 tasks, 1 with *)" in table
+    assert table.splitlines()[-2:] == ["* evaluated on episodes cut short, so these scores are not comparable with "
+                                       "published ones:", "  PongNoFrameskip-v4: 200 frames (full games: up to 108,000)"]
+    written = json.loads(write_summary(tmp_path, summary).read_text())
+    assert written["capped_tasks"] == ["PongNoFrameskip-v4"] and written["tasks"][0]["episode_cap"].startswith("200")
+    full = print_summary_table(summarize(_records(), kind="atari"), file=io.StringIO())
+    assert "*" not in full and "cut short" not in full
+
+
+def test_raw_returns_are_one_column():
+    table = print_summary_table(summarize([TaskRecord(0, "Breakout", eval_return=3.25)], kind="raw"), file=io.StringIO())
+    header, _, row, mean, median, _ = table.splitlines()
+    assert header.split() == ["task", "env", "steps", "latest", "eval", "return"]
+    assert row.split()[-1] == "3.250" and row.count("3.250") == 1
+    assert mean.startswith("mean return (1 tasks)") and mean.split()[-1] == "3.250" and median.split()[-1] == "3.250"
+
+
 def test_write_summary_json(tmp_path):
     summary = summarize(_records(), kind="atari")
     path = write_summary(tmp_path / "exp", summary, extra={"iterations": np.int64(12), "loss": float("nan"), "lr": np.float32(0.5)})
@@ -100,8 +125,11 @@ def test_write_summary_json(tmp_path):
     data = json.loads(path.read_text())
     assert data["kind"] == "atari" and data["score_name"] == "HNS"
     assert data["mean"] == pytest.approx(0.75) and data["median"] == pytest.approx(0.75)
-    assert data["tasks"][0] == {"task_id": 0, "name": "PongNoFrameskip-v4", "env_steps": 3000, "eval_return": 14.6,
-                                "normalized": pytest.approx(1.0), "history": [[1000, -21.0], [2000, -2.95], [3000, 14.6]]}
+    expected = {"task_id": 0, "name": "PongNoFrameskip-v4", "env_steps": 3000, "eval_return": 14.6,
+                "normalized": pytest.approx(1.0), "history": [[1000, -21.0], [2000, -2.95], [3000, 14.6]],
+                "episode_cap": None}
+    assert {key: data["tasks"][0][key] for key in expected} == expected
+    assert data["capped_tasks"] == []
     assert data["total_env_steps"] == sum(row["env_steps"] for row in data["tasks"])
     assert data["tasks"][2]["eval_return"] is None
     assert data["extra"] == {"iterations": 12, "loss": None, "lr": 0.5}

@@ -75,8 +75,8 @@ def compiled_case(configs: List[Any], game_dir: str) -> Dict[str, Any]:
     text = json.dumps([_plain(cfg) for cfg in compiled]).replace(game_dir, GAME_DIR)
     flats = [flatten(cfg) for cfg in json.loads(text)]
     first = flats[0]
-    diffs = [{key: flat.get(key, ABSENT) for key in sorted(set(first) | set(flat)) if flat.get(key, ABSENT) != first.get(key, ABSENT)}
-             for flat in flats[1:]]
+    diffs = [{key: flat.get(key, ABSENT) for key in sorted(set(first) | set(flat))
+              if flat.get(key, ABSENT) != first.get(key, ABSENT)} for flat in flats[1:]]
     return {"task0": first, "diffs": diffs}
 
 

@@ -76,8 +76,8 @@ class RunProgress:
         self.live = enabled and (is_terminal(self.stream) if live is None else live)
         self.total, self.n = total, max(0, min(initial, total))
         columns, rows = (None, None) if terminal_columns(self.stream) > 0 else FALLBACK_SIZE
-        self.bar = tqdm(total=total, initial=self.n, disable=not self.live, file=self.stream, dynamic_ncols=columns is None,
-                        ncols=columns, nrows=rows, bar_format=BAR_FORMAT, smoothing=0.0, mininterval=min_interval_s)
+        self.bar = tqdm(total=total, initial=self.n, disable=not self.live, file=self.stream,
+                        dynamic_ncols=columns is None, ncols=columns, nrows=rows, bar_format=BAR_FORMAT, smoothing=0.0, mininterval=min_interval_s)
         self.min_interval_s = min_interval_s
         self.returns: Dict[str, float] = {}
         self.phase = ""

@@ -172,7 +172,8 @@ class Suite:
             parser.add_argument(flag.flag, dest=flag.keyword, **flag.options)
         if self.needs_dps_targets:
             parser.add_argument("--dps-target", nargs="+", default=[], metavar="GAME=SCORE",
-                                help=f"with --dps: the score that counts each game as solved ({self.name} has no target table)")
+                                help=f"with --dps: the score that counts each game as solved "
+                                     f"({self.name} has no target table)")
         return parser
 
     def main(self, argv: Optional[Sequence[str]] = None) -> None:
@@ -184,7 +185,8 @@ class Suite:
         targets = None
         if self.needs_dps_targets and args.dps:
             if not args.dps_target:
-                parser.error(f"--dps on {self.name} needs --dps-target GAME=SCORE for every game (there is no target table)")
+                parser.error(f"--dps on {self.name} needs --dps-target GAME=SCORE for every game "
+                             f"(there is no target table)")
             try:
                 targets = parse_targets(args.dps_target)
             except ValueError as error:

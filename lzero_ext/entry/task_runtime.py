@@ -12,7 +12,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 from ding.envs import create_env_manager, get_vec_env_setting
@@ -23,6 +23,7 @@ from lzero.worker import muzero_evaluator, muzero_segment_collector
 from torch.utils.tensorboard import SummaryWriter
 
 from lzero_ext.collector import MaskAwareSegmentCollector
+from lzero_ext.envs.base import ScaleZeroEnv
 from lzero_ext.envs.finite_env import FiniteEnvManager
 from lzero_ext.summary import TaskRecord
 from lzero_ext.workers import UniZeroFamilyEvaluator
@@ -92,7 +93,8 @@ class TaskRuntime:
                 tb_logger=writer, exp_name=exp_name, instance_name=f"evaluator_{name}", policy_config=cfg.policy,
             )
         buffer = BUFFER_CLASSES[cfg.policy.type](cfg.policy)
-        return cls(task_id, name, cfg, collector, evaluator, buffer, writer, TaskRecord(task_id, name), score_kind)
+        record = TaskRecord(task_id, name, episode_cap=episode_cap(env_fn, evaluator_env_cfg[0]))
+        return cls(task_id, name, cfg, collector, evaluator, buffer, writer, record, score_kind)
 
     # ------------------------------------------------------------------ phases
     @property
@@ -162,3 +164,9 @@ class TaskRuntime:
         self.collector.close()
         self.evaluator.close()
         self.writer.close()
+
+
+def episode_cap(env_cls: type, evaluator_env_cfg: Any) -> Optional[str]:
+    """How the task's evaluation episodes are cut short (``ScaleZeroEnv.episode_cap``); None for full episodes
+    and for envs that are not the project's (lightzero's own, on the policy-swap route)."""
+    return env_cls.episode_cap(evaluator_env_cfg) if issubclass(env_cls, ScaleZeroEnv) else None

@@ -2,17 +2,18 @@
 
 :class:`EpisodeRecorder` wraps env factories (``ding`` env managers call ``env.reset`` / ``env.step``
 in process for the ``base`` manager); every finished episode's return is kept, and the filmed env's
-first episode is recorded: Atari screens (ALE RGB), DMC frames rendered by MuJoCo
-(``physics.render``; needs ``MUJOCO_GL=egl`` or ``osmesa`` on a headless machine), and for Jericho
-the game text and the chosen commands. :meth:`EpisodeRecorder.write` draws the running score on each
-frame (Pillow) and encodes the GIF with imageio.
+first episode is recorded through the env's own ``ScaleZeroEnv.frame()``: Atari screens (ALE RGB),
+DMC frames rendered by MuJoCo (needs ``MUJOCO_GL=egl`` or ``osmesa`` on a headless machine), MinAtar
+boards in colour; Jericho, which has no picture, gets a transcript of the game text and the chosen
+commands. :meth:`EpisodeRecorder.write` draws the running score on each frame (Pillow) and encodes
+the GIF with imageio.
 
 Example::
 
     recorder = EpisodeRecorder("Pong", record=True)
     env = recorder.wrap(lambda: AtariMultiTaskEnv(cfg), film=True)
     ...  # run episodes through env
-    recorder.write("videos")  # 'videos/Pong.gif'
+    recorder.write("videos")  # 'videos/Pong.gif' (a text game: 'videos/detective.transcript.txt')
 """
 import os
 from typing import Any, Callable, List, Optional
@@ -28,18 +29,15 @@ class VideoUnavailable(RuntimeError):
 
 
 def _frame_of(env: Any) -> Optional[np.ndarray]:
-    """The env's current picture as uint8 (H, W, 3), or None for text games."""
-    ale = getattr(env, "_ale", None)
-    if ale is not None:
-        return ale.getScreenRGB()
-    physics = getattr(env, "physics", None)
-    if physics is not None:
-        try:
-            return physics.render(height=240, width=320, camera_id=0)
-        except Exception as error:  # dm_control raises several GL error types
-            raise VideoUnavailable(f"MuJoCo cannot render (MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}): "
-                                   f"{type(error).__name__}: {str(error).splitlines()[0][:120]}") from None
-    return None
+    """The env's current picture as uint8 (H, W, 3), or None for envs without one (text games, other envs)."""
+    from lzero_ext.envs.base import ScaleZeroEnv
+
+    if not isinstance(env, ScaleZeroEnv):
+        return None
+    try:
+        return env.frame()
+    except RuntimeError as error:  # e.g. MuJoCo without OpenGL
+        raise VideoUnavailable(str(error)) from None
 
 
 def _score(value: float) -> str:
@@ -128,12 +126,12 @@ class EpisodeRecorder:
                                           scale=2 if frame.shape[1] < 320 else 1))
 
     def write(self, out_dir: str) -> str:
-        """Writes ``<out_dir>/<task>.gif`` (or ``.txt`` for text games); returns the path."""
+        """Writes ``<out_dir>/<task>.gif`` (text games: ``<task>.transcript.txt``); returns the path."""
         if self.error is not None:
             raise self.error
         os.makedirs(out_dir, exist_ok=True)
         if self.transcript and not self.frames:
-            path = os.path.join(out_dir, f"{self.task_name}.txt")
+            path = os.path.join(out_dir, f"{self.task_name}.transcript.txt")
             with open(path, "w") as f:
                 f.write("\n".join(self.transcript) + "\n")
             return path

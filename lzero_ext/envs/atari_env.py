@@ -83,6 +83,10 @@ class AtariMultiTaskEnv(ScaleZeroEnv):
         frames = cfg.get('max_episode_frames')
         return f"{frames:,} frames (full games: up to {FULL_GAME_FRAMES:,})" if frames and frames < FULL_GAME_FRAMES else None
 
+    def frame(self) -> Optional[np.ndarray]:
+        """The emulator's RGB screen, (210, 160, 3); None before the first ``reset()``."""
+        return None if self._ale is None else self._ale.getScreenRGB()
+
     def __init__(self, cfg: dict) -> None:
         """Validates ``cfg`` (merged over ``default_config()``); the emulator itself starts in ``reset()``."""
         self._cfg = EasyDict(deep_merge_dicts(self.default_config(), cfg))

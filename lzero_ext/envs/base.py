@@ -42,6 +42,10 @@ class ScaleZeroEnv(BaseEnv):
         ``'200 frames (full games: up to 108,000)'``, so scores can be marked; None when it does not."""
         return None
 
+    def frame(self) -> Optional[np.ndarray]:
+        """The current picture as uint8 ``(H, W, 3)`` for watching an episode; None for envs without one (text)."""
+        return None
+
     # Spaces set by each subclass's constructor (``_observation_space``, ``_action_space``, ``_reward_space``).
     @property
     def observation_space(self) -> Any:

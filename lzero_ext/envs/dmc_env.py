@@ -11,6 +11,7 @@ own DMC env) is not on PyPI, hence this env.
 leaves it alone; a run (``lzero_ext.entry.run_logging.run_console``) sets it to ``default_mujoco_gl()``
 when unset and restores it afterwards, and ``dmc_tasks.load_suite`` defaults it for dm_control's first import only.
 """
+import os
 from typing import Any, Dict, Optional
 
 import gym
@@ -165,6 +166,17 @@ class DMCMultiTaskEnv(ScaleZeroEnv):
     def physics(self) -> Any:
         """The dm_control ``Physics`` of the running episode (None before the first ``reset()``)."""
         return None if self._env is None else self._env.physics
+
+    def frame(self) -> Optional[np.ndarray]:
+        """The scene rendered by MuJoCo, (240, 320, 3); None before the first ``reset()``. A machine without OpenGL
+        raises ``RuntimeError`` naming ``MUJOCO_GL`` (``egl`` or ``osmesa`` on a headless machine)."""
+        if self.physics is None:
+            return None
+        try:
+            return self.physics.render(height=240, width=320, camera_id=0)
+        except Exception as error:  # dm_control raises several GL error types
+            raise RuntimeError(f"MuJoCo cannot render (MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}): "
+                               f"{type(error).__name__}: {str(error).splitlines()[0][:120]}") from None
 
     def __repr__(self) -> str:
         return (f"DMCMultiTaskEnv({self._domain}-{self._task}, obs={self._observation_space.shape[0]}, "

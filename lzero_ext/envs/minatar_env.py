@@ -13,6 +13,7 @@ MinAtar's 6 actions (no-op, left, up, right, down, fire); ``minimal_action_set=T
 6-action space and masks the actions a game ignores (Breakout: no-op, left, right), so the shared
 action embedding and the policy head keep one layout.
 """
+import functools
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -33,6 +34,7 @@ GAMES: Dict[str, Tuple[str, int]] = {
     'space_invaders': ('SpaceInvaders', 6),
 }
 GRID = 10  # MinAtar's board is 10 x 10 cells
+CELL_PIXELS = 32  # a board cell in a watched frame
 NUM_ACTIONS = 6  # every MinAtar game: no-op, left, up, right, down, fire
 MAX_CHANNELS = max(channels for _, channels in GAMES.values())
 
@@ -183,6 +185,14 @@ class MinAtarEnv(ScaleZeroEnv):
         """A uniformly random legal action (seeded by ``seed()``)."""
         return np.array(self._legal[self._action_rng.randint(len(self._legal))], dtype=np.int64)
 
+    def frame(self) -> np.ndarray:
+        """The board in colour, (320, 320, 3): each cell in the colour of its highest set channel, black when empty
+        (MinAtar's own display: matplotlib's cubehelix, one colour per channel of the game)."""
+        state = self._env.state()                                                    # (10, 10, C) bool
+        cell = np.max(state * np.arange(1, self._channels + 1), axis=2)              # (10, 10), 0 = empty
+        picture = channel_palette(self._channels)[cell]                               # (10, 10, 3)
+        return np.repeat(np.repeat(picture, CELL_PIXELS, axis=0), CELL_PIXELS, axis=1)  # (320, 320, 3)
+
     @property
     def legal_actions(self) -> np.ndarray:
         return self._legal.copy()
@@ -201,6 +211,15 @@ class MinAtarEnv(ScaleZeroEnv):
         obs = np.zeros(self._obs_shape, dtype=np.float32)                     # (C_out, 10, 10)
         obs[:self._channels] = self._env.state().transpose(2, 0, 1)           # (10, 10, C) -> (C, 10, 10)
         return {'observation': obs, 'action_mask': self._mask.copy(), 'to_play': -1, 'timestep': self._timestep}
+
+
+@functools.lru_cache(maxsize=None)
+def channel_palette(channels: int) -> np.ndarray:
+    """``(channels + 1, 3)`` uint8 colours: black for an empty cell, then one cubehelix colour per channel."""
+    from matplotlib import colormaps
+
+    colours = colormaps["cubehelix"](np.linspace(0., 1., channels + 2)[1:-1])[:, :3]  # no black, no white
+    return (np.concatenate([np.zeros((1, 3)), colours]) * 255).round().astype(np.uint8)
 
 
 def _validate_observation(shape: Optional[Any], game: str, channels: int) -> Tuple[int, int, int]:

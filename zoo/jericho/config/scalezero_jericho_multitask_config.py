@@ -109,7 +109,8 @@ SUITE = Suite(
     # No Jericho target table: the targets are the user's (--dps-target); LoRA settings as for Atari.
     dps=dict(suite=None, num_stages=5, rank=64, alpha=32.0, dropout=0.1), needs_dps_targets=True,
     flags=(SuiteFlag("--game-dir", "games_dir", dict(
-               type=Path, metavar="GAME_DIR", help="directory of the game files (default: $SCALEZERO_JERICHO_DIR, else ../shared/jericho-games)")),
+               type=Path, metavar="GAME_DIR",
+               help="directory of the game files (default: $SCALEZERO_JERICHO_DIR, else ../shared/jericho-games)")),
            SuiteFlag("--allow-unknown-game", "allow_unknown_game", dict(
                action="store_true", help="train on a story file whose checksum Jericho does not know (it turns scoring "
                "and valid actions off for such files), with a warning, instead of refusing it"))),
