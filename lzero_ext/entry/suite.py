@@ -100,6 +100,17 @@ class Suite:
     needs_dps_targets: bool = False  # no target table: --dps needs --dps-target GAME=SCORE for every task
     flags: Tuple[SuiteFlag, ...] = ()
 
+    def __post_init__(self) -> None:
+        from lzero_ext.summary import KINDS
+
+        if self.score_kind not in KINDS:
+            raise ValueError(f"Suite {self.name}: score_kind {self.score_kind!r} is not one of {sorted(KINDS)}")
+        missing = sorted({self.cpu_preset, self.gpu_preset} - set(self.presets))
+        if missing:
+            raise ValueError(f"Suite {self.name}: default presets {missing} are not among {sorted(self.presets)}")
+        if not self.task_flag.startswith("--"):
+            raise ValueError(f"Suite {self.name}: task_flag must be a long flag ('--games'), got {self.task_flag!r}")
+
     @property
     def task_keyword(self) -> str:
         return self.task_flag.lstrip("-").replace("-", "_")

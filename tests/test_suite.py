@@ -1,0 +1,59 @@
+"""The one suite builder behind every zoo config: validation, keywords, default experiment names, flags."""
+import dataclasses
+
+import pytest
+
+from lzero_ext.entry.suite import ZOO_MODULES, Suite, parse_targets, zoo_module
+
+
+def test_suite_checks_its_settings_once():
+    atari = zoo_module("atari").SUITE
+    with pytest.raises(ValueError, match="score_kind 'hns'"):
+        dataclasses.replace(atari, score_kind="hns")
+    with pytest.raises(ValueError, match=r"default presets \['atari100'\]"):
+        dataclasses.replace(atari, gpu_preset="atari100")
+    with pytest.raises(ValueError, match="long flag"):
+        dataclasses.replace(atari, task_flag="games")
+    with pytest.raises(ValueError, match="unknown suite 'procgen'"):
+        zoo_module("procgen")
+
+
+def test_build_configs_takes_the_suites_own_keywords_only():
+    atari, dmc = zoo_module("atari").SUITE, zoo_module("dmc").SUITE
+    assert (atari.task_keyword, dmc.task_keyword) == ("games", "tasks")
+    with pytest.raises(TypeError, match=r"unexpected keywords \['tasks'\]"):
+        atari.build_configs("smoke", tasks=["Pong"], cuda=False)
+    with pytest.raises(TypeError, match=r"unexpected keywords \['games_dir'\]"):
+        dmc.build_configs("smoke", games_dir="/tmp", cuda=False)
+    with pytest.raises(ValueError, match="must be distinct"):
+        atari.build_configs("smoke", games=["Pong", "pong"], cuda=False)
+    with pytest.raises(ValueError, match="unknown preset 'tiny'"):
+        atari.build_configs("tiny", cuda=False)
+
+
+@pytest.mark.parametrize("suite, name", [("atari", "data_scalezero/atari_smoke_dense_dps_1games"),
+                                         ("minatar", "data_scalezero/minatar_smoke_dense_dps_1games")])
+def test_default_experiment_name(suite, name):
+    task = {"atari": "Pong", "minatar": "Breakout"}[suite]
+    configs = zoo_module(suite).build_configs("smoke", games=[task], dense=True, dps=True, cuda=False)
+    assert configs[0][0].exp_name == name and configs[0][0].policy.dps.enabled
+
+
+def test_every_zoo_module_is_a_suite_with_the_shared_flags():
+    for suite in ZOO_MODULES:
+        module = zoo_module(suite)
+        assert isinstance(module.SUITE, Suite) and module.build_configs == module.SUITE.build_configs
+        help_text = module.SUITE.arg_parser().format_help()
+        for flag in ("--preset", module.SUITE.task_flag, "--threads", "--dense", "--dps", "--per-task", "--resume"):
+            assert flag in help_text, (suite, flag)
+    jericho = zoo_module("jericho").SUITE.arg_parser().format_help()
+    assert "--game-dir GAME_DIR" in jericho and "--allow-unknown-game" in jericho and "--dps-target" in jericho
+    assert "--dps-target" not in zoo_module("atari").SUITE.arg_parser().format_help()
+
+
+def test_jericho_dps_needs_targets_on_the_command_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        zoo_module("jericho").main(["--preset", "smoke", "--dps"])
+    assert stop.value.code == 2 and "needs --dps-target GAME=SCORE" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="GAME=SCORE"):
+        parse_targets(["detective:5"])
