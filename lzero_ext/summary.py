@@ -111,6 +111,7 @@ class TaskRecord:
     normalized: Optional[float] = None  # normalised score of eval_return
     history: List[Tuple[int, float]] = field(default_factory=list)  # (env_step, eval_return)
     episode_cap: Optional[str] = None  # how eval episodes are cut short of the benchmark's (ScaleZeroEnv.episode_cap)
+    updates: int = 0  # learner updates that trained on this task's batch
 
     def add_eval(self, env_step: int, eval_return: float, *, kind: str = "raw") -> None:
         """Record an evaluation at ``env_step`` and update the latest return and score."""
@@ -135,6 +136,8 @@ def summarize(records: Sequence[TaskRecord], kind: str = "atari") -> Dict[str, A
             "normalized": normalized_score(kind, r.name, r.eval_return),
             "history": [[step, value] for step, value in r.history],  # (env_step, eval mean return) per evaluation
             "episode_cap": r.episode_cap,  # None: full episodes; else the cap, and the score is not comparable
+            "updates": r.updates,
+            "updates_per_env_step": r.updates / r.env_steps if r.env_steps else None,
         }
         for r in records
     ]

@@ -37,6 +37,18 @@ MULTITASK_POLICY_KEYS = dict(
     # (and collects all tasks in lockstep, one search over every task's roots); 'per_task' runs them one after
     # another (lightzero's single-task code per task). Both give the same losses and gradients.
     engine='batched',
+    # (list[float] | None) Evaluate each task when its env steps first reach these fractions of the run's per-task
+    # env-step budget (``max_env_step``), e.g. [0.25, 0.5, 0.75]. The baseline before training and the final evaluation
+    # always run; a task that has spent its budget is not evaluated again until the final one. None: lightzero's
+    # ``eval_freq`` (every N learner iterations).
+    eval_env_step_fractions=None,
+    # (int | None) Episodes of the final evaluation of each task (its evaluator's envs run them in parallel, reused
+    # when there are more episodes than envs); None: the env's ``n_evaluator_episode``, as in training.
+    final_eval_episodes=None,
+    # (int | None) Env steps every task collects per round: a task's collector rounds repeat until it has them, so
+    # tasks with short episodes (whose segments close early) get as many steps per round as the others and no task
+    # trains on a frozen buffer while another still collects. None: one collector round per task and round.
+    collect_env_steps_per_round=None,
     # (int) Learn steps between training diagnostics (per-task gradient cosine on the transformer, dormant-neuron
     # ratio of its FFNs, per-task expert usage), logged under ``diag/``; 0 turns them off. Each costs one extra
     # partial backward per task on that step.

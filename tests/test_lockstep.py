@@ -117,7 +117,7 @@ def test_lockstep_collection_keeps_each_tasks_own_data(trainer):
 def test_lockstep_evaluation_reports_each_tasks_own_returns(trainer):
     recorders = {task.task_id: EnvRecorder(task.evaluator._env) for task in trainer.tasks}
     calls = _count_lockstep_forwards(trainer.policy)
-    trainer.evaluate(force=True)
+    trainer.evaluate(final=True)
     assert calls and max(len(c) for c in calls) == 3
     for task in trainer.tasks:
         recorder = recorders[task.task_id]

@@ -40,6 +40,9 @@ SHARED_POLICY_KEYS = (
     "replay_ratio",
     "update_per_collect",
     "cache_clear_interval",
+    "eval_env_step_fractions",
+    "final_eval_episodes",
+    "collect_env_steps_per_round",
 )
 # lightzero UniZero keys that ScaleZero's learn step does not honour, with the only value it supports.
 UNSUPPORTED_POLICY_KEYS = {

@@ -122,10 +122,10 @@ class TaskRuntime:
             current_batch, target_batch = self.buffer.sample(self.cfg.policy.batch_size, policy)
         return self.task_id, current_batch, target_batch
 
-    def evaluate(self, train_iter: int) -> float:
-        """Runs ``n_evaluator_episode`` episodes; returns and records their mean raw return."""
+    def evaluate(self, train_iter: int, episodes: Optional[int] = None) -> float:
+        """Runs ``episodes`` episodes (None: ``n_evaluator_episode``); returns and records their mean raw return."""
         with rank_local(muzero_evaluator):
-            _, episode_info = self.evaluator.eval(None, train_iter, self.env_steps)
+            _, episode_info = self.evaluator.eval(None, train_iter, self.env_steps, n_episode=episodes)
         mean_return = float(episode_info["eval_episode_return_mean"])
         self.record.add_eval(self.env_steps, mean_return, kind=self.score_kind)
         self.writer.add_scalar("eval/episode_return_mean_vs_env_step", mean_return, self.env_steps)
@@ -143,6 +143,7 @@ class TaskRuntime:
             "env_steps": self.collector._total_envstep_count,
             "episodes": self.collector._total_episode_count,
             "eval_history": list(self.record.history),
+            "updates": self.record.updates,
             "max_eval_return": self.evaluator._max_episode_return,
         }
         if include_buffer:
@@ -157,6 +158,7 @@ class TaskRuntime:
         for env_step, mean_return in state["eval_history"]:
             self.record.add_eval(env_step, mean_return, kind=self.score_kind)
         self.evaluator._max_episode_return = state["max_eval_return"]
+        self.record.updates = int(state.get("updates", 0))  # checkpoints before the count: 0
         if "buffer" in state:
             self.buffer = state["buffer"]
 

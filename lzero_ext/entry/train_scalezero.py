@@ -2,8 +2,9 @@
 
 The loop reads like the algorithm (the ScaleZero paper)::
 
-    evaluate (every eval_freq iterations) -> collect one round per unfinished task -> learn
-    (updates_per_round steps, each on one batch per task) -> checkpoint -> stop?
+    evaluate (at fractions of each task's env-step budget, or every eval_freq iterations) -> collect one round per
+    unfinished task (collect_env_steps_per_round steps each) -> learn (updates_per_round steps, each on one batch
+    per task) -> checkpoint -> stop? -> final evaluation (final_eval_episodes per task)
 
 Under ``torchrun`` each rank owns a contiguous block of tasks; ranks meet only in the learn step's
 gradient averaging and in a few small agreements (number of updates, whether anyone has data, stop),
@@ -107,20 +108,29 @@ class MultiTaskTrainer:
         """This rank's tasks that still collect, evaluate and train (DPS drops solved ones)."""
         return active_tasks(self.tasks, self.dps)
 
-    def evaluate(self, force: bool = False) -> None:
-        def due(task) -> bool:  # lightzero's should_eval(0) is False: the first evaluation gives the baseline
-            first = not task.record.history and self.initial_eval
-            return force or first or task.evaluator.should_eval(self.train_iter)
-
-        tasks = [task for task in self.active if due(task)]
-        returns = self._run_tasks("eval", {task.task_id: partial(self._evaluate_task, task) for task in tasks})
+    def evaluate(self, final: bool = False) -> None:
+        """Evaluates the tasks that are due (every active task when ``final``, with ``final_eval_episodes``)."""
+        tasks = [task for task in self.active if final or self._eval_due(task)]
+        episodes = self.cfg.final_eval_episodes if final else None
+        returns = self._run_tasks("eval", {task.task_id: partial(self._evaluate_task, task, episodes) for task in tasks})
         for task in tasks:
             self.bar.task_return(task.name, returns[task.task_id])
             logger.info(f"[eval] {task.name}: mean return {returns[task.task_id]:.2f} at {task.env_steps} env steps")
 
-    def _evaluate_task(self, task: TaskRuntime) -> float:
+    def _eval_due(self, task: TaskRuntime) -> bool:
+        if not task.record.history and self.initial_eval:  # the baseline (lightzero's should_eval(0) is False)
+            return True
+        fractions = self.cfg.eval_env_step_fractions
+        if fractions is None:
+            return task.evaluator.should_eval(self.train_iter)
+        if task.env_steps >= self.max_env_step:
+            return False  # its budget is spent: the final evaluation comes
+        last = task.record.history[-1][0] if task.record.history else 0
+        return any(last < fraction * self.max_env_step <= task.env_steps for fraction in fractions)
+
+    def _evaluate_task(self, task: TaskRuntime, episodes: Optional[int]) -> float:
         with self.bar.evaluating(task):
-            return task.evaluate(self.train_iter)
+            return task.evaluate(self.train_iter, episodes)
 
     def collect(self) -> int:
         """One collection round for every task with budget left; returns the transitions collected here."""
@@ -130,8 +140,12 @@ class MultiTaskTrainer:
         return sum(task.env_steps - before[task.task_id] for task in todo)
 
     def _collect_task(self, task: TaskRuntime) -> None:
+        """Collector rounds until the task has ``collect_env_steps_per_round`` new steps (or its budget is spent)."""
+        target, start = self.cfg.collect_env_steps_per_round, task.env_steps
         with self.bar.collecting(task):
             task.collect(self.train_iter)
+            while target and task.env_steps - start < target and task.env_steps < self.max_env_step:
+                task.collect(self.train_iter)
 
     def _run_tasks(self, mode: str, jobs: Dict[int, Callable[[], Any]]) -> Dict[int, Any]:
         """Every task's worker call: in lockstep (one forward per step for all of them) with engine='batched'."""
@@ -164,6 +178,8 @@ class MultiTaskTrainer:
                 batches = [self.batch_transform(self.train_iter + 1, batch) for batch in batches]
             log = self.policy.learn_mode.forward(batches)
             self.train_iter += 1
+            for task in ready:
+                task.record.updates += 1
             self.bar.learning(self.train_iter)
             self.diagnostics.record(self.train_iter, log, getattr(self.policy, "diagnostic_arrays", None))
             for task in ready:
@@ -243,7 +259,7 @@ class MultiTaskTrainer:
                 if self.train_iter - last_checkpoint >= self.checkpoint_freq:
                     self.save()
                     last_checkpoint = self.train_iter
-            self.evaluate(force=True)
+            self.evaluate(final=True)
             self.save()
         finally:
             bar.close()

@@ -1,0 +1,80 @@
+"""Evaluations on an env-step schedule and equal env steps per round, on real tiny runs (CartPole, Acrobot)."""
+from dataclasses import replace
+
+import pytest
+
+import lzero_ext  # noqa: F401  (registers envs, models, policies)
+from lzero_ext.bench.fault_job import TASKS, TINY
+from lzero_ext.bench.learning_configs import classic_configs
+from lzero_ext.entry.train_scalezero import MultiTaskTrainer
+
+BUDGET = 40  # env steps per task
+
+
+def _trainer(tmp_path, **policy_keys) -> MultiTaskTrainer:
+    # CartPole's episodes end after 4 steps, Acrobot's after 20: a collector round (one finished segment per env)
+    # gives CartPole 4 steps and Acrobot 20
+    specs = [replace(TASKS["CartPole"], max_episode_steps=4), TASKS["Acrobot"]]
+    configs = classic_configs(specs, TINY, moe=True, exp_name=str(tmp_path), seed=0)
+    for main, _ in configs:
+        main.policy.update(policy_keys)
+    return MultiTaskTrainer(configs, seed=0, exp_name=str(tmp_path), score_kind="raw", max_env_step=BUDGET,
+                            max_train_iter=10 ** 6, checkpoint_freq=10 ** 6, save_replay_buffer=False, progress=False)
+
+
+def _record_eval_episodes(trainer: MultiTaskTrainer) -> dict:
+    episodes = {task.name: [] for task in trainer.tasks}
+    for task in trainer.tasks:
+        original = task.evaluator.eval
+
+        def spy(*args, _original=original, _name=task.name, **kwargs):
+            episodes[_name].append(kwargs.get("n_episode"))
+            return _original(*args, **kwargs)
+        task.evaluator.eval = spy
+    return episodes
+
+
+def test_evaluations_follow_the_env_step_schedule_and_rounds_give_equal_steps(tmp_path):
+    trainer = _trainer(tmp_path, eval_env_step_fractions=[0.5], collect_env_steps_per_round=20, final_eval_episodes=3)
+    episodes = _record_eval_episodes(trainer)
+    per_round = {task.name: [] for task in trainer.tasks}
+    collect = trainer._collect_task
+
+    def counting(task):
+        before = task.env_steps
+        collect(task)
+        per_round[task.name].append(task.env_steps - before)
+    trainer._collect_task = counting
+    try:
+        summary = trainer.run().summary
+    finally:
+        trainer.close()
+    for task in trainer.tasks:
+        steps = [step for step, _ in task.record.history]
+        # the baseline, once at half the budget (not again before the end), the final evaluation
+        assert len(steps) == 3 and steps[0] == 0 and BUDGET / 2 <= steps[1] < BUDGET and steps[2] >= BUDGET, steps
+        assert episodes[task.name] == [None, None, 3]  # in-training evaluations as configured, the final one 3
+    assert per_round == {"CartPole-v1": [20, 20], "Acrobot-v1": [20, 20]}  # CartPole: 5 collector rounds per round
+    rows = {row["name"]: row for row in summary["tasks"]}
+    for name, row in rows.items():
+        assert row["updates"] == trainer.train_iter > 0
+        assert row["updates_per_env_step"] == pytest.approx(trainer.train_iter / row["env_steps"])
+
+
+def test_without_the_settings_rounds_are_one_collector_round_and_evaluation_follows_eval_freq(tmp_path):
+    trainer = _trainer(tmp_path)
+    per_round = []
+    collect = trainer._collect_task
+
+    def counting(task):
+        before = task.env_steps
+        collect(task)
+        per_round.append((task.name, task.env_steps - before))
+    trainer._collect_task = counting
+    try:
+        trainer.collect()
+        trainer.evaluate()
+    finally:
+        trainer.close()
+    assert dict(per_round) == {"CartPole-v1": 4, "Acrobot-v1": 20}
+    assert all(len(task.record.history) == 1 for task in trainer.tasks)  # the baseline only (eval_freq 1000)
