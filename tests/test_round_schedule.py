@@ -78,3 +78,29 @@ def test_without_the_settings_rounds_are_one_collector_round_and_evaluation_foll
         trainer.close()
     assert dict(per_round) == {"CartPole-v1": 4, "Acrobot-v1": 20}
     assert all(len(task.record.history) == 1 for task in trainer.tasks)  # the baseline only (eval_freq 1000)
+
+
+def test_lightzero_eps_config_sets_the_collect_epsilon_by_env_step(tmp_path):
+    from easydict import EasyDict
+
+    from lzero_ext.entry.task_runtime import collect_epsilon
+    off = EasyDict(eps=dict(eps_greedy_exploration_in_collect=False, type='linear', start=1.0, end=0.1, decay=100))
+    assert collect_epsilon(off, 0) == 0.0
+    on = EasyDict(eps=dict(off.eps, eps_greedy_exploration_in_collect=True))
+    assert [collect_epsilon(on, s) for s in (0, 50, 100, 1000)] == pytest.approx([1.0, 0.55, 0.1, 0.1])
+
+    trainer = _trainer(tmp_path, eps=dict(on.eps))  # a run passes it to lightzero's collector on every round
+    seen = []
+    task = trainer.tasks[0]
+    original = task.collector.collect
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["policy_kwargs"]["epsilon"])
+        return original(*args, **kwargs)
+    task.collector.collect = spy
+    try:
+        trainer._collect_task(task)
+        trainer._collect_task(task)
+    finally:
+        trainer.close()
+    assert seen[0] == 1.0 and 0.1 <= seen[1] < 1.0

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 from ding.envs import create_env_manager, get_vec_env_setting
+from ding.rl_utils import get_epsilon_greedy_fn
 from easydict import EasyDict
 from lzero.mcts import SampledUniZeroGameBuffer, UniZeroGameBuffer
 from lzero.policy import visit_count_temperature
@@ -54,6 +55,16 @@ def rank_local(*modules: Any) -> Iterator[None]:
                     _RANK_LOCAL_DEPTH[module] = (depth - 1, get_rank, get_world_size)
                 else:
                     module.get_rank, module.get_world_size = get_rank, get_world_size
+
+
+def collect_epsilon(policy_cfg: EasyDict, env_steps: int) -> float:
+    """The epsilon-greedy probability of a collection round at ``env_steps`` of the task, from lightzero's
+    ``policy.eps`` (``eps_greedy_exploration_in_collect``, ``type`` 'linear' or 'exp', ``start``, ``end``,
+    ``decay`` env steps), as lightzero's ``train_unizero`` computes it; 0 when it is off."""
+    eps = policy_cfg.get("eps") or {}
+    if not eps.get("eps_greedy_exploration_in_collect", False):
+        return 0.0
+    return float(get_epsilon_greedy_fn(start=eps.start, end=eps.end, decay=eps.decay, type_=eps.type)(env_steps))
 
 
 @dataclass
@@ -108,7 +119,8 @@ class TaskRuntime:
             policy_cfg.manual_temperature_decay, policy_cfg.fixed_temperature_value,
             policy_cfg.threshold_training_steps_for_final_temperature, trained_steps=train_iter,
         )
-        new_data = self.collector.collect(train_iter=train_iter, policy_kwargs={"temperature": temperature, "epsilon": 0.0})
+        new_data = self.collector.collect(train_iter=train_iter, policy_kwargs={
+            "temperature": temperature, "epsilon": collect_epsilon(policy_cfg, self.env_steps)})
         self.buffer.push_game_segments(new_data)
         self.buffer.remove_oldest_data_to_fit()
         return new_data
