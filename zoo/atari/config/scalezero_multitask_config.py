@@ -1,7 +1,7 @@
 """ScaleZero on several Atari games with one model — the project's main job.
 
     python -m zoo.atari.config.scalezero_multitask_config                 # `cpu` preset (or `atari8` on a GPU)
-    python -m zoo.atari.config.scalezero_multitask_config --preset smoke  # < 2 minutes
+    python -m zoo.atari.config.scalezero_multitask_config --preset smoke  # about 15 s
     python -m lzero_ext.launch --nproc_per_node 2 -m zoo.atari.config.scalezero_multitask_config --preset atari8
 
 Every run prints a per-task table (env steps, latest eval return, HNS) with HNS mean and median and

@@ -1,7 +1,7 @@
 """ScaleZero on several DeepMind Control tasks (state observations, continuous actions) with one model.
 
     python -m zoo.dmc.config.scalezero_dmc_multitask_config                 # `cpu` preset (or `dmc18` on a GPU)
-    python -m zoo.dmc.config.scalezero_dmc_multitask_config --preset smoke  # about a minute
+    python -m zoo.dmc.config.scalezero_dmc_multitask_config --preset smoke  # about 10 s
     python -m zoo.dmc.config.scalezero_dmc_multitask_config --preset cpu --tasks cartpole-swingup walker-walk
     python -m lzero_ext.launch --nproc_per_node 2 -m zoo.dmc.config.scalezero_dmc_multitask_config --preset dmc18
 

@@ -1,7 +1,7 @@
 """ScaleZero on several Jericho text adventures with one model.
 
     python -m zoo.jericho.config.scalezero_jericho_multitask_config                 # `cpu` preset (or `jericho4` on a GPU)
-    python -m zoo.jericho.config.scalezero_jericho_multitask_config --preset smoke  # about two minutes
+    python -m zoo.jericho.config.scalezero_jericho_multitask_config --preset smoke  # about 20 s
     python -m zoo.jericho.config.scalezero_jericho_multitask_config --games detective zork1 --game-dir /data/jericho
 
 Game files are not shipped: they are read from ``--game-dir``, else ``$SCALEZERO_JERICHO_DIR``, else

@@ -1,7 +1,7 @@
 """ScaleZero on MinAtar's five games (Asterix, Breakout, Freeway, Seaquest, SpaceInvaders) with one model.
 
     python -m zoo.minatar.config.scalezero_minatar_multitask_config                 # `cpu` preset (`full` on a GPU)
-    python -m zoo.minatar.config.scalezero_minatar_multitask_config --preset smoke  # < 1 minute
+    python -m zoo.minatar.config.scalezero_minatar_multitask_config --preset smoke  # about 10 s
     python -m zoo.minatar.config.scalezero_minatar_multitask_config --preset cpu --dense  # multi-task UniZero
 
 Observations are every game's (C, 10, 10) grid zero-padded to 10 channels, so the five games share one
