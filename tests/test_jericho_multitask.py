@@ -72,6 +72,17 @@ def test_tiny_run_end_to_end(tmp_path, monkeypatch):
         weights = model.representation_network.body.pretrained.state_dict()
         assert all(torch.equal(fresh[k], v) for k, v in weights.items())
 
+    # Watching: Jericho has no picture, so evaluate --video writes a transcript, named as one.
+    from lzero_ext.evaluate import evaluate_run
+
+    results = evaluate_run(str(tmp_path / "exp"), video_dir=str(tmp_path / "videos"), device="cpu")
+    for game, evaluated in zip(SMOKE.tasks, results):
+        assert evaluated.video == str(tmp_path / "videos" / f"{game}.transcript.txt")
+        assert evaluated.episode_cap == "4 steps (the game's episodes: 100)"
+        lines = Path(evaluated.video).read_text().strip().splitlines()
+        assert sum(line.startswith("> ") for line in lines) >= 4 and lines[-1].endswith("step 4]"), lines[-3:]
+    assert not list((tmp_path / "videos").glob("*.gif"))
+
 
 @needs_games
 @pytest.mark.slow
