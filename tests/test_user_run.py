@@ -276,7 +276,7 @@ def test_watch_writes_a_jericho_transcript(tmp_path):
             break
     env.close()
     text = Path(recorder.write(str(tmp_path))).read_text()
-    assert Path(tmp_path / "detective.txt").is_file() and f"> {commands[0]}" in text and "[score" in text
+    assert Path(tmp_path / "detective.transcript.txt").is_file() and f"> {commands[0]}" in text and "[score" in text
 
 
 # ---------------------------------------------------------------------- fine-tuning
