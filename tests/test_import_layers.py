@@ -1,5 +1,5 @@
-"""Imports run one way: model <- dps <- policies <- entry, and ``lzero_ext`` never imports ``policies`` at
-package level."""
+"""Imports run one way: model <- dps <- policies <- entry <- zoo, and ``lzero_ext`` never imports ``policies``
+at package level."""
 import ast
 import subprocess
 import sys
@@ -30,6 +30,13 @@ def test_lower_layers_import_nothing_above_them(package, allowed):
         for module in imported_modules(path):
             if module.split(".")[0] in project:
                 assert module.startswith(allowed), f"{path.relative_to(REPO)} imports {module}"
+
+
+def test_policies_import_nothing_of_the_training_entry_or_zoo():
+    above = ("lzero_ext.entry", "lzero_ext.bench", "lzero_ext.evaluate", "lzero_ext.registry", "zoo")
+    for path in sorted((REPO / "policies").glob("*.py")):
+        for module in imported_modules(path):
+            assert not module.startswith(above), f"{path.relative_to(REPO)} imports {module}"
 
 
 def test_package_inits_do_not_import_each_other():
