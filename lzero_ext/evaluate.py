@@ -6,9 +6,9 @@
 Loads ``<DIR>/total_config.py`` (every task's compiled config, written by the trainer) and the
 checkpoint (default: the latest of ``<DIR>/ckpt/rank0``; a LoRA fine-tuned run's adapters are
 rebuilt from ``<DIR>/finetune.json``), evaluates each task with the policy's eval mode (greedy MCTS,
-lightzero's ``MuZeroEvaluator``, one in-process env manager per task) for N episodes, and prints one
-row per task: episode return mean ± std and the normalised score of the mean (Atari HNS, DMC
-return/1000). ``--video DIR`` writes one animated GIF per task of its first episode with the score
+lightzero's ``MuZeroEvaluator`` with the per-step UniZero cache call of ``lzero_ext.workers``, one in-process
+env manager per task) for N episodes, and prints one row per task: episode return mean ± std and the
+normalised score of the mean (Atari HNS, DMC return/1000). ``--video DIR`` writes one animated GIF per task of its first episode with the score
 drawn on every frame (Atari screens, DMC frames rendered by MuJoCo, MinAtar boards in colour), and a
 text transcript for Jericho (``<game>.transcript.txt``). A wrong path, a checkpoint of another architecture, or a game the run did not train ends
 with one line naming the problem.
@@ -186,12 +186,13 @@ class TaskEval:
 def evaluate_task(run: LoadedRun, task_id: int, *, episodes: int, video_dir: Optional[str] = None) -> TaskEval:
     """``episodes`` MCTS episodes of one task through lightzero's evaluator; with ``video_dir`` its first is filmed."""
     from ding.envs import create_env_manager, get_vec_env_setting
-    from lzero.worker import MuZeroEvaluator, muzero_evaluator
+    from lzero.worker import muzero_evaluator
     from torch.utils.tensorboard import SummaryWriter
 
     from lzero_ext.entry.task_runtime import episode_cap, rank_local
     from lzero_ext.envs.finite_env import FiniteEnvManager
     from lzero_ext.entry.watch import EpisodeRecorder, VideoUnavailable
+    from lzero_ext.workers import UniZeroFamilyEvaluator
 
     cfg, name = run.cfgs[task_id], run.task_names[task_id]
     kind = SCORE_KINDS.get(cfg.env.type, "raw")
@@ -204,7 +205,7 @@ def evaluate_task(run: LoadedRun, task_id: int, *, episodes: int, video_dir: Opt
     out_dir = os.path.join(run.exp_dir, "evaluate")
     writer = SummaryWriter(os.path.join(out_dir, "log", name))
     with rank_local(muzero_evaluator):
-        evaluator = MuZeroEvaluator(
+        evaluator = UniZeroFamilyEvaluator(  # lightzero's, with the per-step cache call it makes for UniZero only
             eval_freq=1, n_evaluator_episode=episodes, stop_value=float("inf"), env=env,
             policy=run.policy.task_eval_mode(task_id), tb_logger=writer, exp_name=os.path.relpath(out_dir),
             instance_name=f"evaluate_{name}", policy_config=cfg.policy,

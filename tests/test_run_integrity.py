@@ -58,15 +58,18 @@ def _run(exp: Path, iters: int, **kwargs):
                            checkpoint_freq=2, progress=False, **kwargs)
 
 
-def test_a_resume_skips_a_bit_flipped_newest_checkpoint(tmp_path, monkeypatch, caplog):
+def test_a_resume_skips_a_bit_flipped_newest_checkpoint(tmp_path, monkeypatch, caplog, capsys):
     monkeypatch.chdir(tmp_path)
     exp = tmp_path / "exp"
     _run(exp, 4)  # checkpoints at 2 and 4
     flip_tensor_bytes(exp / "ckpt" / "rank0" / "iteration_4.pth.tar")
+    capsys.readouterr()
     with caplog.at_level(logging.INFO):
         result = _run(exp, 5, resume=True)
-    assert "resumed from" in caplog.text and "iteration_2.pth.tar at iteration 2" in caplog.text
-    assert "iteration_4.pth.tar is corrupt" in caplog.text and result.train_iter == 5
+    # the run's console shows the project's lines on stderr; records before the console opened reach caplog
+    shown = caplog.text + capsys.readouterr().err
+    assert "resumed from" in shown and "iteration_2.pth.tar at iteration 2" in shown
+    assert "iteration_4.pth.tar is corrupt" in shown and result.train_iter == 5
 
 
 # ---------------------------------------------------------------------- fine-tuned runs

@@ -347,3 +347,21 @@ def test_lora_finetune_trains_adapters_and_leaves_the_base_unchanged(smoke_run, 
     assert not trainable & set(base) and any(".per_task.1." in n for n in trainable)  # heads (Boxing's too) train
     loaded = load_run_policy(str(exp))  # evaluate rebuilds the adapters from finetune.json
     assert all(torch.equal(v, state[k]) for k, v in loaded.policy._model.state_dict().items())
+
+
+def test_evaluate_makes_lightzeros_per_step_cache_call(smoke_run, monkeypatch):
+    """lzero_ext.evaluate's evaluator resets the policy after every step with the step count, as lightzero's does
+    for UniZero, so long episodes clear their KV caches every cache_clear_interval steps."""
+    from lzero_ext.evaluate import evaluate_run
+    from policies.multitask import MultiTaskPolicyMixin
+
+    steps = []
+    original = MultiTaskPolicyMixin._reset_eval
+
+    def spy(self, env_id=None, current_steps=None, reset_init_data=True):
+        if current_steps is not None:
+            steps.append(current_steps)
+        return original(self, env_id, current_steps, reset_init_data)
+    monkeypatch.setattr(MultiTaskPolicyMixin, "_reset_eval", spy)
+    evaluate_run(str(smoke_run["exp"]), episodes=1, games=["Pong"])
+    assert steps[:3] == [1, 2, 3]
