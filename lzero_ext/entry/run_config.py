@@ -83,6 +83,9 @@ class RunConfig:
     task_loss_weights: Optional[Tuple[float, ...]] = None  # per-task weights of the summed loss
     diagnostics_freq: Optional[int] = None  # learn steps between diagnostics (0: off)
     cache_clear_interval: Optional[int] = None  # env steps between KV-cache clears of a task
+    eval_env_step_fractions: Optional[Tuple[float, ...]] = None  # evaluate at these fractions of the env-step budget
+    final_eval_episodes: Optional[int] = None  # episodes of each task's final evaluation
+    collect_env_steps_per_round: Optional[int] = None  # env steps every task collects per round
     engine: Optional[str] = None  # 'batched' (one forward for all tasks) or 'per_task'
     amp: Optional[str] = None  # 'off' or 'bf16' autocast (lzero_ext.amp)
     compile: Optional[bool] = None  # torch.compile the world model
@@ -124,6 +127,13 @@ class RunConfig:
         for name in ("weight_decay", "grad_clip_value", "replay_ratio", "target_update_theta"):
             if getattr(self, name) is not None and not getattr(self, name) >= 0:
                 raise bad(name, "must be >= 0")
+        if self.eval_env_step_fractions is not None and not all(
+                isinstance(f, (int, float)) and 0 < f < 1 for f in self.eval_env_step_fractions):
+            raise bad("eval_env_step_fractions", "must be fractions strictly between 0 and 1 (the baseline and the "
+                                                 "final evaluation always run)")
+        for name in ("final_eval_episodes", "collect_env_steps_per_round"):
+            if getattr(self, name) is not None and (not isinstance(getattr(self, name), int) or getattr(self, name) < 1):
+                raise bad(name, "must be a positive integer")
         for name in ("update_per_collect", "diagnostics_freq", "cache_clear_interval"):
             if getattr(self, name) is not None and (not isinstance(getattr(self, name), int) or getattr(self, name) < 0):
                 raise bad(name, "must be a non-negative integer")
@@ -202,7 +212,8 @@ def _engines() -> FrozenSet[str]:
 
 # Optional RunConfig learner fields, written under main_config.policy when set.
 _OPTIONAL_POLICY_FIELDS = ("weight_decay", "grad_clip_value", "replay_ratio", "update_per_collect", "target_update_theta",
-                           "cos_lr_scheduler", "diagnostics_freq", "cache_clear_interval", "engine", "amp", "compile")
+                           "cos_lr_scheduler", "diagnostics_freq", "cache_clear_interval", "engine", "amp", "compile",
+                           "eval_env_step_fractions", "final_eval_episodes", "collect_env_steps_per_round")
 
 
 def build_task_configs(run: RunConfig, tasks: Sequence[TaskEnvSpec]) -> List[TaskConfig]:

@@ -55,7 +55,13 @@ class SuitePreset:
     game_segment_length: int
     num_unroll_steps: int  # >= 4: lightzero's loss logging indexes the middle of the unroll
     infer_context: int
-    eval_freq: int  # learner iterations between evaluations
+    eval_freq: int  # learner iterations between evaluations, where eval_env_step_fractions is None
+    # evaluations at these fractions of each task's env-step budget (plus the baseline and the final one); None:
+    # every eval_freq learner iterations
+    eval_env_step_fractions: Optional[Tuple[float, ...]] = (0.25, 0.5, 0.75)
+    final_eval_episodes: Optional[int] = 10  # episodes of each task's final evaluation; None: n_evaluator_episode
+    # env steps per task and round (every task the same, whatever its episode lengths); None: one segment per env
+    collect_env_steps_per_round: Optional[int] = None
     replay_buffer_size: int  # per task
     checkpoint_freq: int  # learner iterations between checkpoints
     learning_rate: float = 1e-4
@@ -63,6 +69,11 @@ class SuitePreset:
     torch_threads: Optional[int] = None  # intra-op CPU threads of a CPU run (--threads overrides); None: torch's default
     dps_min_stage0_iters: int = 50_000  # --dps: train iterations before the first stage switch (docs/dps.md)
     dps_max_stage_iters: int = 20_000  # --dps: a stage ends after this many iterations at the latest
+
+    @property
+    def round_env_steps(self) -> int:
+        """Env steps per task and round by default: one full segment per collector env."""
+        return self.collector_env_num * self.game_segment_length
 
     def task_sizes(self) -> Dict[str, Any]:
         """The :class:`TaskEnvSpec` sizes this preset sets: batch, env counts, episodes, env manager."""
@@ -134,6 +145,9 @@ class Suite:
                       infer_context=preset.infer_context, game_segment_length=preset.game_segment_length,
                       learning_rate=preset.learning_rate, update_per_collect=preset.update_per_collect,
                       eval_freq=preset.eval_freq, replay_buffer_size=preset.replay_buffer_size,
+                      eval_env_step_fractions=preset.eval_env_step_fractions,
+                      final_eval_episodes=preset.final_eval_episodes,
+                      collect_env_steps_per_round=preset.collect_env_steps_per_round or preset.round_env_steps,
                       engine=engine, amp=amp, compile=compile, dps=dps_block)
         return RunConfig(**{**fields, **self.run_fields(preset, cuda)})
 

@@ -37,7 +37,8 @@ PRESETS: Dict[str, Preset] = {
                     num_experts=2, num_simulations=2, batch_size=4, collector_env_num=1, evaluator_env_num=1,
                     n_evaluator_episode=1, game_segment_length=12, num_unroll_steps=4, infer_context=2, eval_freq=20,
                     max_episode_frames=200, replay_buffer_size=2000, checkpoint_freq=10, dps_min_stage0_iters=4,
-                    dps_max_stage_iters=4),
+                    dps_max_stage_iters=4,
+                    eval_env_step_fractions=(), final_eval_episodes=None),  # the baseline and the final evaluation
     # A real (small) multi-task run on a 2-core laptop CPU in about 14 minutes (docs/benchmarks.md). Torch keeps its
     # default threads: on a quiet 2-core machine 2 threads learn 1.85x faster than 1 and collect as fast (--threads 1
     # helps on a busy one).

@@ -40,7 +40,8 @@ PRESETS: Dict[str, Preset] = {
                     collector_env_num=1, evaluator_env_num=1, n_evaluator_episode=1,
                     game_segment_length=10, num_unroll_steps=4, infer_context=2, eval_freq=10, max_episode_steps=20,
                     replay_buffer_size=2000, checkpoint_freq=10, torch_threads=1, dps_min_stage0_iters=4,
-                    dps_max_stage_iters=4),
+                    dps_max_stage_iters=4,
+                    eval_env_step_fractions=(), final_eval_episodes=None),  # the baseline and the final evaluation
     # A real (small) multi-task run on a 2-core CPU in about 30 minutes: three tasks of obs 5/8/17, actions 1/2/6.
     "cpu": Preset(tasks=("cartpole-swingup", "ball_in_cup-catch", "cheetah-run"), max_env_step=8000, embed_dim=64,
                   num_layers=2, num_heads=4, num_experts=4, num_simulations=8, num_sampled_actions=8, batch_size=16,

@@ -39,7 +39,8 @@ PRESETS: Dict[str, Preset] = {
                     num_experts=2, num_simulations=2, batch_size=4, collector_env_num=1, evaluator_env_num=1,
                     n_evaluator_episode=1, game_segment_length=10, num_unroll_steps=4, infer_context=2, eval_freq=20,
                     max_steps=12, max_seq_len=64, replay_buffer_size=2000, checkpoint_freq=10,
-                    dps_min_stage0_iters=4, dps_max_stage_iters=4),
+                    dps_min_stage0_iters=4, dps_max_stage_iters=4,
+                    eval_env_step_fractions=(), final_eval_episodes=None),  # the baseline and the final evaluation
     # A real (small) multi-task run on a 2-core CPU in about 30 minutes: ~1.5 s per env step (search, valid actions,
     # encoder) were measured on a busy 2-core machine; 900 collected + ~600 evaluation steps. acorncourt is left out:
     # each new state costs up to ~6 s of valid-action search there. Episodes are capped at 50 steps.

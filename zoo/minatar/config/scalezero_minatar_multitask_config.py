@@ -37,7 +37,8 @@ PRESETS: Dict[str, Preset] = {
     "smoke": Preset(max_env_step=40, embed_dim=32, num_layers=1, num_heads=2, num_experts=2, num_simulations=2,
                     batch_size=4, collector_env_num=1, evaluator_env_num=1, game_segment_length=12, num_unroll_steps=4,
                     infer_context=2, eval_freq=20, max_episode_steps=30, replay_buffer_size=2000, checkpoint_freq=10,
-                    encoder_channels=8, dps_min_stage0_iters=4, dps_max_stage_iters=4, torch_threads=1),
+                    encoder_channels=8, dps_min_stage0_iters=4, dps_max_stage_iters=4, torch_threads=1,
+                    eval_env_step_fractions=(), final_eval_episodes=None),  # the baseline and the final evaluation
     # All five games on a 2-core CPU in at most 45 minutes (docs/results/minatar_budget_notes.md: how it was chosen).
     "cpu": Preset(max_env_step=3000, embed_dim=64, num_layers=2, num_heads=2, num_experts=4, num_simulations=16,
                   batch_size=32, collector_env_num=8, evaluator_env_num=3, game_segment_length=20, num_unroll_steps=5,
