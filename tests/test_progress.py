@@ -89,3 +89,32 @@ def test_a_pty_that_reports_no_size_still_gets_a_bar():
     os.close(leader)
     assert process.wait(timeout=300) == 0, out
     assert re.search(r"collect Pong \|[#█]{10,} +\| 50/100 env steps", out.decode(errors="replace")), out[-500:]
+
+
+class _Task:
+    """What ``RunProgress.evaluating`` reads of a task runtime, with an evaluator whose policy steps envs."""
+
+    def __init__(self):
+        from collections import namedtuple
+        from easydict import EasyDict
+        self.name, self.cfg = "Pong", EasyDict(env=dict(max_episode_steps=10, n_evaluator_episode=1))
+        self.evaluator = EasyDict(_policy=namedtuple("Mode", "forward")(lambda data, **kw: {0: {}}))
+
+    def step(self):
+        self.evaluator._policy.forward({0: None}, ready_env_id=[0])
+
+
+def test_100_percent_only_after_the_final_evaluation_and_the_last_checkpoint():
+    stream = io.StringIO()
+    task = _Task()
+    bar = RunProgress(total=100, file=stream, final_steps=2 * 10)  # two final episodes of at most 10 steps
+    bar.add_env_steps(130)  # collection overshoots its budget
+    assert bar.n == 100 and "progress 83%" in stream.getvalue()  # 100 of 120: the last learn round and eval to come
+    with bar.evaluating(task, episodes=2, final=True):
+        for _ in range(25):  # more steps than set aside: held below 100%
+            task.step()
+    assert bar.n == 119 and "progress 100%" not in stream.getvalue()
+    bar.finish()
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[-1].startswith("progress 100%: 120/120") and sum(line.startswith("progress 100%") for line in lines) == 1

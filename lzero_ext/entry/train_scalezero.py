@@ -28,7 +28,7 @@ from lzero_ext.entry.configs import TaskConfig, compile_task_configs, validate_t
 from lzero_ext.entry.dps_curriculum import DPSCurriculum, active_tasks
 from lzero_ext.entry.finetune import FinetuneSpec, apply_finetune
 from lzero_ext.entry.multitask_sampling import sample_tasks
-from lzero_ext.entry.progress import RunProgress
+from lzero_ext.entry.progress import RunProgress, final_eval_steps
 from lzero_ext.entry.resume_check import agree_on_checkpoint
 from lzero_ext.entry.run_guard import RunGuard, TrainerGuard, close_quietly
 from lzero_ext.entry.run_logging import DiagnosticsRecorder, run_console
@@ -112,7 +112,8 @@ class MultiTaskTrainer:
         """Evaluates the tasks that are due (every active task when ``final``, with ``final_eval_episodes``)."""
         tasks = [task for task in self.active if final or self._eval_due(task)]
         episodes = self.cfg.final_eval_episodes if final else None
-        returns = self._run_tasks("eval", {task.task_id: partial(self._evaluate_task, task, episodes) for task in tasks})
+        returns = self._run_tasks("eval", {task.task_id: partial(self._evaluate_task, task, episodes, final)
+                                           for task in tasks})
         for task in tasks:
             self.bar.task_return(task.name, returns[task.task_id])
             logger.info(f"[eval] {task.name}: mean return {returns[task.task_id]:.2f} at {task.env_steps} env steps")
@@ -128,8 +129,8 @@ class MultiTaskTrainer:
         last = task.record.history[-1][0] if task.record.history else 0
         return any(last < fraction * self.max_env_step <= task.env_steps for fraction in fractions)
 
-    def _evaluate_task(self, task: TaskRuntime, episodes: Optional[int]) -> float:
-        with self.bar.evaluating(task):
+    def _evaluate_task(self, task: TaskRuntime, episodes: Optional[int], final: bool = False) -> float:
+        with self.bar.evaluating(task, episodes=episodes, final=final):
             return task.evaluate(self.train_iter, episodes)
 
     def collect(self) -> int:
@@ -240,8 +241,10 @@ class MultiTaskTrainer:
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
         budget = self.max_env_step * len(self.tasks)
-        bar = self.bar = RunProgress(total=budget, initial=sum(t.env_steps for t in self.tasks), enabled=self.progress,
-                                     file=self.bar_stream)
+        final_steps = sum(final_eval_steps(t.cfg.env, self.cfg.final_eval_episodes or t.cfg.env.n_evaluator_episode)
+                          for t in self.active)
+        bar = self.bar = RunProgress(total=budget, initial=sum(min(t.env_steps, self.max_env_step) for t in self.tasks),
+                                     enabled=self.progress, file=self.bar_stream, final_steps=final_steps)
         for task in self.tasks:  # resumed runs show their latest returns from the start
             if task.record.eval_return is not None:
                 bar.task_return(task.name, task.record.eval_return)
@@ -261,6 +264,7 @@ class MultiTaskTrainer:
                     last_checkpoint = self.train_iter
             self.evaluate(final=True)
             self.save()
+            bar.finish()
         finally:
             bar.close()
         logger.info(f"wall time: {bar.time_shares()}")
