@@ -84,11 +84,14 @@ class TaskRuntime:
     @classmethod
     def build(cls, task_id: int, name: str, cfg: EasyDict, policy: Any, log_dir: str, score_kind: str = "raw") -> "TaskRuntime":
         env_fn, collector_env_cfg, evaluator_env_cfg = get_vec_env_setting(cfg.env)
+        # The evaluator's envs run in this process: its cost is the search over every env's root, and its many envs
+        # (the final evaluation's episodes in parallel) would otherwise each be a process.
+        evaluator_manager = EasyDict(dict(cfg.env.manager, type="base"))
         # NaN / inf observations and rewards stop at the env boundary, naming the task and the step
         collector_env, evaluator_env = (
-            FiniteEnvManager(create_env_manager(cfg.env.manager, [partial(env_fn, cfg=c) for c in env_cfgs]),
+            FiniteEnvManager(create_env_manager(manager, [partial(env_fn, cfg=c) for c in env_cfgs]),
                              task_id=task_id, task_name=name)
-            for env_cfgs in (collector_env_cfg, evaluator_env_cfg))
+            for manager, env_cfgs in ((cfg.env.manager, collector_env_cfg), (evaluator_manager, evaluator_env_cfg)))
         collector_env.seed(cfg.seed)
         evaluator_env.seed(cfg.seed, dynamic_seed=False)
         writer = SummaryWriter(os.path.join(log_dir, "tasks", name))
