@@ -124,6 +124,20 @@ def test_batched_loss_equals_per_task_across_image_vector_and_text_tasks(moe):
     assert_same(*per_task_and_batched(model, batches))
 
 
+@pytest.mark.parametrize("moe", [True, False], ids=["moe", "dense"])
+def test_batched_loss_equals_per_task_across_discrete_and_continuous_tasks(moe):
+    """One model over both action kinds: the discrete tasks' cross-entropy policy loss and the continuous task's
+    sampled-action loss, with their gradients, from one forward equal the task-by-task ones."""
+    cfg = small_cfg(num_tasks=3, observation_shape_list=[4, 6, 3], action_type_list=['discrete', 'continuous', 'discrete'],
+                    action_space_size_list=[5, 2, 5], moe=dict(enabled=moe))
+    model = randomized(ScaleZeroModel(observation_shape=4, action_space_size=5, world_model_cfg=cfg))
+    batches = mixed_batches([4, 6, 3], [2, 3, 1])
+    batches[1] = mixed_batches([6], [3], num_actions=3, action_dims=[2])[0]  # K = 3 sampled actions of 2 dims
+    per_task, batched, *grads = per_task_and_batched(model, batches)
+    assert batched[1].intermediate_losses['policy_mu'].shape[-1] == 2 and 'policy_mu' not in batched[0].intermediate_losses
+    assert_same(per_task, batched, *grads)
+
+
 def test_batched_loss_equals_per_task_with_dps_adapters_in_stage_1():
     model = three_task_discrete(moe=True)
     apply_staged_lora(model, num_stages=3, rank=4, alpha=4.0, dropout=0.0)

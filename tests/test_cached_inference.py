@@ -13,6 +13,7 @@ import torch
 from ding.utils import deep_merge_dicts
 
 from lzero_ext.model.cached_inference import InferenceCache, initial_inference, recurrent_inference
+from lzero_ext.model.action_kinds import cat_actions
 from lzero_ext.model.modalities import cat_observations
 from lzero_ext.model.scalezero_model import SampledScaleZeroModel, ScaleZeroModel
 from tests.test_world_model import randomized
@@ -90,7 +91,8 @@ def _our_initial(model, cache, episodes: List[Episode], obs: List[torch.Tensor],
     return initial_inference(
         model.world_model, cat_observations(model.world_model, obs, tasks), task_ids, cache,
         cache.slots(task_ids, env_ids), last_obs=cat_observations(model.world_model, [e.last_obs for e in episodes], tasks),
-        last_actions=torch.cat([e.our_actions(width_act) for e in episodes]), first_step=first)
+        last_actions=cat_actions(model.world_model.action_kinds, [e.our_actions(width_act) for e in episodes], tasks),
+        first_step=first)
 
 
 def _assert_close(ours: torch.Tensor, theirs: torch.Tensor, what: str) -> None:
@@ -108,8 +110,9 @@ def _search_step(model, episodes: List[Episode], store, node_rows: Dict, parents
     task_ids = np.concatenate([[e.task_id] * e.envs for e in episodes])
     parents = np.asarray([p * batch + i for i, p in enumerate(parents_per_row)])
     children = (simulation + 1) * batch + np.arange(batch)
-    actions = torch.cat([_pad(torch.as_tensor(a, dtype=torch.float32), width_act) if a.ndim > 1 else torch.as_tensor(a)
-                         for a in actions_per_row])
+    actions = cat_actions(model.world_model.action_kinds,
+                          [_pad(torch.as_tensor(a, dtype=torch.float32), width_act) if a.ndim > 1 else torch.as_tensor(a)
+                           for a in actions_per_row], [e.task_id for e in episodes])
     ours = recurrent_inference(model.world_model, store, parents, children, actions, task_ids)
     row = 0
     for episode, action in zip(episodes, actions_per_row):
@@ -205,6 +208,18 @@ def test_image_and_vector_tasks_in_one_batch_each_equal_lightzero_alone():
     episodes = [Episode(model, task_id=0, obs_dim=(2, 5, 5), envs=2, seed=1),
                 Episode(model, task_id=1, obs_dim=7, envs=2, seed=2), Episode(model, task_id=2, obs_dim=3, envs=1, seed=3)]
     _run_scenario(model, episodes, steps=4, width_act=1, reset_at=(2,))
+
+
+def test_discrete_and_continuous_tasks_in_one_batch_each_equal_lightzero_alone():
+    """One model over both action kinds: two discrete tasks (3 actions) and a continuous one (2 dims) share every
+    inference call; each gets what lightzero's own inference gives it alone."""
+    cfg = _cfg(True, num_tasks=3, observation_shape_list=[4, 6, 5], action_type_list=['discrete', 'continuous', 'discrete'],
+               action_space_size_list=[NUM_ACTIONS, 2, NUM_ACTIONS])
+    model = randomized(ScaleZeroModel(observation_shape=4, action_space_size=NUM_ACTIONS, world_model_cfg=cfg))
+    episodes = [Episode(model, task_id=0, obs_dim=4, envs=2, seed=1),
+                Episode(model, task_id=1, obs_dim=6, envs=2, continuous_dim=2, seed=2),
+                Episode(model, task_id=2, obs_dim=5, envs=1, seed=3)]
+    _run_scenario(model, episodes, steps=4, width_act=2, reset_at=(2,))
 
 
 def test_a_context_shorter_than_four_tokens_is_refused():

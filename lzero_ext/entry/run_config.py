@@ -175,8 +175,9 @@ class TaskEnvSpec:
         for name in ("action_space_size", "batch_size", "collector_env_num", "evaluator_env_num"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise bad(name, "must be a positive integer")
-        if self.n_evaluator_episode is not None and self.n_evaluator_episode < 1:
-            raise bad("n_evaluator_episode", "must be a positive integer")
+        if self.n_evaluator_episode is not None and self.n_evaluator_episode < self.evaluator_env_num:
+            raise bad("n_evaluator_episode", f"must be at least evaluator_env_num={self.evaluator_env_num} (every "
+                                             f"evaluator env plays an episode; ding's evaluator refuses fewer)")
         _check_choice(self, "obs_type", OBS_TYPES)
         _check_choice(self, "env_manager", ENV_MANAGERS)
         check_extras("TaskEnvSpec", "policy_extras", self.policy_extras, "")

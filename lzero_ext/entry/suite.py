@@ -70,6 +70,11 @@ class SuitePreset:
     dps_min_stage0_iters: int = 50_000  # --dps: train iterations before the first stage switch (docs/dps.md)
     dps_max_stage_iters: int = 20_000  # --dps: a stage ends after this many iterations at the latest
 
+    def __post_init__(self) -> None:
+        if self.final_eval_episodes is not None and self.final_eval_episodes < self.evaluator_env_num:
+            raise ValueError(f"final_eval_episodes={self.final_eval_episodes} must be at least evaluator_env_num="
+                             f"{self.evaluator_env_num} (every evaluator env plays an episode)")
+
     @property
     def round_env_steps(self) -> int:
         """Env steps per task and round by default: one full segment per collector env."""

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lzero_ext.model.action_kinds import discrete_rows
 from lzero_ext.model.kv_store import KVStore
 from lzero_ext.model.sequence_forward import action_embeddings, encode, route
 from lzero_ext.model.task_routing import TaskRows, TaskSwitch
@@ -233,8 +234,10 @@ def _sequential(module: nn.Module, x: Tensor) -> Any:
 
 
 def _action_tokens(world_model: torch.nn.Module, actions: Tensor, rows: TaskRows) -> Tensor:
-    """``(B,)`` discrete or ``(B, a_max)`` continuous actions -> ``(B, 1, D)`` action tokens."""
-    return action_embeddings(world_model, actions if world_model.continuous_action_space else actions.long(), rows)[:, None]
+    """``(B,)`` discrete or ``(B, a_max)`` continuous actions (both kinds: ``(B, a_max)``, a discrete task's id in
+    column 0) -> ``(B, 1, D)`` action tokens."""
+    as_floats = world_model.continuous_action_space or getattr(world_model, 'mixed_actions', False)
+    return action_embeddings(world_model, actions if as_floats else actions.long(), rows)[:, None]
 
 
 def _linear(module: nn.Module, x: Tensor) -> Tensor:
@@ -381,7 +384,11 @@ def initial_inference(world_model: torch.nn.Module, obs: Tensor, task_ids: Seque
         if last_actions is None:
             raise ValueError("last_actions is needed for rows that continue an episode")
         actions = torch.as_tensor(last_actions, device=device)
-        if not world_model.continuous_action_space:
+        if getattr(world_model, 'mixed_actions', False):  # a discrete row's id (column 0) may be -1 at a first step
+            ids = torch.where(discrete_rows(world_model.action_kinds, rows, device), actions[:, 0].clamp(min=0),
+                              actions[:, 0])
+            actions = torch.cat([ids[:, None], actions[:, 1:]], dim=1)
+        elif not world_model.continuous_action_space:
             actions = actions.clamp(min=0)  # first-step rows carry -1; their action token is masked out
         positions = torch.from_numpy(longest).to(device)
         x = _action_tokens(world_model, actions, rows) + world_model.pos_emb(positions)[:, None]

@@ -93,7 +93,10 @@ class TaskAware(nn.Module):
 
 
 def cat_rows(outputs: Sequence[Tensor]) -> Tensor:
-    """Concatenate per-task outputs along rows, zero-padding the last dim to the widest (per-task action dims)."""
+    """Concatenate per-task outputs along rows, zero-padding the last dim to the widest (per-task action dims);
+    one-dimensional outputs (one value per row) are concatenated as they are."""
+    if outputs[0].dim() == 1:
+        return torch.cat(list(outputs))
     width = max(out.shape[-1] for out in outputs)
     return torch.cat([out if out.shape[-1] == width else F.pad(out, (0, width - out.shape[-1])) for out in outputs])
 

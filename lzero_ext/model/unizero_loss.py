@@ -15,7 +15,7 @@ each masked by ``mask_padding``, discounted by ``gamma ** t`` and averaged over 
 lightzero's ``LossWithIntermediateLosses`` (which applies the loss weights), with first/middle/last-step
 losses for logging. Everything reads its sizes from arguments: no model state is bound to a task.
 """
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -65,11 +65,14 @@ def _continuous_policy_loss(policy_logits: Tensor, batch: Dict[str, Tensor], *, 
 
 
 def unizero_task_loss(world_model: Any, outputs: WorldModelOutput, obs_embeddings: Tensor, target_embeddings: Tensor,
-                      batch: Dict[str, Tensor], *, action_dim: int) -> LossWithIntermediateLosses:
+                      batch: Dict[str, Tensor], *, action_dim: int,
+                      continuous: Optional[bool] = None) -> LossWithIntermediateLosses:
     """One task's UniZero loss (see the module docstring) from its rows of a forward: ``outputs`` (logits of
     shape (B, T, ...)), the encoder's ``obs_embeddings`` (B, T, D) and the target encoder's ``target_embeddings``;
-    ``batch`` is the task's ``build_world_model_batch`` dict; ``action_dim`` its action-space size."""
+    ``batch`` is the task's ``build_world_model_batch`` dict; ``action_dim`` its action-space size; ``continuous``
+    its action kind (None: the model's)."""
     wm = world_model
+    continuous = bool(wm.continuous_action_space) if continuous is None else continuous
     mask = batch['mask_padding']                                                      # (B, T) bool
     B, T = batch['actions'].shape[:2]
     flat_mask = mask.reshape(-1)
@@ -88,14 +91,14 @@ def unizero_task_loss(world_model: Any, outputs: WorldModelOutput, obs_embedding
 
     loss_rewards = _cross_entropy(outputs.logits_rewards, _masked_labels(batch['rewards'], mask, wm.support_size), flat_mask)
     loss_value = _cross_entropy(outputs.logits_value, _masked_labels(batch['target_value'], mask, wm.support_size), flat_mask)
-    continuous: Dict[str, Tensor] = {}
-    if wm.continuous_action_space:
+    continuous_logs: Dict[str, Tensor] = {}
+    if continuous:
         orig_policy_loss, entropy_loss, sampled, mu, sigma = _continuous_policy_loss(
             outputs.logits_policy, batch, action_dim=action_dim, num_unroll_steps=wm.config.num_unroll_steps,
             loss_type=wm.config.policy_loss_type)
         loss_policy = orig_policy_loss + wm.policy_entropy_weight * entropy_loss
         policy_entropy = -entropy_loss
-        continuous = dict(policy_mu=mu, policy_sigma=sigma, target_sampled_actions=sampled)
+        continuous_logs = dict(policy_mu=mu, policy_sigma=sigma, target_sampled_actions=sampled)
     else:
         logits = outputs.logits_policy.reshape(-1, outputs.logits_policy.shape[-1])   # (B*T, A)
         orig_policy_loss = _cross_entropy(outputs.logits_policy, _masked_labels(batch['target_policy'], mask, action_dim),
@@ -125,7 +128,7 @@ def unizero_task_loss(world_model: Any, outputs: WorldModelOutput, obs_embedding
     zero = torch.tensor(0.)
     return LossWithIntermediateLosses(
         latent_recon_loss_weight=wm.latent_recon_loss_weight, perceptual_loss_weight=wm.perceptual_loss_weight,
-        continuous_action_space=bool(wm.continuous_action_space),
+        continuous_action_space=continuous,
         loss_obs=discounted(loss_obs, T - 1, discounts[1:], mask[:, 1:]),
         loss_rewards=discounted(loss_rewards, T, discounts, mask),
         loss_value=discounted(loss_value, T, discounts, mask),
@@ -135,4 +138,4 @@ def unizero_task_loss(world_model: Any, outputs: WorldModelOutput, obs_embedding
         policy_entropy=discounted(policy_entropy, T, discounts, mask),
         first_step_losses=step_losses['first'], middle_step_losses=step_losses['middle'],
         last_step_losses=step_losses['last'], dormant_ratio_encoder=zero, dormant_ratio_world_model=zero,
-        latent_state_l2_norms=torch.norm(obs_embeddings, p=2, dim=2).mean(), **continuous)
+        latent_state_l2_norms=torch.norm(obs_embeddings, p=2, dim=2).mean(), **continuous_logs)

@@ -33,9 +33,10 @@ from lzero.model.unizero_world_models.tokenizer import Tokenizer
 from lzero.model.unizero_world_models.utils import LossWithIntermediateLosses, WorldModelOutput, init_weights
 from lzero.model.unizero_world_models.world_model import WorldModel
 
+from lzero_ext.model.action_kinds import ACTION_TYPES, DiscreteActionEmbedding, cat_actions
 from lzero_ext.model.modalities import cat_observations
 from lzero_ext.model.moe import load_balancing_loss, moe_statistics, router_z_loss
-from lzero_ext.model.task_routing import TaskRows, TaskSwitch, bind_task_modules, cat_rows, task_bound
+from lzero_ext.model.task_routing import TaskRows, TaskSwitch, bind_task_modules, task_bound
 from lzero_ext.model.text_encoder import TextEncoder
 from lzero_ext.model.sequence_forward import encode, forward_sequences
 from lzero_ext.model.transformer import ScaleZeroTransformer
@@ -105,6 +106,10 @@ class MultiTaskWorldModel(WorldModel):
         obs_type_list=None,
         # (list|None) Per-task continuous action dims; None: action_space_size for all. Discrete tasks share one action space.
         action_space_size_list=None,
+        # (list|None) Per-task action kind, 'discrete' or 'continuous', for one model over domains of both kinds
+        # (lzero_ext.model.action_kinds): discrete tasks share the action_space_size embedding and policy width,
+        # continuous tasks take their dims from action_space_size_list. None: every task continuous_action_space's kind.
+        action_type_list=None,
         # (bool) One set of value/reward/next-latent/policy heads for all tasks instead of one set per task.
         share_heads=False,
         # (str|None) Task embedding: None (off, as the paper's final configs), 'add' (added to every transformer
@@ -200,13 +205,26 @@ class MultiTaskWorldModel(WorldModel):
             raise ValueError(f"num_tasks must be >= 1, got {cfg.num_tasks}")
         if cfg.obs_type_list is not None and len(cfg.obs_type_list) != cfg.num_tasks:
             raise ValueError(f"obs_type_list needs {cfg.num_tasks} entries (one per task), got {len(cfg.obs_type_list)}")
+        mixed_actions = cfg.action_type_list is not None and len(set(cfg.action_type_list)) > 1
+        if cfg.action_type_list is not None:
+            if len(cfg.action_type_list) != cfg.num_tasks or not set(cfg.action_type_list) <= ACTION_TYPES:
+                raise ValueError(f"action_type_list needs {cfg.num_tasks} entries from {sorted(ACTION_TYPES)}, "
+                                 f"got {list(cfg.action_type_list)}")
+            if mixed_actions and (cfg.continuous_action_space or cfg.share_heads or cfg.action_space_size_list is None):
+                raise ValueError("discrete and continuous tasks together need continuous_action_space=False (discrete "
+                                 "is the base kind), per-task heads (share_heads=False) and action_space_size_list "
+                                 "(the continuous tasks' dims)")
+            if not mixed_actions and cfg.continuous_action_space != (cfg.action_type_list[0] == 'continuous'):
+                raise ValueError(f"action_type_list {list(cfg.action_type_list)} contradicts "
+                                 f"continuous_action_space={cfg.continuous_action_space}")
         if cfg.action_space_size_list is not None:
-            if not cfg.continuous_action_space:
+            if not (cfg.continuous_action_space or mixed_actions):
                 raise ValueError("discrete tasks share one action space (action_space_size); "
                                  "action_space_size_list is for continuous actions")
             if len(cfg.action_space_size_list) != cfg.num_tasks:
                 raise ValueError(f"action_space_size_list needs {cfg.num_tasks} entries")
-            cfg.action_space_size = max(cfg.action_space_size_list)
+            if not mixed_actions:
+                cfg.action_space_size = max(cfg.action_space_size_list)
             if cfg.share_heads and len(set(cfg.action_space_size_list)) > 1:
                 raise ValueError("share_heads needs equal action dims: a shared Gaussian head has one width")
         if cfg.task_embed_option == 'concat' and not 0 < cfg.task_embed_dim < cfg.embed_dim:
@@ -221,7 +239,12 @@ class MultiTaskWorldModel(WorldModel):
     def _build(self, config: EasyDict, tokenizer: Tokenizer) -> None:
         # Read by the _create_head overrides that WorldModel.__init__ calls.
         self.task_id, self.num_tasks = 0, config.num_tasks
-        self._action_dims: List[int] = list(config.action_space_size_list or [config.action_space_size] * self.num_tasks)
+        base_kind = 'continuous' if config.continuous_action_space else 'discrete'
+        self.action_kinds: List[str] = list(config.action_type_list or [base_kind] * self.num_tasks)
+        self.mixed_actions = len(set(self.action_kinds)) > 1
+        dims = config.action_space_size_list or [config.action_space_size] * self.num_tasks
+        self._action_dims: List[int] = [config.action_space_size if kind == 'discrete' and self.mixed_actions else int(d)
+                                        for kind, d in zip(self.action_kinds, dims)]
         self._num_head_copies = 1 if config.share_heads else self.num_tasks
         # WorldModel.__init__ re-initialises every submodule, the tokenizer's encoder included: keep the
         # pretrained text encoder's weights (a trained MiniLM would otherwise become a random one).
@@ -246,16 +269,39 @@ class MultiTaskWorldModel(WorldModel):
                 [nn.Sequential(nn.Linear(a, self.embed_dim, bias=False), self._latent_norm()) for a in self._action_dims],
                 input_widths=self._action_dims)
             self.act_embedding_table.apply(init_weights)
+        if self.mixed_actions:
+            self._build_mixed_action_modules(config)
         if self.task_embed_option == 'add':
             self.task_embedding = nn.Embedding(self.num_tasks, self.embed_dim)
             init_weights(self.task_embedding)
-        # Per-task views of the config where action dims differ (the continuous policy loss reads config.action_space_size).
-        self._task_configs = [EasyDict(dict(config, action_space_size=a)) for a in self._action_dims] \
-            if len(set(self._action_dims)) > 1 else None
+        # Per-task views of the config where action dims or kinds differ (lightzero's loss reads both from the config).
+        self._task_configs = [EasyDict(dict(config, action_space_size=a, continuous_action_space=kind == 'continuous'))
+                              for a, kind in zip(self._action_dims, self.action_kinds)] \
+            if len(set(self._action_dims)) > 1 or self.mixed_actions else None
         self._task_caches: Dict[Any, Dict[str, Any]] = {}  # stashed cache namespaces, one per task id
         self._cache_namespace: Any = 0
         self.to(self.device)
         self._activate(0, force=True)
+
+    def _build_mixed_action_modules(self, config: EasyDict) -> None:
+        """Discrete and continuous tasks (``action_type_list``): lightzero built the discrete embedding and heads for
+        every task; continuous tasks get their own ``Linear(a_t -> D)`` embedding and Gaussian policy head."""
+        self.sigma_type, self.bound_type = config.sigma_type, config.bound_type
+        embedding = DiscreteActionEmbedding(self.act_embedding_table)  # lightzero's nn.Embedding(A, D), shared
+        tables, heads, widths = [], [], []
+        for task_id, (kind, dim) in enumerate(zip(self.action_kinds, self._action_dims)):
+            if kind == 'discrete':
+                tables.append(embedding)
+                heads.append(self.head_policy.per_task[task_id])
+                widths.append(1)
+                continue
+            table = nn.Sequential(nn.Linear(dim, self.embed_dim, bias=False), self._latent_norm())
+            table.apply(init_weights)
+            tables.append(table)
+            heads.append(self._gaussian_head(self.value_policy_tokens_pattern, dim))
+            widths.append(dim)
+        self.act_embedding_table = TaskSwitch(tables, input_widths=widths)
+        self.head_policy = TaskSwitch(heads)
 
     # ------------------------------------------------------------------ task binding
     def bind_task(self, task_id: Optional[int]) -> TaskBinding:
@@ -276,6 +322,12 @@ class MultiTaskWorldModel(WorldModel):
         if self._task_configs is not None:
             self.config = self._task_configs[task_id]
         self.action_space_size = self._action_dims[task_id]
+        if self.mixed_actions:  # lightzero's own forward and loss branch on it
+            self.continuous_action_space = self.action_kinds[task_id] == 'continuous'
+
+    def task_is_continuous(self, task_id: int) -> bool:
+        """Whether task ``task_id`` acts continuously (sampled MCTS, Gaussian policy)."""
+        return self.action_kinds[task_id] == 'continuous'
 
     def _use_cache_namespace(self, key: Any, env_num: int) -> None:
         """Stash the current namespace's inference caches and load (or create, for ``env_num`` env slots) ``key``'s."""
@@ -330,11 +382,14 @@ class MultiTaskWorldModel(WorldModel):
 
     def _create_head_cont(self, block_mask: Tensor, output_dim: int, norm_layer: Optional[nn.Module] = None) -> TaskSwitch:
         # Per-task Gaussian heads of width action_dim_t (lightzero builds one, and registers it twice as fc_policy_head).
-        dims = self._action_dims[:self._num_head_copies]
-        return TaskSwitch([PolicyHeadCont(self.config.max_blocks, block_mask, ReparameterizationHead(
+        return TaskSwitch([self._gaussian_head(block_mask, dim) for dim in self._action_dims[:self._num_head_copies]])
+
+    def _gaussian_head(self, block_mask: Tensor, dim: int) -> PolicyHeadCont:
+        """lightzero's continuous policy head ([mu, sigma] of a tanh-squashed Gaussian) for a ``dim``-dim action."""
+        return PolicyHeadCont(self.config.max_blocks, block_mask, ReparameterizationHead(
             input_size=self.config.embed_dim, output_size=dim, layer_num=2, sigma_type=self.sigma_type,
             activation=nn.GELU(approximate='tanh'), fixed_sigma_value=self.config.fixed_sigma_value,
-            norm_type=None, bound_type=self.bound_type)) for dim in dims])
+            norm_type=None, bound_type=self.bound_type))
 
     def _initialize_last_layer(self) -> None:
         # lightzero's version reads head.head_module of single heads; ours are TaskSwitches of heads. The next-latent
@@ -342,7 +397,7 @@ class MultiTaskWorldModel(WorldModel):
         heads = [self.head_value, self.head_rewards]
         if self.config.latent_norm != 'layernorm':
             heads.append(self.head_observations)
-        if not self.continuous_action_space:
+        if not self.continuous_action_space:  # (mixed models: lightzero's discrete heads, before continuous ones join)
             heads.append(self.head_policy)
         for switch in heads:
             for head in switch.per_task:
@@ -399,7 +454,7 @@ class MultiTaskWorldModel(WorldModel):
         tasks = list(batches)
         rows = TaskRows.from_sizes([(t, batches[t]['observations'].shape[0]) for t in tasks])
         observations = cat_observations(self, [batches[t]['observations'] for t in tasks], tasks)  # (B, T, *obs)
-        actions = cat_rows([batches[t]['actions'] for t in tasks])                    # (B, T) or (B, T, a_max)
+        actions = cat_actions(self.action_kinds, [batches[t]['actions'] for t in tasks], tasks)  # (B, T) or (B, T, a)
         with self.transformer.record_router_logits() as record:
             obs_embeddings = encode(self.tokenizer.encoder, observations, rows)        # (B*T, 1, D)
             outputs = forward_sequences(self, obs_embeddings, actions, rows)          # logits (B, T, ...)
@@ -407,15 +462,15 @@ class MultiTaskWorldModel(WorldModel):
                 target_embeddings = encode(target_tokenizer.encoder, observations, rows)
         losses = {}
         for task_id, start, stop in rows.segments:
-            policy = outputs.logits_policy[start:stop]
-            if self.continuous_action_space:  # [mu, sigma] of this task's width (the mixed batch pads to the widest)
-                policy = policy[..., :2 * self._action_dims[task_id]]
+            policy = outputs.logits_policy[start:stop]  # the mixed batch pads every task's policy to the widest
+            continuous = self.task_is_continuous(task_id)
+            policy = policy[..., :2 * self._action_dims[task_id] if continuous else self._action_dims[task_id]]
             task_outputs = WorldModelOutput(outputs.output_sequence[start:stop], outputs.logits_observations[start:stop],
                                             outputs.logits_rewards[start:stop], None, policy,
                                             outputs.logits_value[start:stop])
             task_losses = unizero_task_loss(self, task_outputs, _task_slice(obs_embeddings, rows, task_id),
                                             _task_slice(target_embeddings, rows, task_id), batches[task_id],
-                                            action_dim=self._action_dims[task_id])
+                                            action_dim=self._action_dims[task_id], continuous=continuous)
             if record:
                 per_row = record[0][0].shape[0] // rows.num_rows  # tokens per row in the (N, E) router logits
                 task_logits = [z[start * per_row:stop * per_row] for z in record[0]]

@@ -43,20 +43,20 @@ PRESETS: Dict[str, Preset] = {
     # default threads: on a quiet 2-core machine 2 threads learn 1.85x faster than 1 and collect as fast (--threads 1
     # helps on a busy one).
     "cpu": Preset(tasks=("Pong", "Breakout", "MsPacman"), max_env_step=4000, embed_dim=64, num_layers=2, num_heads=4,
-                  num_experts=4, num_simulations=8, batch_size=8, collector_env_num=2, evaluator_env_num=10,
-                  n_evaluator_episode=1, game_segment_length=20, num_unroll_steps=5, infer_context=2, eval_freq=400,
+                  num_experts=4, num_simulations=8, batch_size=8, collector_env_num=2, evaluator_env_num=5,
+                  n_evaluator_episode=5, game_segment_length=20, num_unroll_steps=5, infer_context=2, eval_freq=400,
                   max_episode_frames=4000, replay_buffer_size=100_000, checkpoint_freq=200, dps_min_stage0_iters=300,
                   dps_max_stage_iters=150),
     # Paper settings (ScaleZero, arXiv 2509.07945): Atari-8 / Atari-26, 768-wide backbone, 50 simulations.
     # Paper encoder: ViT 'small' (depth 6) for up to 8 tasks, 'base' (depth 12) for 26.
     "atari8": Preset(tasks=tuple(ATARI8), max_env_step=400_000, embed_dim=768, num_layers=2, num_heads=8,
-                     num_experts=8, num_simulations=50, batch_size=64, collector_env_num=8, evaluator_env_num=10,
-                     n_evaluator_episode=3, game_segment_length=20, num_unroll_steps=10, infer_context=4,
+                     num_experts=8, num_simulations=50, batch_size=64, collector_env_num=8, evaluator_env_num=5,
+                     n_evaluator_episode=5, game_segment_length=20, num_unroll_steps=10, infer_context=4,
                      eval_freq=10_000, max_episode_frames=108_000, replay_buffer_size=500_000,
                      checkpoint_freq=10_000, vit="small"),
     "atari26": Preset(tasks=tuple(ATARI26), max_env_step=400_000, embed_dim=768, num_layers=4, num_heads=24,
-                      num_experts=8, num_simulations=50, batch_size=64, collector_env_num=8, evaluator_env_num=10,
-                      n_evaluator_episode=3, game_segment_length=20, num_unroll_steps=10, infer_context=4,
+                      num_experts=8, num_simulations=50, batch_size=64, collector_env_num=8, evaluator_env_num=5,
+                      n_evaluator_episode=5, game_segment_length=20, num_unroll_steps=10, infer_context=4,
                       eval_freq=10_000, max_episode_frames=108_000, replay_buffer_size=500_000,
                       checkpoint_freq=10_000, vit="base"),
 }

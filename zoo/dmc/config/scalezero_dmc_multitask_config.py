@@ -45,7 +45,7 @@ PRESETS: Dict[str, Preset] = {
     # A real (small) multi-task run on a 2-core CPU in about 30 minutes: three tasks of obs 5/8/17, actions 1/2/6.
     "cpu": Preset(tasks=("cartpole-swingup", "ball_in_cup-catch", "cheetah-run"), max_env_step=8000, embed_dim=64,
                   num_layers=2, num_heads=4, num_experts=4, num_simulations=8, num_sampled_actions=8, batch_size=16,
-                  collector_env_num=2, evaluator_env_num=10, n_evaluator_episode=1,
+                  collector_env_num=2, evaluator_env_num=5, n_evaluator_episode=5,
                   game_segment_length=50, num_unroll_steps=5, infer_context=2, eval_freq=500, max_episode_steps=None,
                   replay_buffer_size=100_000, checkpoint_freq=200, torch_threads=1, dps_min_stage0_iters=500,
                   dps_max_stage_iters=250),
@@ -53,7 +53,7 @@ PRESETS: Dict[str, Preset] = {
     # tasks (28 per task), 200 updates per collection round, buffer 1e6.
     "dmc18": Preset(tasks=DMC18_TASKS, max_env_step=500_000, embed_dim=768, num_layers=4, num_heads=24,
                     num_experts=8, num_simulations=50, num_sampled_actions=20, batch_size=28, update_per_collect=200,
-                    collector_env_num=8, evaluator_env_num=10, n_evaluator_episode=3, game_segment_length=100,
+                    collector_env_num=8, evaluator_env_num=5, n_evaluator_episode=5, game_segment_length=100,
                     num_unroll_steps=5, infer_context=2, eval_freq=10_000, max_episode_steps=None,
                     replay_buffer_size=1_000_000, checkpoint_freq=10_000),
 }

@@ -46,14 +46,14 @@ PRESETS: Dict[str, Preset] = {
     # each new state costs up to ~6 s of valid-action search there. Episodes are capped at 50 steps.
     "cpu": Preset(tasks=("detective", "omniquest", "zork1"), max_env_step=300, embed_dim=64, num_layers=2,
                   num_heads=4, num_experts=4, num_simulations=8, batch_size=16, collector_env_num=1,
-                  evaluator_env_num=10, n_evaluator_episode=1, game_segment_length=20, num_unroll_steps=5,
+                  evaluator_env_num=5, n_evaluator_episode=5, game_segment_length=20, num_unroll_steps=5,
                   infer_context=2, eval_freq=50, max_steps=50, max_seq_len=256, replay_buffer_size=100_000,
                   checkpoint_freq=50, dps_min_stage0_iters=100, dps_max_stage_iters=50),
     # The four ScaleZero games with the paper's backbone and search settings for Atari and each
     # game's own episode length; the paper gives no Jericho budget here, so the env-step budget is our choice.
     "jericho4": Preset(tasks=JERICHO4, max_env_step=500_000, embed_dim=768, num_layers=2, num_heads=8, num_experts=8,
-                       num_simulations=50, batch_size=64, collector_env_num=4, evaluator_env_num=10,
-                       n_evaluator_episode=2, game_segment_length=20, num_unroll_steps=10, infer_context=4,
+                       num_simulations=50, batch_size=64, collector_env_num=4, evaluator_env_num=5,
+                       n_evaluator_episode=5, game_segment_length=20, num_unroll_steps=10, infer_context=4,
                        eval_freq=10_000, max_steps=None, max_seq_len=512, replay_buffer_size=500_000,
                        checkpoint_freq=10_000),
 }

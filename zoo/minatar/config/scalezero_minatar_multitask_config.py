@@ -41,13 +41,13 @@ PRESETS: Dict[str, Preset] = {
                     eval_env_step_fractions=(), final_eval_episodes=None),  # the baseline and the final evaluation
     # All five games on a 2-core CPU in at most 45 minutes (docs/results/minatar_budget_notes.md: how it was chosen).
     "cpu": Preset(max_env_step=3000, embed_dim=64, num_layers=2, num_heads=2, num_experts=4, num_simulations=16,
-                  batch_size=32, collector_env_num=8, evaluator_env_num=10, n_evaluator_episode=3,
+                  batch_size=32, collector_env_num=8, evaluator_env_num=5, n_evaluator_episode=5,
                   game_segment_length=20, num_unroll_steps=5, infer_context=4, eval_freq=100, max_episode_steps=500,
                   replay_buffer_size=100_000, checkpoint_freq=200, encoder_channels=16, update_per_collect=40,
                   learning_rate=1e-3, dps_min_stage0_iters=300, dps_max_stage_iters=150, torch_threads=1),
     # A bigger machine (GPU): 8 experts, 50 simulations, 1M frames per game (MinAtar papers train 5M).
     "full": Preset(max_env_step=1_000_000, embed_dim=256, num_layers=4, num_heads=8, num_experts=8, num_simulations=50,
-                   batch_size=64, collector_env_num=8, evaluator_env_num=10, n_evaluator_episode=5,
+                   batch_size=64, collector_env_num=8, evaluator_env_num=5, n_evaluator_episode=5,
                    game_segment_length=20, num_unroll_steps=10, infer_context=4, eval_freq=5000,
                    max_episode_steps=10_000, replay_buffer_size=1_000_000, checkpoint_freq=5000, encoder_channels=64,
                    dps_min_stage0_iters=20_000, dps_max_stage_iters=10_000),
