@@ -20,6 +20,7 @@ def test_without_a_terminal_a_plain_line_every_tenth_and_no_carriage_return():
     for _ in range(29):  # 7 steps at a time, 203 in all: the last round overshoots the budget
         bar.add_env_steps(7)
         bar.set_phase("collect Pong")
+    bar.finish()
     bar.close()
     text = stream.getvalue()
     assert "\r" not in text and "|" not in text
@@ -104,17 +105,21 @@ class _Task:
         self.evaluator._policy.forward({0: None}, ready_env_id=[0])
 
 
-def test_100_percent_only_after_the_final_evaluation_and_the_last_checkpoint():
-    stream = io.StringIO()
-    task = _Task()
-    bar = RunProgress(total=100, file=stream, final_steps=2 * 10)  # two final episodes of at most 10 steps
-    bar.add_env_steps(130)  # collection overshoots its budget
-    assert bar.n == 100 and "progress 83%" in stream.getvalue()  # 100 of 120: the last learn round and eval to come
+def test_100_percent_only_when_the_run_is_done():
+    stream, task = Terminal(), _Task()
+    bar = RunProgress(total=100, file=stream, min_interval_s=0.0)
+    bar.add_env_steps(130)  # collection overshoots its budget: the last learn round and the final evaluation remain
+    assert bar.n == 99
     with bar.evaluating(task, episodes=2, final=True):
-        for _ in range(25):  # more steps than set aside: held below 100%
-            task.step()
-    assert bar.n == 119 and "progress 100%" not in stream.getvalue()
+        task.step()
+        assert bar.phase == "final eval Pong 1/20" and bar.n == 99
+    bar.finish()
+    assert bar.n == 100
+    bar.close()
+    plain = io.StringIO()
+    bar = RunProgress(total=100, file=plain)
+    bar.add_env_steps(100)
     bar.finish()
     bar.close()
-    lines = stream.getvalue().splitlines()
-    assert lines[-1].startswith("progress 100%: 120/120") and sum(line.startswith("progress 100%") for line in lines) == 1
+    lines = plain.getvalue().splitlines()
+    assert lines[-2].startswith("progress 99%: 99/100") and lines[-1].startswith("progress 100%: 100/100")

@@ -12,9 +12,9 @@ BUDGET = 40  # env steps per task
 
 
 def _trainer(tmp_path, **policy_keys) -> MultiTaskTrainer:
-    # CartPole's episodes end after 4 steps, Acrobot's after 20: a collector round (one finished segment per env)
-    # gives CartPole 4 steps and Acrobot 20
-    specs = [replace(TASKS["CartPole"], max_episode_steps=4), TASKS["Acrobot"]]
+    # CartPole's episodes end after 2 steps, Acrobot's after 20 (10x longer): a collector round (one finished
+    # segment per env) gives CartPole 2 steps and Acrobot 20
+    specs = [replace(TASKS["CartPole"], max_episode_steps=2), TASKS["Acrobot"]]
     configs = classic_configs(specs, TINY, moe=True, exp_name=str(tmp_path), seed=0)
     for main, _ in configs:
         main.policy.update(policy_keys)
@@ -54,7 +54,7 @@ def test_evaluations_follow_the_env_step_schedule_and_rounds_give_equal_steps(tm
         # the baseline, once at half the budget (not again before the end), the final evaluation
         assert len(steps) == 3 and steps[0] == 0 and BUDGET / 2 <= steps[1] < BUDGET and steps[2] >= BUDGET, steps
         assert episodes[task.name] == [None, None, 3]  # in-training evaluations as configured, the final one 3
-    assert per_round == {"CartPole-v1": [20, 20], "Acrobot-v1": [20, 20]}  # CartPole: 5 collector rounds per round
+    assert per_round == {"CartPole-v1": [20, 20], "Acrobot-v1": [20, 20]}  # CartPole: 10 collector rounds per round
     rows = {row["name"]: row for row in summary["tasks"]}
     for name, row in rows.items():
         assert row["updates"] == trainer.train_iter > 0
@@ -76,7 +76,7 @@ def test_without_the_settings_rounds_are_one_collector_round_and_evaluation_foll
         trainer.evaluate()
     finally:
         trainer.close()
-    assert dict(per_round) == {"CartPole-v1": 4, "Acrobot-v1": 20}
+    assert dict(per_round) == {"CartPole-v1": 2, "Acrobot-v1": 20}
     assert all(len(task.record.history) == 1 for task in trainer.tasks)  # the baseline only (eval_freq 1000)
 
 

@@ -14,9 +14,8 @@ happen, by wrapping the worker's policy ``forward`` (lightzero's evaluator and c
 per step of the ready envs), so it moves from the first second. The ETA is the run's average rate
 over everything so far (evaluation and learning included), not only collection.
 
-The total is the run's env-step budget plus ``final_steps``, an estimate of the final evaluation's agent steps:
-collection fills the budget part, the final evaluation counts its steps after it, and :meth:`RunProgress.finish`
-fills the rest when the run has saved. So 100% means done, not "collection done".
+The count stops one short of the total until :meth:`RunProgress.finish` (the final evaluation done and saved), so
+100% means done, not "collection done"; meanwhile the description says what runs (``final eval Pong 340/10000``).
 
 Example::
 
@@ -36,12 +35,6 @@ from typing import IO, Any, Dict, Iterator, Optional
 from tqdm import tqdm
 
 BAR_FORMAT = "{desc} |{bar}| {n_fmt}/{total_fmt} env steps [{elapsed}<{remaining}]{postfix}"
-
-
-def final_eval_steps(env_cfg: Any, episodes: int, *, unknown_cap: int = 1000) -> int:
-    """Agent steps the bar sets aside for a task's final evaluation: ``episodes`` episodes at the env's cap
-    (``unknown_cap`` steps each where the config does not cap them); the count is settled by ``finish``."""
-    return int(episodes) * (episode_step_cap(env_cfg) or unknown_cap)
 
 
 def episode_step_cap(env_cfg: Any) -> Optional[int]:
@@ -80,13 +73,12 @@ class RunProgress:
     no-op (other ranks, tests); ``live`` overrides the terminal check of ``file`` (default stderr)."""
 
     def __init__(self, *, total: int, initial: int = 0, enabled: bool = True, file: Optional[IO[str]] = None,
-                 min_interval_s: float = 0.25, live: Optional[bool] = None, final_steps: int = 0) -> None:
+                 min_interval_s: float = 0.25, live: Optional[bool] = None) -> None:
         self.enabled = enabled
         self.stream = file if file is not None else sys.stderr
         self.live = enabled and (is_terminal(self.stream) if live is None else live)
-        self.budget = total  # the collection part; final_steps follow it
-        total = total + max(0, final_steps)
-        self.total, self.n = total, max(0, min(initial, self.budget))
+        self.total = total
+        self.n = max(0, min(initial, self._held))
         columns, rows = (None, None) if terminal_columns(self.stream) > 0 else FALLBACK_SIZE
         self.bar = tqdm(total=total, initial=self.n, disable=not self.live, file=self.stream,
                         dynamic_ncols=columns is None, ncols=columns, nrows=rows, bar_format=BAR_FORMAT, smoothing=0.0, mininterval=min_interval_s)
@@ -114,10 +106,15 @@ class RunProgress:
             self.bar.set_description_str(text, refresh=True)
             self._last_draw = now
 
+    @property
+    def _held(self) -> int:
+        """The most the count shows before :meth:`finish`: one short of the total."""
+        return max(self.total - 1, 0)
+
     def add_env_steps(self, steps: int, *, limit: Optional[int] = None) -> None:
-        """Counts ``steps`` more (or, negative, fewer) env steps, within ``[0, limit]`` (default: the budget; the
-        last round may overshoot it)."""
-        target = max(0, min(self.budget if limit is None else limit, self.n + steps))
+        """Counts ``steps`` more (or, negative, fewer) env steps, within ``[0, limit]`` (default: one short of the
+        total; the last round may overshoot the budget)."""
+        target = max(0, min(self._held if limit is None else limit, self.n + steps))
         previous, self.n = self.n, target
         if self.live:
             if target >= self.bar.n:
@@ -197,7 +194,7 @@ class RunProgress:
     @contextlib.contextmanager
     def evaluating(self, task: Any, *, episodes: Optional[int] = None, final: bool = False) -> Iterator[None]:
         """``eval <task> <steps>/<cap x episodes>`` while ``task.evaluate`` runs (``episodes``: None, the env's
-        ``n_evaluator_episode``); ``final``: the run's last evaluation, whose steps count towards the total."""
+        ``n_evaluator_episode``); ``final``: the run's last evaluation."""
         cap = episode_step_cap(task.cfg.env)
         episodes = int(episodes or task.cfg.env.get("n_evaluator_episode") or 1)
         limit = f"/{cap * episodes}" if cap else " steps"
@@ -206,8 +203,6 @@ class RunProgress:
         def on_step(n: int) -> None:
             nonlocal done
             done += n
-            if final:  # never 100% before finish(): the run still saves
-                self.add_env_steps(n, limit=self.total - 1)
             self.set_phase(f"{'final ' if final else ''}eval {task.name} {done}{limit}", force=False)
 
         self.set_phase(f"eval {task.name} 0{limit}")

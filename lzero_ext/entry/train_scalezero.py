@@ -28,7 +28,7 @@ from lzero_ext.entry.configs import TaskConfig, compile_task_configs, validate_t
 from lzero_ext.entry.dps_curriculum import DPSCurriculum, active_tasks
 from lzero_ext.entry.finetune import FinetuneSpec, apply_finetune
 from lzero_ext.entry.multitask_sampling import sample_tasks
-from lzero_ext.entry.progress import RunProgress, final_eval_steps
+from lzero_ext.entry.progress import RunProgress
 from lzero_ext.entry.resume_check import agree_on_checkpoint
 from lzero_ext.entry.run_guard import RunGuard, TrainerGuard, close_quietly
 from lzero_ext.entry.run_logging import DiagnosticsRecorder, run_console
@@ -241,10 +241,8 @@ class MultiTaskTrainer:
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
         budget = self.max_env_step * len(self.tasks)
-        final_steps = sum(final_eval_steps(t.cfg.env, self.cfg.final_eval_episodes or t.cfg.env.n_evaluator_episode)
-                          for t in self.active)
         bar = self.bar = RunProgress(total=budget, initial=sum(min(t.env_steps, self.max_env_step) for t in self.tasks),
-                                     enabled=self.progress, file=self.bar_stream, final_steps=final_steps)
+                                     enabled=self.progress, file=self.bar_stream)
         for task in self.tasks:  # resumed runs show their latest returns from the start
             if task.record.eval_return is not None:
                 bar.task_return(task.name, task.record.eval_return)
