@@ -11,11 +11,11 @@ from lzero_ext.entry.train_scalezero import MultiTaskTrainer
 BUDGET = 40  # env steps per task
 
 
-def _trainer(tmp_path, **policy_keys) -> MultiTaskTrainer:
+def _trainer(tmp_path, settings=TINY, cartpole_steps: int = 2, **policy_keys) -> MultiTaskTrainer:
     # CartPole's episodes end after 2 steps, Acrobot's after 20 (10x longer): a collector round (one finished
     # segment per env) gives CartPole 2 steps and Acrobot 20
-    specs = [replace(TASKS["CartPole"], max_episode_steps=2), TASKS["Acrobot"]]
-    configs = classic_configs(specs, TINY, moe=True, exp_name=str(tmp_path), seed=0)
+    specs = [replace(TASKS["CartPole"], max_episode_steps=cartpole_steps), TASKS["Acrobot"]]
+    configs = classic_configs(specs, settings, moe=True, exp_name=str(tmp_path), seed=0)
     for main, _ in configs:
         main.policy.update(policy_keys)
     return MultiTaskTrainer(configs, seed=0, exp_name=str(tmp_path), score_kind="raw", max_env_step=BUDGET,
@@ -53,7 +53,8 @@ def test_evaluations_follow_the_env_step_schedule_and_rounds_give_equal_steps(tm
         steps = [step for step, _ in task.record.history]
         # the baseline, once at half the budget (not again before the end), the final evaluation
         assert len(steps) == 3 and steps[0] == 0 and BUDGET / 2 <= steps[1] < BUDGET and steps[2] >= BUDGET, steps
-        assert episodes[task.name] == [None, None, 3]  # in-training evaluations as configured, the final one 3
+        # in-training evaluations as configured; the final one's 3 episodes as 3 rounds of the one evaluator env
+        assert episodes[task.name] == [None, None, 1, 1, 1]
     assert per_round == {"CartPole-v1": [20, 20], "Acrobot-v1": [20, 20]}  # CartPole: 10 collector rounds per round
     rows = {row["name"]: row for row in summary["tasks"]}
     for name, row in rows.items():
@@ -104,3 +105,29 @@ def test_lightzero_eps_config_sets_the_collect_epsilon_by_env_step(tmp_path):
     finally:
         trainer.close()
     assert seen[0] == 1.0 and 0.1 <= seen[1] < 1.0
+
+
+def test_more_final_episodes_than_envs_run_in_rounds_of_one_per_env(tmp_path):
+    """Episodes of different lengths over several envs: lightzero's evaluator alone fails on more episodes than
+    envs when a fast env takes a slow one's share; rounds of one episode per env do not."""
+    from lzero_ext.entry.task_runtime import TaskRuntime
+
+    # 3 evaluator envs; CartPole's episodes end anywhere up to 60 steps under an untrained policy
+    trainer = _trainer(tmp_path, settings=replace(TINY, evaluator_env_num=3), cartpole_steps=60)
+    task = trainer.tasks[0]
+    env_num = task.evaluator._env_num
+    assert env_num == 3
+    returns = []
+    original = task.evaluator.eval
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        returns.append(list(out[1]["eval_episode_return"]))
+        return out
+    task.evaluator.eval = spy
+    try:
+        mean = TaskRuntime.evaluate(task, 0, episodes=2 * env_num + 1)
+    finally:
+        trainer.close()
+    assert len(returns) == 3 and all(len(r) == env_num for r in returns)
+    assert mean == pytest.approx(sum(map(sum, returns)) / (3 * env_num))

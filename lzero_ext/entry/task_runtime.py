@@ -138,10 +138,19 @@ class TaskRuntime:
         return self.task_id, current_batch, target_batch
 
     def evaluate(self, train_iter: int, episodes: Optional[int] = None) -> float:
-        """Runs ``episodes`` episodes (None: ``n_evaluator_episode``); returns and records their mean raw return."""
+        """Runs ``episodes`` episodes (None: ``n_evaluator_episode``); returns and records their mean raw return.
+        More episodes than evaluator envs run as rounds of one episode per env (at least ``episodes`` in all):
+        lightzero's evaluator hands further episodes to whichever env is free first, and an env whose episodes
+        were taken by faster ones then never finishes its share, so the evaluation fails."""
+        env_num = self.evaluator._env_num
+        rounds = 1 if episodes is None else -(-int(episodes) // env_num)
+        returns: List[float] = []
         with rank_local(muzero_evaluator):
-            _, episode_info = self.evaluator.eval(None, train_iter, self.env_steps, n_episode=episodes)
-        mean_return = float(episode_info["eval_episode_return_mean"])
+            for _ in range(rounds):
+                _, episode_info = self.evaluator.eval(None, train_iter, self.env_steps,
+                                                      n_episode=None if episodes is None else env_num)
+                returns.extend(float(r) for r in np.atleast_1d(episode_info["eval_episode_return"]))
+        mean_return = float(np.mean(returns))
         self.record.add_eval(self.env_steps, mean_return, kind=self.score_kind)
         self.writer.add_scalar("eval/episode_return_mean_vs_env_step", mean_return, self.env_steps)
         return mean_return
