@@ -17,7 +17,7 @@ Example::
     visits = roots.get_distributions()
 """
 from dataclasses import dataclass
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -40,13 +40,16 @@ class BatchedSearch:
     categorical_distribution: bool = True
     device: str = 'cpu'
     continuous: bool = False  # sampled tree (continuous actions)
-    action_space_size: int = 0  # sampled tree: the action dim of this search's roots
+    action_space_size: int = 0  # the roots' action dim (sampled tree) or number of actions (0: the model's width)
     num_of_sampled_actions: int = 0  # sampled tree: K
 
     @classmethod
-    def from_policy_config(cls, cfg: Any, *, action_space_size: int = 0) -> 'BatchedSearch':
-        """From a lightzero UniZero / sampled UniZero policy config (one task's, or the shared keys)."""
-        continuous = bool(cfg.model.get('continuous_action_space', False))
+    def from_policy_config(cls, cfg: Any, *, action_space_size: int = 0,
+                           continuous: Optional[bool] = None) -> 'BatchedSearch':
+        """From a lightzero UniZero / sampled UniZero policy config (one task's, or the shared keys); ``continuous``
+        overrides the config's action kind (a model with tasks of both kinds runs one search per kind)."""
+        if continuous is None:
+            continuous = bool(cfg.model.get('continuous_action_space', False))
         return cls(num_simulations=cfg.num_simulations, discount_factor=cfg.discount_factor,
                    pb_c_base=cfg.get('pb_c_base', 19652), pb_c_init=cfg.get('pb_c_init', 1.25),
                    value_delta_max=cfg.get('value_delta_max', 0.01), support_scale=cfg.model.support_scale,
@@ -96,7 +99,8 @@ class BatchedSearch:
             actions = torch.from_numpy(np.asarray(actions, dtype=np.float32 if self.continuous else np.int64))
             out = recurrent_inference(world_model, store, parents, (simulation + 1) * batch + rows,
                                       actions.to(store.device), tasks)
-            policy = out.policy_logits[:, :width] if self.continuous else out.policy_logits
+            # each task's logits in a batch padded to the widest task's (a model of both kinds)
+            policy = out.policy_logits[:, :width if self.continuous else (self.action_space_size or None)]
             # the one host transfer of a simulation: what the C++ tree needs, in one tensor
             scalars = self.scalars(torch.cat([out.reward, out.value]))                  # (2B,)
             host = torch.cat([scalars.view(2, batch).T, policy], dim=1).cpu().numpy()   # (B, 2 + A)

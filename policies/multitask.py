@@ -148,14 +148,22 @@ class MultiTaskPolicyMixin:
         """One step of every requesting task: one initial inference and one MCTS search over all their roots
         (one search per action dim for continuous tasks: the sampled tree has one)."""
         states = {t: self._task_state(t, mode) for t in requests}
-        dims = self._model.world_model._action_dims
-        groups: Dict[int, List[int]] = {}
+        groups: Dict[Tuple[bool, int], List[int]] = {}  # one search per action kind (and continuous dim)
         for task_id in sorted(requests):
-            groups.setdefault(dims[task_id] if self._continuous_actions else 0, []).append(task_id)
+            groups.setdefault(self._search_kind(task_id), []).append(task_id)
         outputs = {}
         for tasks in groups.values():
             outputs.update(self._act_batched(mode, tasks, requests, states))
         return outputs
+
+    def _task_continuous(self, task_id: int) -> bool:
+        world_model = self._model.world_model
+        return world_model.task_is_continuous(task_id) if world_model.mixed_actions else self._continuous_actions
+
+    def _search_kind(self, task_id: int) -> Tuple[bool, int]:
+        """Which search serves the task: the sampled tree has one per action dim, the discrete tree one for all."""
+        continuous = self._task_continuous(task_id)
+        return continuous, self._model.world_model._action_dims[task_id] if continuous else 0
 
     def _inference_cache(self, mode: str) -> InferenceCache:
         """The batched KV cache of ``mode``'s lockstep steps: one slot per (task, env) of this policy's tasks."""
@@ -175,18 +183,19 @@ class MultiTaskPolicyMixin:
         calls = {t: dict(zip(names, requests[t][0]), **requests[t][1]) for t in tasks}
         env_ids = {t: [int(i) for i in (range(calls[t]["data"].shape[0]) if calls[t].get("ready_env_id") is None
                                          else calls[t]["ready_env_id"])] for t in tasks}
-        first = np.concatenate([[is_first_step(states[t]["last_batch_action"], self._continuous_actions)]
+        continuous, dim = self._search_kind(tasks[0])  # the same for every task of the group
+        first = np.concatenate([[is_first_step(states[t]["last_batch_action"], continuous)]
                                 * len(env_ids[t]) for t in tasks])
         last_actions = self._last_actions(tasks, env_ids, states)
         timesteps = [s for t in tasks for s in calls[t].get("timestep", [-1] * len(env_ids[t]))]
         first_call = calls[tasks[0]]
         if self._model.training:  # as lightzero's _forward_collect / _forward_eval (BatchNorm, dropout); once per round
             self._model.eval()
-        dim = self._model.world_model._action_dims[tasks[0]] if self._continuous_actions else 0
-        searches = self.__dict__.setdefault("_searches", {})  # one per action dim (the sampled tree has one)
-        if dim not in searches:
-            searches[dim] = BatchedSearch.from_policy_config(self._cfg, action_space_size=dim)
-        search = searches[dim]
+        searches = self.__dict__.setdefault("_searches", {})  # one per action kind and continuous dim
+        if (continuous, dim) not in searches:
+            searches[(continuous, dim)] = BatchedSearch.from_policy_config(self._cfg, action_space_size=dim,
+                                                                           continuous=continuous)
+        search = searches[(continuous, dim)]
         world_model = self._model.world_model
         with autocast(self._cfg.amp, self._cfg.device, self._model):
             outputs = act(
@@ -214,10 +223,12 @@ class MultiTaskPolicyMixin:
     def _last_actions(self, tasks: List[int], env_ids: Dict[int, List[int]],
                       states: Dict[int, Dict[str, Any]]) -> torch.Tensor:
         """The rows' previous actions: ``(B,)`` discrete ids, or ``(B, a_max)`` continuous actions (zeros where an
-        episode starts: lightzero marks those with -1)."""
-        if not self._continuous_actions:
-            return torch.as_tensor([int(states[t]["last_batch_action"][e]) for t in tasks for e in env_ids[t]])
-        width = max(self._model.world_model._action_dims)
+        episode starts: lightzero marks those with -1); a model of both kinds takes ``(B, 1)`` discrete ids too."""
+        world_model = self._model.world_model
+        if not self._task_continuous(tasks[0]):
+            ids = torch.as_tensor([int(states[t]["last_batch_action"][e]) for t in tasks for e in env_ids[t]])
+            return ids[:, None].float() if world_model.mixed_actions else ids
+        width = max(d for t, d in enumerate(world_model._action_dims) if self._task_continuous(t))
         rows = []
         for t in tasks:
             for e in env_ids[t]:
