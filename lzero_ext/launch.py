@@ -34,6 +34,19 @@ def rank_exit_code(exit_codes: List[int]) -> int:
     return codes.pop() if len(codes) == 1 and codes <= set(SIGNAL_EXIT_CODES) else 1
 
 
+def _signal_in(error: BaseException, signal_exception: type) -> Optional[signal.Signals]:
+    """The signal behind ``error``: torchrun's ``SignalException``, or one in its context. A signal that lands inside
+    torch's metrics wrapper before it has started its timer turns into an ``UnboundLocalError`` raised while the
+    ``SignalException`` is handled, and the agent then stops the ranks with SIGTERM."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, signal_exception):
+            return signal.Signals(error.sigval)
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing import SignalException
@@ -42,12 +55,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         torchrun.run(torchrun.parse_args(argv))
         return 0
-    except SignalException as error:
-        _ignore_stop_signals()
-        name = signal.Signals(error.sigval).name
-        sys.stderr.write(f"interrupted by {name} (launcher): the signal was passed to every rank, which saves "
-                         f"its final checkpoint\n")
-        return 128 + int(error.sigval)
     except ChildFailedError as error:
         _ignore_stop_signals()
         failures = sorted(error.failures.items())
@@ -59,6 +66,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             sys.stderr.write(f"error: rank {rank} exited with code {failure.exitcode} "
                              f"({len(failures)} of the ranks failed; each rank's own message is above)\n")
         return code
+    except Exception as error:  # noqa: BLE001 (a signal may surface as another error: see _signal_in)
+        received = _signal_in(error, SignalException)
+        if received is None:
+            raise
+        _ignore_stop_signals()
+        sys.stderr.write(f"interrupted by {received.name} (launcher): every rank was stopped and saves its final "
+                         f"checkpoint\n")
+        return 128 + int(received)
     finally:
         _ignore_stop_signals()
 
