@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+import policies  # noqa: F401  (imported now: ding's CUDA timer, imported with it, would build CUDA events under the
+# monkeypatched torch.cuda.is_available below)
 from lzero_ext import evaluate
 
 
