@@ -62,6 +62,12 @@ class BatchedSearch:
                                      device=self.device)                                # (S,)
         self._tree = smz_tree if self.continuous else mz_tree
 
+    @property
+    def policy_width(self) -> Optional[int]:
+        """This search's tasks' policy logits within a batch padded to the widest task's: [mu, sigma] of the action
+        dim (sampled tree) or the actions (None: every column)."""
+        return 2 * self.action_space_size if self.continuous else (self.action_space_size or None)
+
     def roots(self, legal_actions: List[List[int]]) -> Any:
         """lightzero's C++ roots for one batch (legal actions per root)."""
         if self.continuous:
@@ -88,7 +94,6 @@ class BatchedSearch:
         stats.set_delta(self.value_delta_max)
         rows = np.arange(batch)
         tasks = task_rows(task_ids)  # once per search, not per simulation
-        width = 2 * self.action_space_size
         for simulation in range(self.num_simulations):
             results = self._tree.ResultsWrapper(num=batch)
             traverse_args = (roots, self.pb_c_base, self.pb_c_init, self.discount_factor, stats, results, list(to_play))
@@ -99,8 +104,7 @@ class BatchedSearch:
             actions = torch.from_numpy(np.asarray(actions, dtype=np.float32 if self.continuous else np.int64))
             out = recurrent_inference(world_model, store, parents, (simulation + 1) * batch + rows,
                                       actions.to(store.device), tasks)
-            # each task's logits in a batch padded to the widest task's (a model of both kinds)
-            policy = out.policy_logits[:, :width if self.continuous else (self.action_space_size or None)]
+            policy = out.policy_logits[:, :self.policy_width]
             # the one host transfer of a simulation: what the C++ tree needs, in one tensor
             scalars = self.scalars(torch.cat([out.reward, out.value]))                  # (2B,)
             host = torch.cat([scalars.view(2, batch).T, policy], dim=1).cpu().numpy()   # (B, 2 + A)

@@ -54,9 +54,7 @@ def act(world_model: torch.nn.Module, search: BatchedSearch, cache: InferenceCac
     out = initial_inference(world_model, obs, task_ids, cache, slots, last_obs=last_obs, last_actions=last_actions,
                             first_step=first_step)
     pred_values = search.scalars(out.value)                                           # (B,)
-    # a task's logits sit in a batch padded to the widest task's (continuous dims, or a model of both kinds)
-    width = 2 * search.action_space_size if search.continuous else (search.action_space_size or None)
-    logits = out.policy_logits[:, :width]
+    logits = out.policy_logits[:, :search.policy_width]
     host = torch.cat([pred_values[:, None], logits], dim=1).cpu().numpy()             # one transfer: (B, 1 + A)
     policy_logits = host[:, 1:].tolist()
     if search.continuous:  # the sampled tree draws K actions per root; lightzero marks them -1

@@ -179,11 +179,10 @@ class MultiTaskTrainer:
                 batches = [self.batch_transform(self.train_iter + 1, batch) for batch in batches]
             log = self.policy.learn_mode.forward(batches)
             self.train_iter += 1
-            for task in ready:
-                task.record.updates += 1
             self.bar.learning(self.train_iter)
             self.diagnostics.record(self.train_iter, log, getattr(self.policy, "diagnostic_arrays", None))
             for task in ready:
+                task.record.updates += 1
                 prefix = f"task{task.task_id}/"
                 task.log_learn(self.train_iter, {k[len(prefix):]: v for k, v in log.items() if k.startswith(prefix)})
         self.policy.recompute_pos_emb_diff_and_clear_cache()

@@ -4,7 +4,7 @@ A model over domains of both kinds (``world_model_cfg.action_type_list``, e.g. A
 own action embedding: discrete tasks share one ``nn.Embedding`` of the common action space (wrapped by
 :class:`DiscreteActionEmbedding`), continuous tasks have their own ``Linear(a_t -> D)``. In a mixed batch every
 task's actions are floats zero-padded to the widest continuous task's dim, a discrete task's action id in column 0
-(:func:`cat_actions`); :func:`embed_actions` gives ``(..., D)`` for every row whatever its kind.
+(:func:`cat_actions`); ``sequence_forward.action_embeddings`` gives ``(..., D)`` for every row whatever its kind.
 
 Example:
     >>> kinds = ['discrete', 'continuous']
@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from lzero_ext.model.task_routing import TaskRows, TaskSwitch, cat_rows
+from lzero_ext.model.task_routing import TaskRows, cat_rows
 
 ACTION_TYPES = frozenset({'discrete', 'continuous'})
 
@@ -41,17 +41,6 @@ def cat_actions(action_kinds: Sequence[str], per_task: Sequence[Tensor], task_id
         return cat_rows(per_task)
     return cat_rows([x.unsqueeze(-1).float() if action_kinds[int(t)] == 'discrete' else x.float()
                      for x, t in zip(per_task, task_ids)])
-
-
-def embed_actions(table: TaskSwitch, actions: Tensor, rows: TaskRows) -> Tensor:
-    """A mixed model's action embedding ``TaskSwitch`` on mixed-batch actions ``(B, ..., a_max)`` -> ``(B, ..., D)``:
-    each task's module on its rows (a discrete one reads column 0 and loses the id axis ``nn.Embedding`` adds)."""
-    from lzero_ext.model.sequence_forward import route
-
-    def run(module: nn.Module, x: Tensor) -> Tensor:
-        out = module(x)
-        return out.squeeze(-2) if isinstance(module, DiscreteActionEmbedding) else out
-    return route(table, actions.float(), rows, run)
 
 
 def discrete_rows(action_kinds: Sequence[str], rows: TaskRows, device: torch.device) -> Tensor:

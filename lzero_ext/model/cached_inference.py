@@ -236,7 +236,7 @@ def _sequential(module: nn.Module, x: Tensor) -> Any:
 def _action_tokens(world_model: torch.nn.Module, actions: Tensor, rows: TaskRows) -> Tensor:
     """``(B,)`` discrete or ``(B, a_max)`` continuous actions (both kinds: ``(B, a_max)``, a discrete task's id in
     column 0) -> ``(B, 1, D)`` action tokens."""
-    if getattr(world_model, 'mixed_actions', False):
+    if world_model.mixed_actions:
         return action_embeddings(world_model, actions.float().view(actions.shape[0], -1), rows)[:, None]
     return action_embeddings(world_model, actions if world_model.continuous_action_space else actions.long(), rows)[:, None]
 
@@ -385,7 +385,7 @@ def initial_inference(world_model: torch.nn.Module, obs: Tensor, task_ids: Seque
         if last_actions is None:
             raise ValueError("last_actions is needed for rows that continue an episode")
         actions = torch.as_tensor(last_actions, device=device)
-        if getattr(world_model, 'mixed_actions', False):  # a discrete row's id (column 0) may be -1 at a first step
+        if world_model.mixed_actions:  # a discrete row's id (column 0) may be -1 at a first step
             actions = actions.float().view(B, -1)
             ids = torch.where(discrete_rows(world_model.action_kinds, rows, device), actions[:, 0].clamp(min=0),
                               actions[:, 0])

@@ -18,7 +18,7 @@ from lzero.model.common import MZNetworkOutput
 from lzero.model.unizero_world_models.utils import WorldModelOutput
 from torch import Tensor, nn
 
-from lzero_ext.model.action_kinds import embed_actions
+from lzero_ext.model.action_kinds import DiscreteActionEmbedding
 from lzero_ext.model.task_routing import TaskRows, TaskSwitch, cat_rows
 
 
@@ -65,8 +65,11 @@ def action_embeddings(world_model: nn.Module, actions: Tensor, rows: TaskRows) -
     """Discrete ``(B, L, 1)`` ids or continuous ``(B, L, a_max)`` actions -> ``(B, L, 1, D)`` / ``(B, L, D)``; a model
     of both kinds takes ``(B, L, a_max)`` (``lzero_ext.model.action_kinds``) and gives ``(B, L, D)``."""
     table = world_model.act_embedding_table
-    if getattr(world_model, 'mixed_actions', False):
-        return embed_actions(table, actions, rows)
+    if world_model.mixed_actions:  # each task's module on its rows; a discrete one loses nn.Embedding's id axis
+        def run(module: nn.Module, x: Tensor) -> Tensor:
+            out = module(x)
+            return out.squeeze(-2) if isinstance(module, DiscreteActionEmbedding) else out
+        return route(table, actions.float(), rows, run)
     if isinstance(table, TaskSwitch):
         return route(table, actions.float(), rows, lambda module, x: module(x))
     return table(actions)
@@ -80,7 +83,7 @@ def forward_sequences(world_model: nn.Module, obs_embeddings: Tensor, actions: T
     B = actions.shape[0]
     obs = obs_embeddings.contiguous().view(B, -1, wm.embed_dim)                       # (B, L, D)
     L = obs.shape[1]
-    if wm.continuous_action_space or getattr(wm, 'mixed_actions', False):
+    if wm.continuous_action_space or wm.mixed_actions:
         act_tokens = (actions if actions.dim() == 3 else actions.unsqueeze(-1)).float()  # (B, L', a)
     else:
         act_tokens = actions.long().unsqueeze(-1)                                     # (B, L', 1)

@@ -15,7 +15,7 @@ each masked by ``mask_padding``, discounted by ``gamma ** t`` and averaged over 
 lightzero's ``LossWithIntermediateLosses`` (which applies the loss weights), with first/middle/last-step
 losses for logging. Everything reads its sizes from arguments: no model state is bound to a task.
 """
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -65,14 +65,12 @@ def _continuous_policy_loss(policy_logits: Tensor, batch: Dict[str, Tensor], *, 
 
 
 def unizero_task_loss(world_model: Any, outputs: WorldModelOutput, obs_embeddings: Tensor, target_embeddings: Tensor,
-                      batch: Dict[str, Tensor], *, action_dim: int,
-                      continuous: Optional[bool] = None) -> LossWithIntermediateLosses:
+                      batch: Dict[str, Tensor], *, action_dim: int, continuous: bool) -> LossWithIntermediateLosses:
     """One task's UniZero loss (see the module docstring) from its rows of a forward: ``outputs`` (logits of
     shape (B, T, ...)), the encoder's ``obs_embeddings`` (B, T, D) and the target encoder's ``target_embeddings``;
     ``batch`` is the task's ``build_world_model_batch`` dict; ``action_dim`` its action-space size; ``continuous``
-    its action kind (None: the model's)."""
+    its action kind."""
     wm = world_model
-    continuous = bool(wm.continuous_action_space) if continuous is None else continuous
     mask = batch['mask_padding']                                                      # (B, T) bool
     B, T = batch['actions'].shape[:2]
     flat_mask = mask.reshape(-1)
