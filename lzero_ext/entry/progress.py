@@ -111,10 +111,12 @@ class RunProgress:
         """The most the count shows before :meth:`finish`: one short of the total."""
         return max(self.total - 1, 0)
 
-    def add_env_steps(self, steps: int, *, limit: Optional[int] = None) -> None:
-        """Counts ``steps`` more (or, negative, fewer) env steps, within ``[0, limit]`` (default: one short of the
-        total; the last round may overshoot the budget)."""
-        target = max(0, min(self._held if limit is None else limit, self.n + steps))
+    def add_env_steps(self, steps: int) -> None:
+        """Counts ``steps`` more (or, negative, fewer) env steps, within ``[0, total - 1]`` until :meth:`finish` (the
+        last round may overshoot the budget)."""
+        self._show(max(0, min(self._held, self.n + steps)))
+
+    def _show(self, target: int) -> None:
         previous, self.n = self.n, target
         if self.live:
             if target >= self.bar.n:
@@ -236,7 +238,7 @@ class RunProgress:
 
     def finish(self) -> None:
         """The run is done (final evaluation and checkpoint): the bar reaches 100%."""
-        self.add_env_steps(self.total - self.n, limit=self.total)
+        self._show(self.total)
 
     def learning(self, train_iter: int) -> None:
         """``learn it <train_iter>``, once per learner iteration."""
