@@ -20,13 +20,18 @@ Example:
     torch.Size([7, 18])
 """
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from lzero_ext.model.task_routing import cat_rows
+
+
+def shape_tuple(shape: Union[int, Sequence[int]]) -> Tuple[int, ...]:
+    """A config's observation shape (a vector's size, or a sequence) as a tuple of ints."""
+    return (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from lzero.model.unizero_model import UniZeroModel
 from lzero.model.unizero_world_models.tokenizer import Tokenizer
 
 from lzero_ext.model.grid_encoder import image_representation_network
-from lzero_ext.model.modalities import FlatObservation, ObservationLayout
+from lzero_ext.model.modalities import FlatObservation, ObservationLayout, shape_tuple
 from lzero_ext.model.text_encoder import TextEncoder
 from lzero_ext.model.task_routing import TaskAware, TaskSwitch
 from lzero_ext.model.vit_encoder import build_vit_encoder
@@ -137,7 +137,7 @@ def _modality_bodies(cfg: EasyDict, types: Sequence[str], observation_shapes: Se
     bodies: Dict[Tuple[Any, ...], nn.Module] = {}
     per_task, widths = [], []
     for task_id, (kind, shape) in enumerate(zip(types, observation_shapes)):
-        shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+        shape = shape_tuple(shape)
         key = (kind, shape) if kind == 'image' else (kind,) if kind == 'text' else (kind, task_id)
         if key not in bodies:
             bodies[key] = (_image_body(cfg, shape, latent_dim, activation=activation, **image_kwargs) if kind == 'image'
@@ -196,8 +196,7 @@ class ScaleZeroModel(UniZeroModel):
             activation=nn.GELU(approximate='tanh') if activation is None else activation, downsample=downsample)
         self.world_model = MultiTaskWorldModel(cfg, Tokenizer(encoder=encoder, decoder_network=None, with_lpips=False))
         self.world_model.observation_layout = ObservationLayout(
-            shapes=tuple((int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
-                         for shape in self.observation_shapes),
+            shapes=tuple(shape_tuple(shape) for shape in self.observation_shapes),
             obs_types=tuple(observation_types(cfg)))
 
     # Aliases of lightzero's UniZeroModel attributes, as properties so the modules are registered only once.
