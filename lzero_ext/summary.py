@@ -10,6 +10,8 @@ Example::
     write_summary("exp", summary, extra={"iterations": 500})
     plot_learning_curves("exp", [rec])
 """
+import dataclasses
+import io
 import json
 import math
 import statistics
@@ -112,6 +114,8 @@ class TaskRecord:
     history: List[Tuple[int, float]] = field(default_factory=list)  # (env_step, eval_return)
     episode_cap: Optional[str] = None  # how eval episodes are cut short of the benchmark's (ScaleZeroEnv.episode_cap)
     updates: int = 0  # learner updates that trained on this task's batch
+    domain: Optional[str] = None  # its benchmark in a run over several domains (the summary groups by it)
+    score_kind: Optional[str] = None  # its score's kind; None: the summary's
 
     def add_eval(self, env_step: int, eval_return: float, *, kind: str = "raw") -> None:
         """Record an evaluation at ``env_step`` and update the latest return and score."""
@@ -123,17 +127,20 @@ class TaskRecord:
 
 def summarize(records: Sequence[TaskRecord], kind: str = "atari") -> Dict[str, Any]:
     """Per-task rows plus mean and median of the normalised scores (tasks without one ignored).
-    Scores are recomputed from each record's latest return for ``kind``.
+    Scores are recomputed from each record's latest return for ``kind`` (a record's own ``score_kind`` first).
+    Records of several domains are summarised per domain, each with its own score (:func:`summarize_domains`).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(KINDS)}")
+    if any(r.domain for r in records):
+        return summarize_domains(records, kind)
     rows = [
         {
             "task_id": r.task_id,
             "name": r.name,
             "env_steps": r.env_steps,
             "eval_return": r.eval_return,
-            "normalized": normalized_score(kind, r.name, r.eval_return),
+            "normalized": normalized_score(r.score_kind or kind, r.name, r.eval_return),
             "history": [[step, value] for step, value in r.history],  # (env_step, eval mean return) per evaluation
             "episode_cap": r.episode_cap,  # None: full episodes; else the cap, and the score is not comparable
             "updates": r.updates,
@@ -154,6 +161,34 @@ def summarize(records: Sequence[TaskRecord], kind: str = "atari") -> Dict[str, A
     }
 
 
+def summarize_domains(records: Sequence[TaskRecord], kind: str = "raw") -> Dict[str, Any]:
+    """A run over several domains: one :func:`summarize` block per domain under ``"domains"`` (each with its own score:
+    HNS, return/1000 or raw return; a mean over domains would mix units, so there is none), and every task's row."""
+    groups: Dict[str, List[TaskRecord]] = {}
+    for r in records:
+        groups.setdefault(r.domain or "other", []).append(r)
+    domains = {}
+    for domain, members in groups.items():
+        kinds = {r.score_kind or kind for r in members}
+        if len(kinds) > 1:
+            raise ValueError(f"domain {domain!r} mixes score kinds {sorted(kinds)}: one score per domain")
+        block = summarize([dataclasses.replace(r, domain=None) for r in members], kinds.pop())
+        block["tasks"] = [dict(row, domain=domain) for row in block["tasks"]]
+        domains[domain] = block
+    rows = sorted((row for block in domains.values() for row in block["tasks"]), key=lambda row: row["task_id"])
+    return {
+        "kind": "domains",
+        "score_name": "per domain",
+        "tasks": rows,
+        "domains": domains,
+        "total_env_steps": int(sum(r.env_steps for r in records)),
+        "num_scored": sum(block["num_scored"] for block in domains.values()),
+        "mean": None,
+        "median": None,
+        "capped_tasks": [r.name for r in records if r.episode_cap],
+    }
+
+
 def _num(x: Optional[float]) -> Optional[float]:
     return x if _finite(x) else None
 
@@ -162,6 +197,8 @@ def print_summary_table(summary: Dict[str, Any], *, file: Optional[IO[str]] = No
     """Print (to ``file``, default stdout) and return the summary as a table with a mean/median footer. Tasks
     evaluated on shortened episodes are marked ``*`` and named under the table. For raw returns the score is the
     return itself, so it has one column."""
+    if summary["kind"] == "domains":
+        return _print_domain_tables(summary, file=file)
     score_name, capped = summary["score_name"], summary.get("capped_tasks") or []
     separate_score = summary["kind"] != "raw"
 
@@ -180,11 +217,25 @@ def print_summary_table(summary: Dict[str, Any], *, file: Optional[IO[str]] = No
     if capped:
         table += "\n" + capped_note((r["name"], r.get("episode_cap")) for r in summary["tasks"])
     if summary.get("dps"):
-        dps = summary["dps"]
-        table += (f"\nDPS: stage {dps['stage']} of {dps['num_stages'] - 1}, solved {dps['solved'] or 'none'}, "
-                  f"{len(dps['switches'])} switch(es), {dps['trainable_params']:,} trainable parameters")
+        table += "\n" + _dps_line(summary["dps"])
     print(table, file=file or sys.stdout)
     return table
+
+
+def _print_domain_tables(summary: Dict[str, Any], *, file: Optional[IO[str]]) -> str:
+    """One table per domain, each with its own score column and mean/median, then the run's total env steps."""
+    parts = [f"{domain} ({len(block['tasks'])} tasks, {block['score_name']})\n"
+             + print_summary_table(block, file=io.StringIO()) for domain, block in summary["domains"].items()]
+    text = "\n\n".join(parts) + f"\ntotal env steps: {summary['total_env_steps']}"
+    if summary.get("dps"):
+        text += "\n" + _dps_line(summary["dps"])
+    print(text, file=file or sys.stdout)
+    return text
+
+
+def _dps_line(dps: Mapping[str, Any]) -> str:
+    return (f"DPS: stage {dps['stage']} of {dps['num_stages'] - 1}, solved {dps['solved'] or 'none'}, "
+            f"{len(dps['switches'])} switch(es), {dps['trainable_params']:,} trainable parameters")
 
 
 def capped_note(caps: Iterable[Tuple[str, Optional[str]]]) -> str:

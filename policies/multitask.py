@@ -192,8 +192,8 @@ class MultiTaskPolicyMixin:
         if self._model.training:  # as lightzero's _forward_collect / _forward_eval (BatchNorm, dropout); once per round
             self._model.eval()
         searches = self.__dict__.setdefault("_searches", {})  # one per action kind and continuous dim
-        if (continuous, dim) not in searches:
-            searches[(continuous, dim)] = BatchedSearch.from_policy_config(self._cfg, action_space_size=dim,
+        if (continuous, dim) not in searches:  # the group's config: a continuous task's carries its sampled K
+            searches[(continuous, dim)] = BatchedSearch.from_policy_config(self.task_cfg(tasks[0]), action_space_size=dim,
                                                                            continuous=continuous)
         search = searches[(continuous, dim)]
         world_model = self._model.world_model
@@ -429,7 +429,7 @@ class MultiTaskPolicyMixin:
             check_finite_targets(task_id, target_batch)  # NaN targets would crash inside lightzero's value transform
             batches[task_id], stats[task_id] = build_world_model_batch(
                 current_batch, target_batch, observation_shape=cfg.model.observation_shape, policy_cfg=cfg,
-                support=self.value_support, continuous_actions=self._continuous_actions,
+                support=self.value_support, continuous_actions=self._task_continuous(task_id),
             )
         world_model, target_tokenizer = self._learn_model.world_model, self._target_model.world_model.tokenizer
         with autocast(self._cfg.amp, self._cfg.device):  # bf16 forward and loss; backward runs outside

@@ -49,6 +49,11 @@ MULTITASK_POLICY_KEYS = dict(
     # tasks with short episodes (whose segments close early) get as many steps per round as the others and no task
     # trains on a frozen buffer while another still collects. None: one collector round per task and round.
     collect_env_steps_per_round=None,
+    # (str|None) The task's benchmark in a run over several domains ('atari', 'dmc', 'minatar', 'jericho'): the summary
+    # groups tasks by it, and the cross-domain diagnostics compare them. None: one domain.
+    domain=None,
+    # (str|None) The task's summary score: 'atari' (human-normalised), 'dmc' (return/1000) or 'raw'; None: the run's.
+    score_kind=None,
     # (int) Learn steps between training diagnostics (per-task gradient cosine on the transformer, dormant-neuron
     # ratio of its FFNs, per-task expert usage), logged under ``diag/``; 0 turns them off. Each costs one extra
     # partial backward per task on that step.
@@ -90,6 +95,7 @@ MULTITASK_POLICY_KEYS = dict(
 # The world model's own keys (num_tasks, moe, share_heads, task_embed_option, latent_norm, ...) are
 # documented once, in MultiTaskWorldModel.config, and merged into ``model.world_model_cfg`` here.
 SCALEZERO_WORLD_MODEL_KEYS = MultiTaskWorldModel.config
+DEFAULT_INIT_W = SampledUniZeroPolicy.config["init_w"]  # Gaussian policy heads' output init, lightzero's sampled policy
 
 
 def _scalezero_config(parent: dict, policy_type: str) -> dict:
@@ -108,6 +114,13 @@ class ScaleZeroPolicy(MultiTaskPolicyMixin, UniZeroPolicy):
 
     def default_model(self) -> Tuple[str, List[str]]:
         return "ScaleZeroModel", ["lzero_ext.model.scalezero_model"]
+
+    def _init_learn(self) -> None:
+        # A model with continuous tasks too (world_model_cfg.action_type_list): their Gaussian heads get the sampled
+        # policy's init, before the parent deep-copies the target model.
+        if self._model.world_model.mixed_actions:
+            init_gaussian_policy_heads(self._model.world_model, self._cfg.get("init_w", DEFAULT_INIT_W))
+        super()._init_learn()
 
 
 @POLICY_REGISTRY.register("sampled_scalezero")
@@ -129,9 +142,12 @@ class SampledScaleZeroPolicy(MultiTaskPolicyMixin, SampledUniZeroPolicy):
 
 
 def init_gaussian_policy_heads(world_model: MultiTaskWorldModel, init_w: float) -> None:
-    """Uniform(-init_w, init_w) init of the mean and log-sigma output layers of every task's Gaussian
+    """Uniform(-init_w, init_w) init of the mean and log-sigma output layers of every continuous task's Gaussian
     policy head, as lightzero's SampledUniZeroPolicy does for its single head."""
-    for head in world_model.head_policy.per_task:
+    heads = world_model.head_policy.per_task
+    for task_id, head in enumerate(heads):
+        if len(heads) == world_model.num_tasks and not world_model.task_is_continuous(task_id):
+            continue  # a discrete task's head in a model of both kinds
         gaussian = head.head_module  # ding ReparameterizationHead
         for layer in (gaussian.mu, getattr(gaussian, "log_sigma_layer", None)):  # no log_sigma_layer if sigma is fixed
             if layer is not None:

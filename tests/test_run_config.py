@@ -79,10 +79,37 @@ def test_shared_key_differing_between_tasks_is_a_clear_error():
         validate_task_configs(configs)
 
 
-def test_tasks_of_different_kinds_cannot_share_a_model():
-    with pytest.raises(TaskConfigError, match=r"TaskEnvSpec\.continuous"):
-        build_task_configs(_run(), [_vector_task("a", obs=3, actions=2, batch=4),
-                                    _vector_task("b", obs=3, actions=2, batch=4, continuous=True)])
+def test_tasks_of_both_action_kinds_share_one_model():
+    """A discrete and a continuous task: one 'scalezero' model with per-task action kinds; the continuous task's
+    collector stores sampled actions (sampled_algo) and the discrete tasks share one action space."""
+    tasks = [_vector_task("a", obs=3, actions=4, batch=4),
+             _vector_task("b", obs=5, actions=2, batch=4, continuous=True, domain="dmc", score_kind="dmc"),
+             _vector_task("c", obs=3, actions=4, batch=4)]
+    (a, _), (b, cb), (c, _) = build_task_configs(_run(), tasks)
+    wm = a.policy.model.world_model_cfg
+    assert wm.action_type_list == ["discrete", "continuous", "discrete"] and wm.action_space_size_list == [4, 2, 4]
+    assert wm.action_space_size == 4 and not wm.get("continuous_action_space")
+    assert b.policy.sampled_algo and "sampled_algo" not in a.policy and cb.policy.type == "scalezero"
+    assert b.policy.model.continuous_action_space and (b.policy.domain, b.policy.score_kind) == ("dmc", "dmc")
+    assert "domain" not in a.policy
+
+
+@pytest.mark.parametrize("run, tasks, message", [
+    (dict(engine="per_task"), [dict(), dict(continuous=True)], r"task 'b' is continuous .*only engine='batched'"),
+    (dict(policy_type="sampled_scalezero"), [dict(), dict(continuous=True)], r"uses policy_type='scalezero'"),
+    (dict(world_model_extras=dict(rotary_emb=True)), [dict(), dict(continuous=True)], r"rotary_emb=True"),
+    (dict(policy_type="sampled_scalezero"), [dict(), dict()], r"task 'a' is discrete: use policy_type='scalezero'"),
+    (dict(), [dict(), dict(actions=5)], r"discrete tasks share one action space: task 'a' has 2 actions and task 'b'"),
+    (dict(), [dict(), dict(env=dict(env_id="a"))], r"task name 'a' appears twice"),
+])
+def test_a_task_list_one_model_cannot_serve_is_one_clear_error(run, tasks, message):
+    specs = [_vector_task(name, **dict(dict(obs=3, actions=2, batch=4), **changes))
+             for name, changes in zip("ab", tasks)]
+    with pytest.raises(TaskConfigError, match=message):
+        build_task_configs(_run(**run), specs)
+
+
+def test_empty_task_list_and_weights_per_task():
     with pytest.raises(TaskConfigError, match="no tasks"):
         build_task_configs(_run(), [])
     with pytest.raises(RunConfigError, match=r"RunConfig\.task_loss_weights=.*one weight per task \(2 tasks\)"):

@@ -19,7 +19,9 @@ ABSENT = "<absent>"
 ZOO = {"atari": "zoo.atari.config.scalezero_multitask_config",
        "dmc": "zoo.dmc.config.scalezero_dmc_multitask_config",
        "jericho": "zoo.jericho.config.scalezero_jericho_multitask_config",
-       "minatar": "zoo.minatar.config.scalezero_minatar_multitask_config"}
+       "minatar": "zoo.minatar.config.scalezero_minatar_multitask_config",
+       "multidomain": "zoo.multidomain.config.scalezero_multidomain_config"}
+NEEDS_GAMES = ("jericho", "multidomain")  # suites whose presets include Jericho games (their configs check the files)
 # Variants built on the smoke preset of every suite, on top of each preset's defaults.
 SMOKE_VARIANTS = {"dense": dict(dense=True), "per_task": dict(engine="per_task"), "bf16": dict(amp="bf16")}
 
@@ -47,13 +49,15 @@ def jericho_available() -> bool:
 def cases(game_dir: str) -> Iterator[Tuple[str, Callable[[], List[Any]]]]:
     """``(name, build)`` for every preset of every suite and the smoke variants (Jericho's only with its games)."""
     for suite, module_name in ZOO.items():
-        if suite == "jericho" and not jericho_available():
+        if suite in NEEDS_GAMES and not jericho_available():
             continue
         module = importlib.import_module(module_name)
-        extra = dict(games_dir=game_dir) if suite == "jericho" else {}
+        extra = dict(games_dir=game_dir) if suite in NEEDS_GAMES else {}
         for preset in module.PRESETS:
             yield f"{suite}/{preset}", _builder(module, preset, **extra)
         for variant, keys in SMOKE_VARIANTS.items():
+            if suite == "multidomain" and variant == "per_task":
+                continue  # one model of both action kinds runs on the batched engine only
             yield f"{suite}/smoke/{variant}", _builder(module, "smoke", **extra, **keys)
         dps = dict(dps_targets={"detective": 100.0, "omniquest": 10.0}) if suite == "jericho" else dict(dps=True)
         yield f"{suite}/smoke/dps", _builder(module, "smoke", **extra, **dps)

@@ -69,20 +69,28 @@ def _get(cfg: Any, dotted: str) -> Any:
     return cfg
 
 
+def _check_same(task_id: int, main: Any, other_id: int, other: Any, key: str, why: str) -> None:
+    if _get(main.policy, key) != _get(other.policy, key):
+        raise TaskConfigError(f"task {task_id} has policy.{key}={_get(main.policy, key)!r} but task {other_id} has "
+                              f"{_get(other.policy, key)!r}; {why}, so it must match")
+
+
 def validate_task_configs(task_configs: Sequence[TaskConfig]) -> None:
     """Raises :class:`TaskConfigError` naming the first inconsistent task and key."""
     if not task_configs:
         raise TaskConfigError("no tasks given: a multi-task run needs at least one (main_config, create_config) pair")
     first_main, first_create = task_configs[0]
-    continuous = bool(_get(first_main.policy, "model.continuous_action_space"))
-    policy_keys = SHARED_POLICY_KEYS + (() if continuous else DISCRETE_SHARED_KEYS)
+    discrete = [t for t, (main, _) in enumerate(task_configs) if not _get(main.policy, "model.continuous_action_space")]
+    mixed_modalities = _get(first_main.policy, "model.world_model_cfg.obs_type_list") is not None
+    # a model over several modalities reads each task's observations by its own model_type (conv or mlp)
+    policy_keys = [k for k in SHARED_POLICY_KEYS if not (mixed_modalities and k == "model.model_type")]
     for task_id, (main, create) in enumerate(task_configs):
         for key in policy_keys:
-            if _get(main.policy, key) != _get(first_main.policy, key):
-                raise TaskConfigError(
-                    f"task {task_id} has policy.{key}={_get(main.policy, key)!r} but task 0 has "
-                    f"{_get(first_main.policy, key)!r}; all tasks share one model and learner, so it must match"
-                )
+            _check_same(task_id, main, 0, first_main, key, "all tasks share one model and learner")
+        for key in DISCRETE_SHARED_KEYS:
+            if task_id in discrete:
+                _check_same(task_id, main, discrete[0], task_configs[discrete[0]][0], key,
+                            "discrete tasks share one action space")
         for key, supported in UNSUPPORTED_POLICY_KEYS.items():
             value = _get(main.policy, key)
             if value is not None and value != supported:

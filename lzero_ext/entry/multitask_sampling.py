@@ -17,7 +17,8 @@ from lzero.model.common import MZNetworkOutput
 
 from lzero_ext.model.sequence_forward import target_inference
 from lzero_ext.model.modalities import cat_observations
-from lzero_ext.model.task_routing import TaskRows, cat_rows
+from lzero_ext.model.action_kinds import cat_actions
+from lzero_ext.model.task_routing import TaskRows
 from policies.lockstep import LockstepInference, Request
 
 TaskBatch = Tuple[int, Any, Any]  # (task_id, current_batch, target_batch)
@@ -45,22 +46,22 @@ class _TargetModelStandIn:
         raise RuntimeError("reanalysis searches with the target model: sample task by task when reanalyze_ratio > 0")
 
 
-def _serve(target_model: torch.nn.Module, action_dims: Sequence[int], continuous: bool,
-           requests: Dict[int, Request]) -> Dict[int, Any]:
+def _serve(target_model: torch.nn.Module, requests: Dict[int, Request]) -> Dict[int, Any]:
     """One bootstrap forward over every requesting task's rows; each task gets lightzero's output for its rows."""
     tasks = sorted(requests)
+    world_model = target_model.world_model
     obs = {t: requests[t][0][0] for t in tasks}
     actions = {t: torch.as_tensor(np.asarray(requests[t][0][1]), device=obs[t].device) for t in tasks}
     rows = TaskRows.from_sizes([(t, actions[t].shape[0]) for t in tasks])
-    out = target_inference(target_model.world_model, cat_observations(target_model.world_model, [obs[t] for t in tasks], tasks),
-                           cat_rows([actions[t] for t in tasks]), rows)
+    out = target_inference(world_model, cat_observations(world_model, [obs[t] for t in tasks], tasks),
+                           cat_actions(world_model.action_kinds, [actions[t] for t in tasks], tasks), rows)
     results, value_row, obs_row = {}, 0, 0
     for t in tasks:
         n_values = actions[t].shape[0] * (actions[t].shape[1] + 1)  # every position plus the duplicated last one
         n_obs = obs[t].shape[0]
         policy = out.policy_logits[value_row:value_row + n_values]
-        if continuous:
-            policy = policy[:, :2 * action_dims[t]]
+        if world_model.task_is_continuous(t):  # [mu, sigma] of its own dim, as lightzero's sampled model gives
+            policy = policy[:, :2 * world_model._action_dims[t]]
         results[t] = MZNetworkOutput(value=out.value[value_row:value_row + n_values], reward=[0.] * n_obs,
                                      policy_logits=policy, latent_state=out.latent_state[obs_row:obs_row + n_obs])
         value_row, obs_row = value_row + n_values, obs_row + n_obs
@@ -74,9 +75,7 @@ def sample_tasks(tasks: Sequence[Any], policy: Any) -> List[TaskBatch]:
     if target.training:
         target.eval()
     batched = [task for task in tasks if not task.cfg.policy.get("reanalyze_ratio", 0)]
-    world_model = target.world_model
-    lockstep = LockstepInference(lambda requests: _serve(target, world_model._action_dims,
-                                                         world_model.continuous_action_space, requests))
+    lockstep = LockstepInference(lambda requests: _serve(target, requests))
     jobs = {task.task_id: (lambda task=task: task.buffer.sample(
         task.cfg.policy.batch_size, SimpleNamespace(_target_model=_TargetModelStandIn(lockstep, task.task_id))))
         for task in batched}

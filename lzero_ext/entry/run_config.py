@@ -157,14 +157,17 @@ class TaskEnvSpec:
     env: Mapping[str, Any]  # the env's own keys (env_id first of all; observation shape, episode cap, games_dir ...)
     observation_shape: Union[int, Tuple[int, ...]]  # this task's observation: (C, H, W), a vector size or tokens
     action_space_size: int  # discrete actions (shared width, masked) or continuous action dims
-    obs_type: str  # 'image', 'vector' or 'text'; one per run
-    continuous: bool = False  # continuous actions (sampled MCTS, per-task Gaussian heads)
+    obs_type: str  # 'image', 'vector' or 'text'; tasks of several types share one model (docs/architecture.md)
+    continuous: bool = False  # continuous actions (sampled MCTS, per-task Gaussian heads); may differ across tasks
     batch_size: int  # replay samples per learn step of this task
     collector_env_num: int = 1  # collector envs
     evaluator_env_num: int = 1  # evaluator envs
     n_evaluator_episode: Optional[int] = None  # episodes per evaluation; None: evaluator_env_num
     env_manager: str = "base"  # ding env manager: 'base' or 'subprocess'
     policy_extras: Mapping[str, Any] = field(default_factory=dict)  # per-task policy keys (e.g. a masked action_type)
+    model_extras: Mapping[str, Any] = field(default_factory=dict)  # per-task policy.model keys (e.g. image_channel)
+    domain: Optional[str] = None  # the task's benchmark in a run over several ('atari', 'dmc', ...): summary groups
+    score_kind: Optional[str] = None  # its summary score ('atari' HNS, 'dmc' return/1000, 'raw'); None: the run's
 
     def __post_init__(self) -> None:
         bad = lambda name, reason: RunConfigError("TaskEnvSpec", name, getattr(self, name), reason)  # noqa: E731
@@ -180,7 +183,9 @@ class TaskEnvSpec:
                                              f"evaluator env plays an episode; ding's evaluator refuses fewer)")
         _check_choice(self, "obs_type", OBS_TYPES)
         _check_choice(self, "env_manager", ENV_MANAGERS)
+        _check_choice(self, "score_kind", _score_kinds(), optional=True)
         check_extras("TaskEnvSpec", "policy_extras", self.policy_extras, "")
+        check_extras("TaskEnvSpec", "model_extras", self.model_extras, "model.")
 
     @property
     def name(self) -> str:
@@ -206,6 +211,12 @@ def _check_choice(obj: Any, name: str, choices: FrozenSet[Any], *, optional: boo
         raise RunConfigError(type(obj).__name__, name, value, f"choose from {sorted(choices)}")
 
 
+def _score_kinds() -> FrozenSet[str]:
+    from lzero_ext.summary import KINDS
+
+    return KINDS
+
+
 def _engines() -> FrozenSet[str]:
     from policies.multitask import ENGINES  # the policy validates its engine against the same set
 
@@ -224,17 +235,48 @@ def build_task_configs(run: RunConfig, tasks: Sequence[TaskEnvSpec]) -> List[Tas
     tasks = list(tasks)
     if not tasks:
         raise TaskConfigError("no tasks given: a multi-task run needs at least one TaskEnvSpec")
-    for name in ("obs_type", "continuous"):  # one encoder family and one action kind per model
-        values = [getattr(t, name) for t in tasks]
-        if len(set(values)) > 1:
-            raise TaskConfigError(f"tasks differ in TaskEnvSpec.{name} ({dict(zip((t.name for t in tasks), values))}); "
-                                  f"all tasks of a run share one model, so it must match")
+    check_mixed_tasks(run, tasks)
     if run.task_loss_weights is not None and len(run.task_loss_weights) != len(tasks):
         raise RunConfigError("RunConfig", "task_loss_weights", run.task_loss_weights,
                              f"needs one weight per task ({len(tasks)} tasks)")
     configs = [_task_config(run, task, task_id, tasks) for task_id, task in enumerate(tasks)]
     validate_task_configs(configs)
     return configs
+
+
+def mixes_action_kinds(tasks: Sequence[TaskEnvSpec]) -> bool:
+    return len({t.continuous for t in tasks}) > 1
+
+
+def check_mixed_tasks(run: RunConfig, tasks: Sequence[TaskEnvSpec]) -> None:
+    """Raises a one-line :class:`TaskConfigError` naming the first task that one model of these tasks cannot serve."""
+    names = [t.name for t in tasks]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise TaskConfigError(f"task name {duplicates[0]!r} appears twice (e.g. one game in two domains): every task "
+                              f"of a run needs its own name for its buffer, checkpoint and summary row")
+    discrete = [t for t in tasks if not t.continuous]
+    if mixes_action_kinds(tasks):
+        continuous = next(t for t in tasks if t.continuous)
+        if run.policy_type != "scalezero":
+            raise TaskConfigError(f"task {continuous.name!r} is continuous and task {discrete[0].name!r} discrete: "
+                                  f"a run of both kinds uses policy_type='scalezero' (got {run.policy_type!r})")
+        if run.engine == "per_task":
+            raise TaskConfigError(f"task {continuous.name!r} is continuous and task {discrete[0].name!r} discrete: only "
+                                  f"engine='batched' serves both kinds (lightzero's per-task code has one search type)")
+        if run.world_model_extras.get("rotary_emb", False):
+            raise TaskConfigError(f"task {continuous.name!r} is continuous and task {discrete[0].name!r} discrete: "
+                                  f"rotary_emb=True needs the per-task engine, which serves one action kind")
+    elif tasks[0].continuous != (run.policy_type == "sampled_scalezero"):
+        raise TaskConfigError(f"task {tasks[0].name!r} is {'continuous' if tasks[0].continuous else 'discrete'}: "
+                              f"use policy_type={'sampled_scalezero' if tasks[0].continuous else 'scalezero'!r} "
+                              f"(got {run.policy_type!r})")
+    sizes = {t.action_space_size for t in discrete}
+    if len(sizes) > 1:
+        raise TaskConfigError(f"discrete tasks share one action space: task {discrete[0].name!r} has "
+                              f"{discrete[0].action_space_size} actions and task "
+                              f"{next(t.name for t in discrete if t.action_space_size != discrete[0].action_space_size)!r} "
+                              f"another count (pad them to one width and mask)")
 
 
 def _task_config(run: RunConfig, task: TaskEnvSpec, task_id: int, tasks: Sequence[TaskEnvSpec]) -> TaskConfig:
@@ -246,6 +288,7 @@ def _task_config(run: RunConfig, task: TaskEnvSpec, task_id: int, tasks: Sequenc
     if task.continuous:
         model["continuous_action_space"] = True
     model = _merged(model, run.model_extras, "RunConfig.model_extras")
+    model = _merged(model, task.model_extras, "TaskEnvSpec.model_extras")
     model["world_model_cfg"] = _world_model_cfg(run, task, tasks)
     policy = dict(task_num=len(tasks), task_id=task_id, cuda=run.cuda, model=model,
                   num_unroll_steps=run.num_unroll_steps, game_segment_length=run.game_segment_length,
@@ -259,6 +302,12 @@ def _task_config(run: RunConfig, task: TaskEnvSpec, task_id: int, tasks: Sequenc
         policy["task_loss_weights"] = list(run.task_loss_weights)
     if run.dps is not None:
         policy["dps"] = copy.deepcopy(dict(run.dps))
+    if task.domain is not None:
+        policy["domain"] = task.domain
+    if task.score_kind is not None:
+        policy["score_kind"] = task.score_kind
+    if task.continuous and mixes_action_kinds(tasks):  # lightzero's collector and segments store sampled actions
+        policy["sampled_algo"] = True
     policy = _merged(policy, run.policy_extras, "RunConfig.policy_extras")
     policy = _merged(policy, task.policy_extras, "TaskEnvSpec.policy_extras")
     main = dict(exp_name=run.exp_name, env=env, policy=policy)
@@ -273,9 +322,16 @@ def _task_config(run: RunConfig, task: TaskEnvSpec, task_id: int, tasks: Sequenc
 def _world_model_cfg(run: RunConfig, task: TaskEnvSpec, tasks: Sequence[TaskEnvSpec]) -> dict:
     """policy.model.world_model_cfg of one task: the shared transformer, this task's env counts."""
     wm: dict = dict(num_tasks=len(tasks), obs_type=task.obs_type)
-    if task.obs_type == "vector":
-        wm["observation_shape_list"] = [t.observation_shape for t in tasks]  # per-task MLP encoders
-    if task.continuous:  # per-task action embeddings and Gaussian heads
+    mixed_obs, mixed_actions = len({t.obs_type for t in tasks}) > 1, mixes_action_kinds(tasks)
+    if mixed_obs:  # one encoder body per modality (lzero_ext.model.modalities)
+        wm["obs_type_list"] = [t.obs_type for t in tasks]
+    if mixed_obs or task.obs_type == "vector":
+        wm["observation_shape_list"] = [t.observation_shape for t in tasks]  # per-task MLP encoders, flat slices
+    if mixed_actions:  # discrete tasks share one action space; continuous ones their own dims and Gaussian heads
+        wm.update(action_type_list=["continuous" if t.continuous else "discrete" for t in tasks],
+                  action_space_size_list=[t.action_space_size for t in tasks],
+                  action_space_size=next(t.action_space_size for t in tasks if not t.continuous))
+    elif task.continuous:  # per-task action embeddings and Gaussian heads
         wm.update(action_space_size_list=[t.action_space_size for t in tasks], continuous_action_space=True)
     else:  # one discrete action space and action embedding
         wm["action_space_size"] = task.action_space_size

@@ -27,6 +27,7 @@ ZOO_MODULES: Dict[str, str] = {
     "dmc": "zoo.dmc.config.scalezero_dmc_multitask_config",
     "jericho": "zoo.jericho.config.scalezero_jericho_multitask_config",
     "minatar": "zoo.minatar.config.scalezero_minatar_multitask_config",
+    "multidomain": "zoo.multidomain.config.scalezero_multidomain_config",
 }
 
 

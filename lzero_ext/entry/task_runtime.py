@@ -29,7 +29,12 @@ from lzero_ext.envs.finite_env import FiniteEnvManager
 from lzero_ext.summary import TaskRecord
 from lzero_ext.workers import UniZeroFamilyEvaluator
 
-BUFFER_CLASSES = {"scalezero": UniZeroGameBuffer, "sampled_scalezero": SampledUniZeroGameBuffer}
+
+
+def buffer_class(policy_cfg: EasyDict) -> type:
+    """lightzero's replay buffer for the task's action kind: sampled (continuous) or UniZero's (discrete); in a run of
+    both kinds the policy type is one, so the task's own action kind decides."""
+    return SampledUniZeroGameBuffer if policy_cfg.model.get("continuous_action_space", False) else UniZeroGameBuffer
 
 
 _RANK_LOCAL_LOCK = threading.Lock()
@@ -83,6 +88,8 @@ class TaskRuntime:
 
     @classmethod
     def build(cls, task_id: int, name: str, cfg: EasyDict, policy: Any, log_dir: str, score_kind: str = "raw") -> "TaskRuntime":
+        """The task's workers and buffer; ``score_kind`` applies unless the task names its own (``policy.score_kind``)."""
+        score_kind = cfg.policy.get("score_kind") or score_kind
         env_fn, collector_env_cfg, evaluator_env_cfg = get_vec_env_setting(cfg.env)
         # The evaluator's envs run in this process: its cost is the search over every env's root, and its many envs
         # (the final evaluation's episodes in parallel) would otherwise each be a process.
@@ -106,8 +113,9 @@ class TaskRuntime:
                 stop_value=cfg.env.stop_value, env=evaluator_env, policy=policy.task_eval_mode(task_id),
                 tb_logger=writer, exp_name=exp_name, instance_name=f"evaluator_{name}", policy_config=cfg.policy,
             )
-        buffer = BUFFER_CLASSES[cfg.policy.type](cfg.policy)
-        record = TaskRecord(task_id, name, episode_cap=episode_cap(env_fn, evaluator_env_cfg[0]))
+        buffer = buffer_class(cfg.policy)(cfg.policy)
+        record = TaskRecord(task_id, name, episode_cap=episode_cap(env_fn, evaluator_env_cfg[0]),
+                            domain=cfg.policy.get("domain"), score_kind=score_kind)
         return cls(task_id, name, cfg, collector, evaluator, buffer, writer, record, score_kind)
 
     # ------------------------------------------------------------------ phases

@@ -63,6 +63,9 @@ class AtariMultiTaskEnv(ScaleZeroEnv):
         gray_scale=False,
         # (bool) Use all 18 ALE actions (shared by every game, for multi-task) instead of the game's minimal set.
         full_action_space=False,
+        # (int|None) Width of the action space: above the game's action count the extra actions are masked (illegal),
+        # so Atari shares one action space with tasks of more actions in one model (e.g. text games); None: the count.
+        action_space_size=None,
         # (int) Emulator frames per agent step; the observation is the max over the last two frames.
         frame_skip=4,
         # (float) Probability that the emulator repeats the previous action (sticky actions); 0 in Atari100k.
@@ -102,7 +105,12 @@ class AtariMultiTaskEnv(ScaleZeroEnv):
         self._action_set = action_set(self._rom_id, bool(self._cfg.full_action_space))
 
         self._observation_space = gym.spaces.Box(low=0., high=1., shape=self._obs_shape, dtype=np.float32)
-        self._action_space = gym.spaces.Discrete(len(self._action_set))
+        width = len(self._action_set) if self._cfg.action_space_size is None else \
+            positive_int('action_space_size', self._cfg.action_space_size)
+        if width < len(self._action_set):
+            raise ValueError(f"action_space_size={width} is below {self.game}'s {len(self._action_set)} actions")
+        self._action_mask = (np.arange(width) < len(self._action_set)).astype(np.int8)  # the game's actions first
+        self._action_space = gym.spaces.Discrete(width)
         reward_bound = 1. if self._clip_rewards else np.inf
         self._reward_space = gym.spaces.Box(low=-reward_bound, high=reward_bound, shape=(1, ), dtype=np.float32)
 
@@ -177,12 +185,12 @@ class AtariMultiTaskEnv(ScaleZeroEnv):
         self._done = True
 
     def random_action(self) -> np.ndarray:
-        """A uniformly random action index (seeded by ``seed()``)."""
-        return np.array(self._action_rng.randint(self._action_space.n), dtype=np.int64)
+        """A uniformly random legal action index (seeded by ``seed()``)."""
+        return np.array(self._action_rng.randint(len(self._action_set)), dtype=np.int64)
 
     @property
     def legal_actions(self) -> np.ndarray:
-        return np.arange(self._action_space.n)
+        return np.arange(len(self._action_set))
 
     @property
     def game(self) -> str:
@@ -245,7 +253,7 @@ class AtariMultiTaskEnv(ScaleZeroEnv):
         frame = frame.reshape(height, width, channels).transpose(2, 0, 1)  # (C, H, W)
         return {
             'observation': frame.astype(np.float32) / 255.,
-            'action_mask': np.ones(self._action_space.n, dtype=np.int8),
+            'action_mask': self._action_mask.copy(),
             'to_play': -1,
             'timestep': self._timestep,
         }
@@ -253,8 +261,8 @@ class AtariMultiTaskEnv(ScaleZeroEnv):
     def _action_index(self, action: Any) -> int:
         """Accepts an int, a numpy integer or a one-element array."""
         index = int(np.asarray(action).reshape(-1)[0]) if np.ndim(action) else int(action)
-        if not 0 <= index < self._action_space.n:
-            raise ValueError(f"action {index} is out of range for {self.game}: expected 0..{self._action_space.n - 1}")
+        if not 0 <= index < len(self._action_set):
+            raise ValueError(f"action {index} is out of range for {self.game}: expected 0..{len(self._action_set) - 1}")
         return index
 
 

@@ -93,6 +93,9 @@ class MinAtarEnv(ScaleZeroEnv):
         observation_shape=None,
         # (bool) Mask the actions the game ignores (the space stays MinAtar's 6 actions); False: all 6 legal.
         minimal_action_set=False,
+        # (int|None) Width of the action space: above 6, the extra actions are masked (illegal), so MinAtar shares one
+        # action space with games of more actions in one model (e.g. Atari's 18); None: MinAtar's 6.
+        action_space_size=None,
         # (float) Probability that the game repeats the previous action instead of the chosen one (MinAtar's 0.1).
         sticky_action_prob=0.1,
         # (bool) MinAtar's difficulty ramping (games speed up as the episode goes on).
@@ -124,13 +127,15 @@ class MinAtarEnv(ScaleZeroEnv):
                                         difficulty_ramping=bool(self._cfg.difficulty_ramping))
         self._channels = int(self._env.state_shape()[2])
         self._obs_shape = _validate_observation(self._cfg.observation_shape, game_name(self._game), self._channels)
-        self._mask = np.ones(NUM_ACTIONS, dtype=np.int8)
-        if self._cfg.minimal_action_set:
-            self._mask[:] = 0
-            self._mask[self._env.minimal_action_set()] = 1
+        width = NUM_ACTIONS if self._cfg.action_space_size is None else positive_int('action_space_size',
+                                                                                      self._cfg.action_space_size)
+        if width < NUM_ACTIONS:
+            raise ValueError(f"action_space_size={width}: MinAtar has {NUM_ACTIONS} actions, the space cannot be smaller")
+        self._mask = np.zeros(width, dtype=np.int8)
+        self._mask[self._env.minimal_action_set() if self._cfg.minimal_action_set else np.arange(NUM_ACTIONS)] = 1
         self._legal = np.flatnonzero(self._mask)
         self._observation_space = gym.spaces.Box(low=0., high=1., shape=self._obs_shape, dtype=np.float32)
-        self._action_space = gym.spaces.Discrete(NUM_ACTIONS)
+        self._action_space = gym.spaces.Discrete(width)
         self._reward_space = gym.spaces.Box(low=-np.inf, high=np.inf, shape=(1, ), dtype=np.float32)
         self._done = True
         self._timestep = 0
@@ -164,7 +169,7 @@ class MinAtarEnv(ScaleZeroEnv):
         if self._done:
             raise RuntimeError(f"{self!r}: step() called on a finished episode, call reset() first")
         index = int(np.asarray(action).reshape(-1)[0])
-        if not 0 <= index < NUM_ACTIONS or not self._mask[index]:
+        if not 0 <= index < len(self._mask) or not self._mask[index]:
             raise ValueError(f"action {index} is not legal in {game_name(self._game)}: legal actions are "
                              f"{self._legal.tolist()}")
         reward, terminal = self._env.act(index)

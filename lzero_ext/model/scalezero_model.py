@@ -29,7 +29,7 @@ from lzero.model.common import MZNetworkOutput, RepresentationNetworkMLP, SimNor
 from lzero.model.unizero_model import UniZeroModel
 from lzero.model.unizero_world_models.tokenizer import Tokenizer
 
-from lzero_ext.model.grid_encoder import image_representation_network
+from lzero_ext.model.grid_encoder import LIGHTZERO_IMAGE_SIZES, image_representation_network
 from lzero_ext.model.modalities import FlatObservation, ObservationLayout, shape_tuple
 from lzero_ext.model.text_encoder import TextEncoder
 from lzero_ext.model.task_routing import TaskAware, TaskSwitch
@@ -131,16 +131,19 @@ def _vector_body(cfg: EasyDict, shape: Any, latent_dim: int, activation: nn.Modu
 
 
 def _modality_bodies(cfg: EasyDict, types: Sequence[str], observation_shapes: Sequence[Any], latent_dim: int,
-                     *, activation: nn.Module, **image_kwargs: Any) -> TaskSwitch:
+                     *, activation: nn.Module, downsample: bool, **image_kwargs: Any) -> TaskSwitch:
     """One body per modality: images of one shape share one, text tasks share the text encoder, every vector
-    task has its own MLP; each task reads its flat slice of a mixed batch (``FlatObservation``)."""
+    task has its own MLP; each task reads its flat slice of a mixed batch (``FlatObservation``). ``downsample``
+    applies to the image sizes lightzero's encoder downsamples (e.g. Atari's 64x64); small grids (MinAtar's
+    10x10) keep every cell."""
     bodies: Dict[Tuple[Any, ...], nn.Module] = {}
     per_task, widths = [], []
     for task_id, (kind, shape) in enumerate(zip(types, observation_shapes)):
         shape = shape_tuple(shape)
         key = (kind, shape) if kind == 'image' else (kind,) if kind == 'text' else (kind, task_id)
         if key not in bodies:
-            bodies[key] = (_image_body(cfg, shape, latent_dim, activation=activation, **image_kwargs) if kind == 'image'
+            bodies[key] = (_image_body(cfg, shape, latent_dim, activation=activation, **image_kwargs,
+                                       downsample=downsample and shape[1] in LIGHTZERO_IMAGE_SIZES) if kind == 'image'
                            else _text_body(cfg, latent_dim) if kind == 'text'
                            else _vector_body(cfg, shape, latent_dim, activation))
         per_task.append(FlatObservation(bodies[key], shape))
