@@ -32,8 +32,12 @@ on a task whose budget is spent while other tasks still collect (at most one col
 
 Per task and arm the table gives the final eval return and the AUC (the eval return averaged over
 the env-step budget) as mean ± std [min, max] over seeds, then per arm the suite mean of the score
-normalised from the random policy (0) to the task's reference return (1). The multi-task arms also
-report the gradient-conflict diagnostics (cosine of per-task gradients on the shared transformer).
+normalised from the random policy (0) to the task's reference return (1). On MinAtar a column says whether
+each game was learned: the 95% Student-t CI over seeds of the final return, from final evaluations of at
+least 10 episodes, lies above both the random and the best constant-action policy
+(``learning_report.learned``; docs/benchmarks.md), and the suite rows count the games learned. The
+multi-task arms also report the gradient-conflict diagnostics (cosine of per-task gradients on the
+shared transformer).
 Writes ``results.json`` (every number, every curve), ``table.txt`` and ``learning_curves.png``
 into ``--out``; each finished run is cached in ``<out>/runs/`` so that an interrupted benchmark
 resumes where it stopped (``--fresh`` ignores the cache).
@@ -45,15 +49,15 @@ import json
 import math
 import multiprocessing
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from lzero_ext.bench.baselines import baseline_returns, mean_return
 from lzero_ext.bench.common import machine_load
 from lzero_ext.bench.learning_minatar import MinAtarTask
 from lzero_ext.bench.learning_report import (aggregate, best_returns, diagnostics_table, efficiency_table, expert_usage_table,
-                                             plot_curves, results_table, target_efficiency)
+                                             learned_verdicts, plot_curves, results_table, target_efficiency)
 from lzero_ext.bench.learning_runs import ARM_LABELS, ARMS, RunResult, RunSpec, Settings, TaskSpec, run
 from lzero_ext.envs.minatar_scores import DPS_TARGETS as MINATAR_TARGETS
 from lzero_ext.checkpoint import atomic_write
@@ -125,18 +129,18 @@ def random_returns(tasks: Sequence[Any], *, episodes: int = 20, seed: int = 1234
     means = {}
     for task in tasks:
         env = task.make_env()
-        env.seed(seed)
-        returns = []
-        for _ in range(episodes):
-            env.reset()
-            while True:
-                timestep = env.step(env.random_action())
-                if timestep.done:
-                    returns.append(timestep.info["eval_episode_return"])
-                    break
+        means[task.name] = mean_return(env, env.random_action, episodes=episodes, seed=seed)
         env.close()
-        means[task.name] = statistics.fmean(returns)
     return means
+
+
+def learned_baselines(tasks: Sequence[Any]) -> Optional[Dict[str, Tuple[float, float]]]:
+    """(random, best constant action) returns per MinAtar task, the bar of the "learned" verdict
+    (``lzero_ext.bench.baselines``); None for suites without them."""
+    if not all(t.kind == "minatar" for t in tasks):
+        return None
+    return {t.name: baseline_returns(t.name, max_episode_steps=t.max_episode_steps,
+                                     sticky_action_prob=t.sticky_action_prob) for t in tasks}
 
 
 def plan_runs(tasks: Sequence[TaskSpec], seeds: Sequence[int], settings: Settings, arms: Sequence[str],
@@ -239,10 +243,12 @@ def report(results: Sequence[RunResult], *, mode_name: str, mode: Mode, arms: Se
     curves: Dict[str, Dict[str, Dict[int, Any]]] = {arm: {t.name: {} for t in tasks} for arm in arms}
     diagnostics: Dict[str, Dict[int, Any]] = {arm: {} for arm in arms if arm != "unizero"}
     env_steps: Dict[str, Dict[str, Dict[int, int]]] = {arm: {t.name: {} for t in tasks} for arm in arms}
+    final_episodes: Dict[str, Dict[str, Dict[int, Optional[int]]]] = {arm: {t.name: {} for t in tasks} for arm in arms}
     for r in results:
         for task, curve in r.curves.items():
             curves[r.arm][task][r.seed] = curve
             env_steps[r.arm][task][r.seed] = r.env_steps[task]
+            final_episodes[r.arm][task][r.seed] = r.final_episodes.get(task)  # None: cached before it was recorded
         if r.arm in diagnostics:
             diagnostics[r.arm][r.seed] = r.diagnostics
     best = best_returns(curves)
@@ -250,6 +256,8 @@ def report(results: Sequence[RunResult], *, mode_name: str, mode: Mode, arms: Se
     references = {t.name: t.reference_return if t.reference_return is not None else max(best[t.name], randoms[t.name] + 1.0)
                   for t in tasks}
     summary = aggregate(curves, budget=settings.env_steps, random_returns=randoms, reference_returns=references)
+    baselines = learned_baselines(tasks)
+    verdicts = None if baselines is None else learned_verdicts(summary, final_episodes, baselines)
     targets = {t.name: t.target_return for t in tasks}
     efficiency = target_efficiency(curves, env_steps, targets)
     labels = {arm: ARM_LABELS[arm] + (f" ({settings.num_experts} experts top-1 + 1 shared)" if arm == "moe" else "")
@@ -259,7 +267,7 @@ def report(results: Sequence[RunResult], *, mode_name: str, mode: Mode, arms: Se
     header = (f"learning benchmark ({suite} suite), {mode.description}\n{settings.env_steps} env steps per task, seeds "
               f"{list(mode.seeds)}; wall {_hms(wall_s)} (load {loads[0]} at start, {loads[-1]} at end; "
               f"{jobs} job(s) x {threads} torch thread(s){reused}); the runs' own times sum to {_hms(run_time)}")
-    text = [header, "", results_table(summary, labels, randoms, references), "",
+    text = [header, "", results_table(summary, labels, randoms, references, verdicts), "",
             "env steps to reach the target return (first evaluation at or above it; DPS stops a task there):",
             efficiency_table(efficiency, labels, targets)]
     dps_runs = {r.seed: r.dps for r in results if r.arm == "dps"}
@@ -295,6 +303,11 @@ def report(results: Sequence[RunResult], *, mode_name: str, mode: Mode, arms: Se
         "suite": [dict(t.describe(), random_return=randoms[t.name], reference_used=references[t.name]) for t in tasks],
         "settings": dataclasses.asdict(settings),
         "summary": summary,
+        # Per arm and game: learned = the 95% CI over seeds of the final return (final evaluations of >= 10 episodes)
+        # lies above max(random, best constant action); None outside MinAtar.
+        "learned": None if verdicts is None else {arm: {task: dataclasses.asdict(v) for task, v in by_task.items()}
+                                                  for arm, by_task in verdicts.items()},
+        "baselines": baselines,
         "targets": efficiency,
         "diagnostics": diag_numbers,
         "runs": [dataclasses.asdict(r) for r in results],

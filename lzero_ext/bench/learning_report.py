@@ -10,6 +10,8 @@
 * :func:`steps_to_target` / :func:`target_efficiency`: env steps until a task first reaches its target
   return, and the env steps each arm spent in all (the DPS comparison);
 * :func:`best_returns`: per task the best evaluation return of any arm and seed (MinAtar's reference);
+* :func:`learned`: whether a game was learned: the Student-t confidence interval over seeds of the final
+  return (each from at least 10 episodes) lies above both the random and the best constant-action policy;
 * :func:`expert_usage_table`: the MoE arms' routing entropy and largest expert share per task.
 
 Example:
@@ -20,6 +22,7 @@ Example:
 """
 import math
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -114,6 +117,79 @@ def aggregate(curves: Mapping[str, Mapping[str, Mapping[int, Curve]]], *, budget
     return out
 
 
+MIN_FINAL_EPISODES = 10  # episodes a seed's final evaluation needs before a game can be judged learned
+MIN_SEEDS = 2  # a confidence interval over seeds needs at least two
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a game was learned (:func:`learned`). ``reason`` says why it could not be judged (then
+    ``passed`` is False); ``ci_low``/``ci_high`` are None with fewer than two seeds."""
+
+    passed: bool
+    mean: Optional[float]
+    ci_low: Optional[float]
+    ci_high: Optional[float]
+    bar: float  # max(random, best constant action): the CI's lower bound must lie above it
+    seeds: int
+    confidence: float
+    reason: Optional[str] = None
+
+    @property
+    def judged(self) -> bool:
+        return self.reason is None
+
+    def cell(self) -> str:
+        """The report's table cell: 'yes'/'no' with the CI and the bar, or '—' with the reason it cannot be judged."""
+        if not self.judged:
+            return f"— ({self.reason}; bar {self.bar:.2f})"
+        interval = f"{self.confidence:.0%} CI [{self.ci_low:.2f}, {self.ci_high:.2f}]"
+        return f"yes ({interval} > {self.bar:.2f})" if self.passed else f"no ({interval}, bar {self.bar:.2f})"
+
+
+def learned(final_returns_per_seed: Sequence[float], episodes_per_seed: Sequence[Optional[int]],
+            random_return: float, constant_return: float, *, confidence: float = 0.95) -> Verdict:
+    """A game is learned when the Student-t confidence interval over seeds of the final evaluation return
+    lies above both the random policy's and the best constant action's return (its lower bound above their
+    maximum). It is judged only from final evaluations of at least :data:`MIN_FINAL_EPISODES` episodes per
+    seed (``None``: not recorded) and at least :data:`MIN_SEEDS` seeds. CI: ``mean ± t_{(1+c)/2, n-1} s / sqrt(n)``,
+    ``s`` the sample standard deviation over the ``n`` seeds.
+
+    Example:
+        >>> v = learned([7.0, 7.5, 8.0], [10, 10, 10], random_return=0.02, constant_return=5.06)
+        >>> v.passed, round(v.ci_low, 2), v.bar
+        (True, 6.26, 5.06)
+        >>> learned([7.0], [10], random_return=0.02, constant_return=5.06).reason
+        '1 seed < 2'
+    """
+    from scipy.stats import t as student_t
+
+    if len(final_returns_per_seed) != len(episodes_per_seed):
+        raise ValueError(f"{len(final_returns_per_seed)} final returns but {len(episodes_per_seed)} episode counts")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    returns = [float(r) for r in final_returns_per_seed]
+    n, bar = len(returns), max(float(random_return), float(constant_return))
+    mean = statistics.fmean(returns) if n and all(math.isfinite(r) for r in returns) else None
+    low = high = None
+    if mean is not None and n >= MIN_SEEDS:
+        half = student_t.ppf((1 + confidence) / 2, n - 1) * statistics.stdev(returns) / math.sqrt(n)
+        low, high = mean - half, mean + half
+    short = [e for e in episodes_per_seed if e is None or e < MIN_FINAL_EPISODES]
+    if n < MIN_SEEDS:
+        reason = f"{n} seed{'' if n == 1 else 's'} < {MIN_SEEDS}"
+    elif mean is None:
+        reason = "a final return is not finite"
+    elif short:
+        known = [e for e in short if e is not None]
+        reason = (f"final eval of {min(known)} episodes < {MIN_FINAL_EPISODES}" if known
+                  else "final eval episodes not recorded")
+    else:
+        reason = None
+    return Verdict(passed=reason is None and low > bar, mean=mean, ci_low=low, ci_high=high, bar=bar, seeds=n,
+                   confidence=confidence, reason=reason)
+
+
 def best_returns(curves: Mapping[str, Mapping[str, Mapping[int, Curve]]]) -> Dict[str, float]:
     """Per task, the best finite evaluation return of any arm and seed, ``curves[arm][task][seed]``.
 
@@ -189,22 +265,52 @@ def _fmt(stats: Mapping[str, Any], digits: int = 1) -> str:
     return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f} [{stats['min']:.{digits}f}, {stats['max']:.{digits}f}]"
 
 
+EpisodeCounts = Mapping[str, Mapping[str, Mapping[int, Optional[int]]]]  # [arm][task][seed] -> episodes
+
+
+def learned_verdicts(summary: Mapping[str, Any], final_episodes: EpisodeCounts, baselines: Mapping[str, Tuple[float, float]],
+                     *, confidence: float = 0.95) -> Dict[str, Dict[str, Verdict]]:
+    """:func:`learned` per arm and task from :func:`aggregate`'s final returns per seed.
+    ``final_episodes[arm][task][seed]`` is the episode count of that seed's final evaluation (missing or None: not
+    recorded), ``baselines[task]`` the (random, best constant action) returns."""
+    out: Dict[str, Dict[str, Verdict]] = {}
+    for arm, block in summary.items():
+        out[arm] = {}
+        for task, numbers in block["tasks"].items():
+            finals = numbers["final"]["per_seed"]
+            episodes = [final_episodes.get(arm, {}).get(task, {}).get(seed) for seed in finals]
+            out[arm][task] = learned(list(finals.values()), episodes, *baselines[task], confidence=confidence)
+    return out
+
+
 def results_table(summary: Mapping[str, Any], arm_labels: Mapping[str, str], random_returns: Mapping[str, float],
-                  reference_returns: Mapping[str, float]) -> str:
+                  reference_returns: Mapping[str, float],
+                  verdicts: Optional[Mapping[str, Mapping[str, Verdict]]] = None) -> str:
     """One row per task and arm (final return, AUC: mean ± std [min, max] over seeds), then per arm
-    the normalised suite mean."""
+    the normalised suite mean. With ``verdicts`` (``[arm][task]``, :func:`learned_verdicts`) a column says
+    whether the task was learned, and each suite row counts the games learned."""
     rows = []
     tasks = list(next(iter(summary.values()))["tasks"])
     for task in tasks:
         for arm, block in summary.items():
             t = block["tasks"][task]
             rows.append([f"{task} (random {random_returns[task]:.1f}, ref {reference_returns[task]:.0f})",
-                         arm_labels.get(arm, arm), _fmt(t["final"]), _fmt(t["auc"]), t["final"]["n"]])
+                         arm_labels.get(arm, arm), _fmt(t["final"]), _fmt(t["auc"]), t["final"]["n"]]
+                        + ([verdicts[arm][task].cell()] if verdicts is not None else []))
     for arm, block in summary.items():
         norm = block["normalized_mean"]
         rows.append(["suite mean, normalised", arm_labels.get(arm, arm), _fmt(norm["final"], 3), _fmt(norm["auc"], 3),
-                     norm["final"]["n"]])
-    return tabulate(rows, headers=["task", "arm", "final return", "AUC (mean return over training)", "seeds"])
+                     norm["final"]["n"]] + ([games_learned(verdicts[arm])] if verdicts is not None else []))
+    headers = ["task", "arm", "final return", "AUC (mean return over training)", "seeds"]
+    learned_header = "learned (CI over seeds; bar = max(random, best constant action))"
+    return tabulate(rows, headers=headers + ([learned_header] if verdicts is not None else []))
+
+
+def games_learned(verdicts: Mapping[str, Verdict]) -> str:
+    """'games learned: k/n', with how many could not be judged."""
+    passed = sum(v.passed for v in verdicts.values())
+    unjudged = sum(not v.judged for v in verdicts.values())
+    return f"games learned: {passed}/{len(verdicts)}" + (f" ({unjudged} not judged)" if unjudged else "")
 
 
 def diagnostics_table(diagnostics: Mapping[str, Mapping[int, Mapping[str, Any]]], arm_labels: Mapping[str, str],

@@ -147,6 +147,7 @@ class RunResult:
     train_iter: int
     diagnostics: Dict[str, Any] = field(default_factory=dict)
     dps: Dict[str, Any] = field(default_factory=dict)  # arm ``dps``: the trainer's summary["dps"] (stages, switches)
+    final_episodes: Dict[str, int] = field(default_factory=dict)  # episodes of each task's last evaluation
 
 
 @contextlib.contextmanager
@@ -213,13 +214,26 @@ def _run_multitask(spec: RunSpec) -> RunResult:
                                save_replay_buffer=False, progress=False)
     try:
         result = trainer.run()
+        finally_evaluated = {task.task_id for task in trainer.active}  # DPS-solved tasks skip the final evaluation
     finally:
         trainer.close()
     names = {i: t.name for i, t in enumerate(spec.tasks)}
     curves = {names[task.task_id]: list(task.record.history) for task in trainer.tasks}
     steps = {names[task.task_id]: int(task.env_steps) for task in trainer.tasks}
+    episodes = {names[task.task_id]: eval_episodes(task.cfg.env, trainer.cfg.final_eval_episodes
+                                                   if task.task_id in finally_evaluated else None)
+                for task in trainer.tasks}
     return RunResult(spec.arm, spec.seed, curves, steps, 0.0, result.train_iter, result.summary.get("diagnostics", {}),
-                     result.summary.get("dps") or {})
+                     result.summary.get("dps") or {}, episodes)
+
+
+def eval_episodes(env_cfg: Any, episodes: Optional[int]) -> int:
+    """Episodes an evaluation of the multi-task trainer plays: ``episodes`` rounded up to whole rounds of one
+    episode per evaluator env (``TaskRuntime.evaluate``), or the env's ``n_evaluator_episode`` when None."""
+    if episodes is None:
+        return int(env_cfg.n_evaluator_episode)
+    env_num = int(env_cfg.evaluator_env_num)
+    return -(-int(episodes) // env_num) * env_num
 
 
 def _run_unizero(spec: RunSpec) -> RunResult:
@@ -239,21 +253,22 @@ def _run_unizero(spec: RunSpec) -> RunResult:
         collector.close()
         evaluator.close()
     return RunResult(spec.arm, spec.seed, {task.name: list(recorder.history)}, {task.name: int(collector.envstep)},
-                     0.0, recorder.last_train_iter)
+                     0.0, recorder.last_train_iter, final_episodes={task.name: recorder.last_episodes})
 
 
 class _Recorder:
     """Hooks into a lightzero entry module: its ``Evaluator``, ``Collector`` and ``BaseLearner`` become
-    subclasses that remember their instance, every evaluation's (env_step, mean return) and the learner
-    iteration, and its ``compile_config`` skips writing the formatted config file (seconds of yapf per
-    run). The evaluator also evaluates once before the first learner step (lightzero's
-    ``should_eval(0)`` is False), as our trainer does, so every arm's curve starts at env step 0."""
+    subclasses that remember their instance, every evaluation's (env_step, mean return), the latest one's
+    episode count and the learner iteration, and its ``compile_config`` skips writing the formatted
+    config file (seconds of yapf per run). The evaluator also evaluates once before the first learner step
+    (lightzero's ``should_eval(0)`` is False), as our trainer does, so every arm's curve starts at env step 0."""
 
     def __init__(self) -> None:
         self.history: Curve = []
         self.collector: Any = None
         self.evaluator: Any = None
         self.last_train_iter = 0
+        self.last_episodes = 0  # episodes of the latest evaluation
 
     @contextlib.contextmanager
     def hooked(self, entry: Any) -> Iterator[Any]:
@@ -282,6 +297,7 @@ class _Recorder:
             def eval(self, save_ckpt_fn: Any = None, train_iter: int = -1, envstep: int = 0, **kwargs: Any):
                 stop, info = super().eval(save_ckpt_fn, train_iter, envstep, **kwargs)
                 recorder.history.append((int(envstep), float(info["eval_episode_return_mean"])))
+                recorder.last_episodes = len(info["eval_episode_return"])
                 return stop, info
 
         return RecordingEvaluator
