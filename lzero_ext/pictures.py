@@ -6,6 +6,9 @@
   transformer (``lzero_ext.diagnostics.gradient_conflict``); blank cells are undefined (a zero
   gradient).
 
+``domain_diagnostics.png`` (:func:`plot_domain_diagnostics`, multi-domain runs) plots the run-long
+``lzero_ext.domain_diagnostics.domain_summary`` instead.
+
 Input: the dicts of ``DiagnosticsRecorder.latest_arrays`` (one per rank), e.g.
 ``{"train_iter": 300, "expert_usage/task0": [[...E], ...L], "grad_cos": {"task_ids": [0, 1], "matrix": [[...]]}}``.
 
@@ -69,11 +72,18 @@ def plot_expert_usage(path: Path, usage: Mapping[int, np.ndarray], task_names: S
 def plot_grad_cosine(path: Path, task_ids: Sequence[int], matrix: Sequence[Sequence[Optional[float]]],
                      task_names: Sequence[str], *, train_iter: Optional[int] = None) -> str:
     """The task x task gradient-cosine matrix with its values written in; returns the file name."""
-    values = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)  # (T, T)
     labels = [task_names[t] if t < len(task_names) else str(t) for t in task_ids]
     size = 1.0 + 0.7 * len(labels)
     fig = _figure(size + 1.6, size + 0.6)
     ax = fig.add_subplot(1, 1, 1)
+    _cosine_heatmap(ax, matrix, labels)
+    ax.set_title("task-gradient cosine" + (f" (iteration {train_iter})" if train_iter is not None else ""), fontsize=9)
+    return _save(fig, path)
+
+
+def _cosine_heatmap(ax: Any, matrix: Sequence[Sequence[Optional[float]]], labels: Sequence[str]) -> None:
+    """A cosine matrix with its values written in; None / NaN cells blank."""
+    values = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)  # (N, N)
     image = ax.imshow(np.ma.masked_invalid(values), vmin=-1.0, vmax=1.0, cmap="RdBu")
     for i in range(len(labels)):
         for j in range(len(labels)):
@@ -81,9 +91,30 @@ def plot_grad_cosine(path: Path, task_ids: Sequence[int], matrix: Sequence[Seque
                 ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="cosine")
-    ax.set_title("task-gradient cosine" + (f" (iteration {train_iter})" if train_iter is not None else ""), fontsize=9)
-    return _save(fig, path)
+    ax.figure.colorbar(image, ax=ax, shrink=0.8, label="cosine")
+
+
+def plot_domain_diagnostics(path: Path, summary: Mapping[str, Any]) -> str:
+    """``domain_summary``'s domain x domain gradient cosine (diagonal: within a domain) and each
+    domain's expert usage averaged over layers; returns the file name."""
+    domains, usage = summary["domains"], summary["expert_usage"]["per_domain"]
+    fig = _figure(4.0 + 0.6 * len(domains) + (5.0 if usage else 0.0), 2.0 + 0.6 * len(domains))
+    ax = fig.add_subplot(1, 2 if usage else 1, 1)
+    _cosine_heatmap(ax, summary["grad_cos"]["matrix"], domains)
+    ax.set_title("task-gradient cosine by domain", fontsize=9)
+    if usage:
+        ax = fig.add_subplot(1, 2, 2)
+        width = 0.8 / len(usage)
+        for k, (domain, shares) in enumerate(usage.items()):
+            mean = np.asarray(shares, dtype=float).mean(axis=0)                   # (L, E) -> (E,)
+            ax.bar(np.arange(mean.size) + (k - (len(usage) - 1) / 2) * width, mean, width, label=domain)
+        ax.set_xlabel("expert")
+        ax.set_ylabel("share of the domain's tokens (layer mean)")
+        ax.legend(fontsize=8)
+        score = summary["expert_usage"]["specialisation"]["mean"]
+        ax.set_title("expert usage by domain" + (f" (specialisation {score:.2f})" if score is not None else ""),
+                     fontsize=9)
+    return _save(fig, Path(path))
 
 
 def plot_diagnostics(exp_dir: Any, rank_arrays: Sequence[Mapping[str, Any]], task_names: Sequence[str]) -> Dict[str, str]:

@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 RUN_MARKERS = ("summary.json",)  # besides checkpoints: files that mean "a run lives here"
 # Every file and directory a run writes into its experiment directory (besides run.lock): --overwrite removes them.
 OVERWRITTEN = (CKPT_SUBDIR, "log", "evaluate", "summary.json", "learning_curves.png", "expert_usage.png",
-               "grad_cosine.png", "total_config.py", "finetune.json")
+               "grad_cosine.png", "domain_diagnostics.png", "total_config.py", "finetune.json")
 OVERWRITTEN_PATTERNS = ("total_config.*.py",)  # configs kept by resumes with other settings
 CHECKPOINTS_OF_FREE_SPACE = 3  # warn when the disk holds fewer checkpoints than this
 CONFIG_FILE = "total_config.py"

@@ -2,6 +2,7 @@
 lines and the bar only, unless ``--verbose``), and the learn step's ``diag/`` diagnostics
 (TensorBoard + a history summarised into ``summary.json``)."""
 import contextlib
+import copy
 import logging
 import os
 import re
@@ -12,6 +13,7 @@ from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Sequence, T
 from torch.utils.tensorboard import SummaryWriter
 
 from lzero_ext.diagnostics import DEFAULT_PREFIX, summarize_diagnostics
+from lzero_ext.domain_diagnostics import accumulate, new_accumulator
 
 _NOISY_SOURCES = (f"{os.sep}lzero{os.sep}worker{os.sep}", f"{os.sep}ding{os.sep}envs{os.sep}env_manager{os.sep}")
 _PER_TASK_KEY = re.compile(r"^(?P<name>.+)/task(?P<task>\d+)$")
@@ -174,13 +176,16 @@ def run_console(*, verbose: Optional[bool] = None, log_path: Optional[str] = Non
 
 class DiagnosticsRecorder:
     """Collects ``diag/...`` entries of learn logs. Per-task entries (``.../task{t}``) go to that
-    task's TensorBoard writer, the rest (over this rank's tasks) to ``<log_dir>/diagnostics/rank{r}``."""
+    task's TensorBoard writer, the rest (over this rank's tasks) to ``<log_dir>/diagnostics/rank{r}``.
+    The diagnostics steps' arrays are kept as the latest (``latest_arrays``, pictures) and summed over the
+    run (``accumulated``, :func:`lzero_ext.domain_diagnostics.domain_summary`)."""
 
     def __init__(self, log_dir: str, rank: int, task_writers: Mapping[int, Any]) -> None:
         self.writer = SummaryWriter(os.path.join(log_dir, "diagnostics", f"rank{rank}"))
         self.task_writers = dict(task_writers)
         self.history: List[Dict[str, float]] = []
         self.latest_arrays: Dict[str, Any] = {}  # the latest diagnostics step's full arrays (lzero_ext.pictures)
+        self.accumulated = new_accumulator()     # every diagnostics step's arrays, summed (JSON-able)
 
     def record(self, train_iter: int, learn_log: Mapping[str, Any], arrays: Optional[Mapping[str, Any]] = None) -> None:
         """``arrays``: the policy's ``diagnostic_arrays`` (kept when this step ran the diagnostics)."""
@@ -189,6 +194,7 @@ class DiagnosticsRecorder:
             return
         if arrays:
             self.latest_arrays = dict(arrays, train_iter=train_iter)
+            accumulate(self.accumulated, arrays)
         self.history.append(dict(entries, train_iter=train_iter))
         for key, value in entries.items():
             match = _PER_TASK_KEY.match(key)
@@ -209,11 +215,13 @@ class DiagnosticsRecorder:
         return {f"rank{r}": summarize_diagnostics(h) for r, h in enumerate(histories)}
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"history": list(self.history), "latest_arrays": dict(self.latest_arrays)}
+        return {"history": list(self.history), "latest_arrays": dict(self.latest_arrays),
+                "accumulated": copy.deepcopy(self.accumulated)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.history = list(state.get("history", []))
         self.latest_arrays = dict(state.get("latest_arrays", {}))
+        self.accumulated = copy.deepcopy(state.get("accumulated", new_accumulator()))  # absent in older checkpoints
 
     def close(self) -> None:
         self.writer.close()
