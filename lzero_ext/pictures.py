@@ -108,8 +108,9 @@ def plot_domain_diagnostics(path: Path, summary: Mapping[str, Any]) -> str:
         for k, (domain, shares) in enumerate(usage.items()):
             mean = np.asarray(shares, dtype=float).mean(axis=0)                   # (L, E) -> (E,)
             ax.bar(np.arange(mean.size) + (k - (len(usage) - 1) / 2) * width, mean, width, label=domain)
+        ax.set_xticks(range(len(mean)))
         ax.set_xlabel("expert")
-        ax.set_ylabel("share of the domain's tokens (layer mean)")
+        ax.set_ylabel("share of tokens, mean over layers")
         ax.legend(fontsize=8)
         score = summary["expert_usage"]["specialisation"]["mean"]
         ax.set_title("expert usage by domain" + (f" (specialisation {score:.2f})" if score is not None else ""),
