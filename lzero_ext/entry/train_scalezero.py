@@ -33,7 +33,8 @@ from lzero_ext.entry.resume_check import agree_on_checkpoint
 from lzero_ext.entry.run_guard import RunGuard, TrainerGuard, close_quietly
 from lzero_ext.entry.run_logging import DiagnosticsRecorder, run_console
 from lzero_ext.entry.task_runtime import TaskRuntime
-from lzero_ext.pictures import plot_diagnostics
+from lzero_ext.domain_diagnostics import domain_summary
+from lzero_ext.pictures import plot_diagnostics, plot_domain_diagnostics
 from lzero_ext.summary import plot_learning_curves, print_summary_table, summarize, write_summary
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ class MultiTaskTrainer:
         self.cfg = cfgs[0].policy
         self.cfg.engine = self.policy._cfg.engine  # the policy may fall back to 'per_task' (rotary embeddings)
         task_names = self.task_names = [_task_name(cfg, t) for t, cfg in enumerate(cfgs)]
+        # a run over several domains: each task's domain, for the cross-domain diagnostics (None: one domain)
+        self.task_domains = {t: cfg.policy.domain for t, cfg in enumerate(cfgs) if cfg.policy.get("domain")} or None
         self.dps = DPSCurriculum(self.policy, task_names) if self.cfg.dps.enabled else None
         self.diagnostics = DiagnosticsRecorder(log_dir, self.dist.rank, {t.task_id: t.writer for t in self.tasks})
 
@@ -277,10 +280,15 @@ class MultiTaskTrainer:
         if self.dps is not None:
             summary["dps"] = self.dps.report({r.name: r.env_steps for r in records})
         arrays = all_gather_object(self.diagnostics.latest_arrays)
+        accumulated = all_gather_object(self.diagnostics.accumulated) if self.task_domains else None
         if self.dist.rank == 0:
             print_summary_table(summary)
             summary["files"] = {"learning_curves": plot_learning_curves(self.exp_dir, records).name,
                                 **plot_diagnostics(self.exp_dir, arrays, self.task_names)}
+            if accumulated is not None:  # gradient conflict within vs between domains, expert usage by domain
+                summary["domain_diagnostics"] = domain_summary(accumulated, self.task_domains)
+                summary["files"]["domain_diagnostics"] = plot_domain_diagnostics(
+                    Path(self.exp_dir) / "domain_diagnostics.png", summary["domain_diagnostics"])
             write_summary(self.exp_dir, summary, extra={"train_iter": self.train_iter, "world_size": self.dist.world_size})
         return summary
 
