@@ -251,3 +251,23 @@ def test_encoder_chunks_give_the_same_latents():
     whole = encoder(obs)
     encoder.max_batch = 2  # chunks of 2, 2 and 1 observations
     torch.testing.assert_close(encoder(obs), whole, **TOL)
+
+
+@pytest.mark.parametrize("moe", [True, False], ids=["moe", "dense"])
+def test_batched_loss_equals_per_task_across_all_four_domains(moe):
+    """Atari-like frames, a DMC-like continuous task, a MinAtar-like grid and a Jericho-like text task in one batch:
+    two image encoders (downsampled 64x64, full-resolution 10x10), a state MLP and the text encoder, both action kinds.
+    Every task's loss and the gradients from the one forward equal the task-by-task ones."""
+    shapes = [(3, 64, 64), 6, (4, 10, 10), 12]
+    cfg = small_cfg(num_tasks=4, obs_type_list=['image', 'vector', 'image', 'text'], observation_shape_list=shapes,
+                    action_type_list=['discrete', 'continuous', 'discrete', 'discrete'],
+                    action_space_size_list=[5, 2, 5, 5], moe=dict(enabled=moe), text_encoder=dict(cache_size=0))
+    model = randomized(ScaleZeroModel(observation_shape=(3, 64, 64), action_space_size=5, num_channels=64,
+                                      downsample=True, world_model_cfg=cfg))
+    batches = mixed_batches(shapes, [2, 3, 2, 1])
+    batches[1] = mixed_batches([6], [3], num_actions=3, action_dims=[2])[0]  # K = 3 sampled actions of 2 dims
+    g = torch.Generator().manual_seed(7)
+    batches[3]['observations'] = torch.randint(1000, 2000, batches[3]['observations'].shape, generator=g).float()
+    bodies = {type(body.body).__name__ for body in model.world_model.tokenizer.encoder.body.per_task}
+    assert {'RepresentationNetworkUniZero', 'GridRepresentationNetwork', 'TextEncoder'} <= bodies
+    assert_same(*per_task_and_batched(model, batches))

@@ -24,6 +24,7 @@ BENCHMARKS: Dict[str, str] = {
     "full_size": "lzero_ext.bench.full_size",  # a paper preset at full model size: build, collect, 2 learn steps
     "finetune": "lzero_ext.bench.finetune",  # held-out task: env steps to target from scratch vs from a checkpoint
     "faults": "lzero_ext.bench.faults",  # kill -9, signals, damaged checkpoints, NaN, full disk, second job: then resume
+    "multidomain": "lzero_ext.bench.multidomain",  # one model over several domains vs one per domain: step costs
     "baselines": "lzero_ext.bench.baselines",  # MinAtar returns of the random policy and of every constant action
 }
 

@@ -54,7 +54,8 @@ class RunConfig:
     exp_name: str  # experiment directory; every task's exp_name
     cuda: bool = False  # train on CUDA (the trainer falls back to CPU without a device)
     seed: Optional[int] = None  # main_config.seed (the trainer's seed argument decides otherwise)
-    policy_type: str = "scalezero"  # registered policy: 'scalezero' (discrete) or 'sampled_scalezero' (continuous)
+    # registered policy: 'scalezero' (discrete, or both kinds) or 'sampled_scalezero' (continuous); None: by the tasks
+    policy_type: Optional[str] = None
     # -- model: one transformer world model (the ScaleZero paper, arXiv 2509.07945)
     embed_dim: int  # transformer width; a multiple of num_heads
     num_layers: int  # transformer blocks
@@ -137,7 +138,7 @@ class RunConfig:
         for name in ("update_per_collect", "diagnostics_freq", "cache_clear_interval"):
             if getattr(self, name) is not None and (not isinstance(getattr(self, name), int) or getattr(self, name) < 0):
                 raise bad(name, "must be a non-negative integer")
-        _check_choice(self, "policy_type", POLICY_TYPES)
+        _check_choice(self, "policy_type", POLICY_TYPES, optional=True)
         _check_choice(self, "engine", _engines(), optional=True)
         _check_choice(self, "amp", AMP_MODES, optional=True)
         _check_choice(self, "vit", frozenset(VIT_SIZES), optional=True)
@@ -248,6 +249,14 @@ def mixes_action_kinds(tasks: Sequence[TaskEnvSpec]) -> bool:
     return len({t.continuous for t in tasks}) > 1
 
 
+def policy_type(run: RunConfig, tasks: Sequence[TaskEnvSpec]) -> str:
+    """The run's registered policy: ``run.policy_type``, else 'sampled_scalezero' when every task is continuous
+    and 'scalezero' otherwise (discrete tasks, or both kinds in one model)."""
+    if run.policy_type is not None:
+        return run.policy_type
+    return "sampled_scalezero" if all(t.continuous for t in tasks) else "scalezero"
+
+
 def check_mixed_tasks(run: RunConfig, tasks: Sequence[TaskEnvSpec]) -> None:
     """Raises a one-line :class:`TaskConfigError` naming the first task that one model of these tasks cannot serve."""
     names = [t.name for t in tasks]
@@ -258,7 +267,7 @@ def check_mixed_tasks(run: RunConfig, tasks: Sequence[TaskEnvSpec]) -> None:
     discrete = [t for t in tasks if not t.continuous]
     if mixes_action_kinds(tasks):
         continuous = next(t for t in tasks if t.continuous)
-        if run.policy_type != "scalezero":
+        if run.policy_type not in (None, "scalezero"):
             raise TaskConfigError(f"task {continuous.name!r} is continuous and task {discrete[0].name!r} discrete: "
                                   f"a run of both kinds uses policy_type='scalezero' (got {run.policy_type!r})")
         if run.engine == "per_task":
@@ -267,7 +276,7 @@ def check_mixed_tasks(run: RunConfig, tasks: Sequence[TaskEnvSpec]) -> None:
         if run.world_model_extras.get("rotary_emb", False):
             raise TaskConfigError(f"task {continuous.name!r} is continuous and task {discrete[0].name!r} discrete: "
                                   f"rotary_emb=True needs the per-task engine, which serves one action kind")
-    elif tasks[0].continuous != (run.policy_type == "sampled_scalezero"):
+    elif run.policy_type is not None and tasks[0].continuous != (run.policy_type == "sampled_scalezero"):
         raise TaskConfigError(f"task {tasks[0].name!r} is {'continuous' if tasks[0].continuous else 'discrete'}: "
                               f"use policy_type={'sampled_scalezero' if tasks[0].continuous else 'scalezero'!r} "
                               f"(got {run.policy_type!r})")
@@ -315,7 +324,7 @@ def _task_config(run: RunConfig, task: TaskEnvSpec, task_id: int, tasks: Sequenc
         main["seed"] = run.seed
     create = dict(env=dict(type=task.env_type, import_names=list(task.env_import_names)),
                   env_manager=dict(type=task.env_manager),
-                  policy=dict(type=run.policy_type, import_names=list(POLICY_IMPORT_NAMES)))
+                  policy=dict(type=policy_type(run, tasks), import_names=list(POLICY_IMPORT_NAMES)))
     return EasyDict(main), EasyDict(create)
 
 

@@ -85,7 +85,8 @@ def build_observation_encoder(cfg: EasyDict, observation_shapes: Sequence[Union[
         shapes = {tuple(shape) for shape in observation_shapes}
         if len(shapes) != 1:
             raise ValueError(f"image tasks share one encoder and need one observation shape, got {sorted(shapes)}")
-        body = _image_body(cfg, shapes.pop(), latent_dim, **build)
+        shape = shapes.pop()
+        body = _image_body(cfg, shape, latent_dim, **dict(build, downsample=_downsamples(downsample, shape)))
     elif cfg.obs_type == 'text':  # token ids of any length: one pretrained encoder for every task
         body = _text_body(cfg, latent_dim)
     else:
@@ -130,12 +131,16 @@ def _vector_body(cfg: EasyDict, shape: Any, latent_dim: int, activation: nn.Modu
     return mlp
 
 
+def _downsamples(downsample: bool, shape: Sequence[int]) -> bool:
+    """``model.downsample`` applies to the image sizes lightzero's encoder downsamples (e.g. Atari's 64x64); small
+    grids (MinAtar's 10x10) keep every cell, so one setting serves a run with both."""
+    return downsample and shape[1] in LIGHTZERO_IMAGE_SIZES
+
+
 def _modality_bodies(cfg: EasyDict, types: Sequence[str], observation_shapes: Sequence[Any], latent_dim: int,
                      *, activation: nn.Module, downsample: bool, **image_kwargs: Any) -> TaskSwitch:
     """One body per modality: images of one shape share one, text tasks share the text encoder, every vector
-    task has its own MLP; each task reads its flat slice of a mixed batch (``FlatObservation``). ``downsample``
-    applies to the image sizes lightzero's encoder downsamples (e.g. Atari's 64x64); small grids (MinAtar's
-    10x10) keep every cell."""
+    task has its own MLP; each task reads its flat slice of a mixed batch (``FlatObservation``)."""
     bodies: Dict[Tuple[Any, ...], nn.Module] = {}
     per_task, widths = [], []
     for task_id, (kind, shape) in enumerate(zip(types, observation_shapes)):
@@ -143,7 +148,7 @@ def _modality_bodies(cfg: EasyDict, types: Sequence[str], observation_shapes: Se
         key = (kind, shape) if kind == 'image' else (kind,) if kind == 'text' else (kind, task_id)
         if key not in bodies:
             bodies[key] = (_image_body(cfg, shape, latent_dim, activation=activation, **image_kwargs,
-                                       downsample=downsample and shape[1] in LIGHTZERO_IMAGE_SIZES) if kind == 'image'
+                                       downsample=_downsamples(downsample, shape)) if kind == 'image'
                            else _text_body(cfg, latent_dim) if kind == 'text'
                            else _vector_body(cfg, shape, latent_dim, activation))
         per_task.append(FlatObservation(bodies[key], shape))

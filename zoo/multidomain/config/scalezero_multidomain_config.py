@@ -50,13 +50,13 @@ PRESETS: Dict[str, Preset] = {
     # Seven tasks of four domains on a 2-core CPU (docs/presets.md gives its measured time).
     "cpu": Preset(tasks=("atari:Pong", "atari:MsPacman", "dmc:cartpole-swingup", "dmc:ball_in_cup-catch",
                          "minatar:Breakout", "minatar:SpaceInvaders", "jericho:detective"),
-                  max_env_step=1000, embed_dim=64, num_layers=2, num_heads=4, num_experts=4, num_simulations=8,
+                  max_env_step=2000, embed_dim=64, num_layers=2, num_heads=4, num_experts=4, num_simulations=8,
                   batch_size=8, collector_env_num=2, evaluator_env_num=5, n_evaluator_episode=5,
                   game_segment_length=20, num_unroll_steps=5, infer_context=2, eval_freq=200,
                   replay_buffer_size=100_000, checkpoint_freq=200, atari_episode_frames=4000, dmc_episode_steps=None,
                   num_sampled_actions=8, minatar_episode_steps=500, jericho_max_steps=50, max_seq_len=256,
                   torch_threads=1, dps_min_stage0_iters=300, dps_max_stage_iters=150,
-                  final_eval_episodes=5),
+                  eval_env_step_fractions=(0.5,), final_eval_episodes=10),  # 3 evaluations: 7 tasks' episodes cost
     # The paper's three benchmarks' task sets in one model, for GPUs: Atari-8, DMC-18, Jericho-4, and MinAtar's five.
     "full": Preset(tasks=tuple([f"atari:{g}" for g in ("Pong", "MsPacman", "Seaquest", "Boxing", "Alien",
                                                        "ChopperCommand", "Hero", "RoadRunner")]
