@@ -25,6 +25,7 @@ BENCHMARKS: Dict[str, str] = {
     "finetune": "lzero_ext.bench.finetune",  # held-out task: env steps to target from scratch vs from a checkpoint
     "faults": "lzero_ext.bench.faults",  # kill -9, signals, damaged checkpoints, NaN, full disk, second job: then resume
     "multidomain": "lzero_ext.bench.multidomain",  # one model over several domains vs one per domain: step costs
+    "multidomain_learning": "lzero_ext.bench.multidomain_learning",  # the same comparison's returns, several seeds
     "baselines": "lzero_ext.bench.baselines",  # MinAtar returns of the random policy and of every constant action
 }
 
