@@ -1,5 +1,6 @@
 """The learning benchmark's MinAtar suite: a smoke run of every arm (two games, one seed, a few dozen
-env steps) that writes the tables, and the report helpers it adds."""
+env steps) that writes the tables, the report helpers it adds, and the final evaluation of arm (a) and of
+games solved by DPS."""
 import json
 import math
 
@@ -83,3 +84,39 @@ def test_handlers_added_during_a_run_are_detached_and_closed(tmp_path):
         assert added[1].stream is None  # closed
     finally:
         root.removeHandler(kept)
+
+
+def _smoke_run(arm, tasks, tmp_path):
+    """One run of the smoke settings with 3 evaluator envs: the final evaluation's 10 episodes take 4 rounds."""
+    import dataclasses
+
+    from lzero_ext.bench.learning import MINATAR_MODES
+    from lzero_ext.bench.learning_runs import RunSpec, run
+
+    settings = dataclasses.replace(MINATAR_MODES["smoke"].settings, evaluator_env_num=3)
+    return run(RunSpec(arm, 0, tuple(tasks), settings, str(tmp_path)))
+
+
+def test_lightzero_arm_ends_with_the_multitask_final_evaluation(tmp_path):
+    from lzero_ext.bench.learning import MINATAR_MODES
+
+    task = MINATAR_MODES["smoke"].tasks[0]
+    result = _smoke_run("unizero", [task], tmp_path)
+    # 10 final episodes rounded up to whole rounds of 3 envs, as the multi-task arms' (its regular ones play 3)
+    assert result.final_episodes == {task.name: 12}
+    assert result.curves[task.name][-1][0] == result.env_steps[task.name]
+
+
+def test_dps_solved_task_gets_the_final_evaluation(tmp_path):
+    import dataclasses
+
+    from lzero_ext.bench.learning import MINATAR_MODES
+
+    solved, other = MINATAR_MODES["smoke"].tasks[:2]
+    solved = dataclasses.replace(solved, target_return=-1.0)  # solved by the baseline evaluation
+    result = _smoke_run("dps", [solved, other], tmp_path)
+    assert result.dps["solved"] == [solved.name] and result.env_steps[solved.name] < result.env_steps[other.name]
+    assert result.final_episodes == {solved.name: 12, other.name: 12}
+    # the evaluation that solved it came before its last collection round: the point at the env step where it
+    # stopped is the final evaluation
+    assert result.curves[solved.name][-1][0] == result.env_steps[solved.name] > 0

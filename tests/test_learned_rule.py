@@ -117,3 +117,26 @@ def test_eval_episodes_rounds_up_to_whole_rounds():
 
     env = EasyDict(n_evaluator_episode=3, evaluator_env_num=3)
     assert eval_episodes(env, None) == 3 and eval_episodes(env, 10) == 12 and eval_episodes(env, 9) == 9
+
+
+def test_eval_rounds_play_one_episode_per_env_per_round():
+    from lzero_ext.bench.learning_runs import eval_rounds
+
+    calls = []
+
+    def fake_eval(save_ckpt_fn, train_iter, envstep, n_episode=None):  # lightzero's evaluator.eval, 3 envs
+        calls.append((train_iter, envstep, n_episode))
+        return False, {"eval_episode_return": [float(len(calls))] * (n_episode or 3)}
+
+    assert eval_rounds(fake_eval, 3, 10, train_iter=7, envstep=900) == [1.0] * 3 + [2.0] * 3 + [3.0] * 3 + [4.0] * 3
+    assert calls == [(7, 900, 3)] * 4
+    calls.clear()
+    assert eval_rounds(fake_eval, 3, None, train_iter=7, envstep=900) == [1.0] * 3 and calls == [(7, 900, None)]
+
+
+def test_dps_targets_lie_above_the_learned_bars():
+    from lzero_ext.envs.minatar_scores import DPS_TARGETS
+
+    assert set(DPS_TARGETS) == set(RANDOM_RETURNS)
+    for game, target in DPS_TARGETS.items():  # a target at or below the bar would count a trivial policy as solved
+        assert target > max(RANDOM_RETURNS[game], CONSTANT_ACTION_RETURNS[game].mean_return), game

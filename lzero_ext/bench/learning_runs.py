@@ -4,11 +4,14 @@
   ``lzero.entry.train_unizero_segment`` entry (lightzero's UniZero entry with the segment collector,
   the collector our trainer uses too), one model per task. Its evaluator and collector classes are
   swapped for recording subclasses (same behaviour) to read the eval returns back; like our
-  trainer, it evaluates before the first update, and once more at the end of the budget.
+  trainer, it evaluates before the first update, and after training a final evaluation of as many
+  episodes as the multi-task arms' (``final_eval_episodes``, in rounds of one episode per env).
 * ``dense`` / ``moe``: one ScaleZero model for all tasks (``MultiTaskTrainer``), dense FFN or MoE.
 * ``dps``: ``moe`` with Dynamic Parameter Scaling (``policy.dps``): a task whose eval return reaches
   its ``target_return`` is solved and stops collecting and training; staged LoRA adapters take over
-  the frozen transformer as tasks get solved (or a stage times out).
+  the frozen transformer as tasks get solved (or a stage times out). The trainer's final evaluation
+  skips solved tasks; the benchmark gives them the same one on the final model (:func:`evaluate_solved`),
+  so every task's final return comes from the same episode count.
 
 All arms share the env (``classic_control_scalezero``, or ``minatar_scalezero`` for the MinAtar suite:
 ``lzero_ext.bench.learning_minatar``), the transformer's width, depth and heads,
@@ -22,7 +25,9 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
 
 from lzero_ext.bench.learning_configs import run_configs
 
@@ -214,17 +219,26 @@ def _run_multitask(spec: RunSpec) -> RunResult:
                                save_replay_buffer=False, progress=False)
     try:
         result = trainer.run()
-        finally_evaluated = {task.task_id for task in trainer.active}  # DPS-solved tasks skip the final evaluation
+        evaluate_solved(trainer)
     finally:
         trainer.close()
     names = {i: t.name for i, t in enumerate(spec.tasks)}
     curves = {names[task.task_id]: list(task.record.history) for task in trainer.tasks}
     steps = {names[task.task_id]: int(task.env_steps) for task in trainer.tasks}
-    episodes = {names[task.task_id]: eval_episodes(task.cfg.env, trainer.cfg.final_eval_episodes
-                                                   if task.task_id in finally_evaluated else None)
+    episodes = {names[task.task_id]: eval_episodes(task.cfg.env, trainer.cfg.final_eval_episodes)
                 for task in trainer.tasks}
     return RunResult(spec.arm, spec.seed, curves, steps, 0.0, result.train_iter, result.summary.get("diagnostics", {}),
                      result.summary.get("dps") or {}, episodes)
+
+
+def evaluate_solved(trainer: Any) -> None:
+    """Gives the tasks DPS solved the final evaluation the trainer skips (it evaluates active tasks only):
+    ``final_eval_episodes`` episodes of the final model, recorded at the env step where the task stopped. Without
+    it a solved task's last return would be the (short, selected) evaluation that reached its target."""
+    active = {task.task_id for task in trainer.active}
+    for task in trainer.tasks:
+        if task.task_id not in active:
+            task.evaluate(trainer.train_iter, trainer.cfg.final_eval_episodes)
 
 
 def eval_episodes(env_cfg: Any, episodes: Optional[int]) -> int:
@@ -246,9 +260,8 @@ def _run_unizero(spec: RunSpec) -> RunResult:
     with recorder.hooked(importlib.import_module("lzero.entry.train_unizero_segment")) as entry:
         entry.train_unizero_segment((main, create), seed=spec.seed, max_env_step=spec.settings.env_steps)
     collector, evaluator = recorder.collector, recorder.evaluator
-    try:
-        if recorder.history[-1][0] < collector.envstep:  # train_unizero_segment stops without a last evaluation
-            evaluator.eval(None, recorder.last_train_iter, collector.envstep)
+    try:  # the entry ends with its last regular evaluation; the final one is the multi-task arms' (same episodes)
+        evaluator.final_eval(main.policy.get("final_eval_episodes"), recorder.last_train_iter, collector.envstep)
     finally:
         collector.close()
         evaluator.close()
@@ -256,12 +269,30 @@ def _run_unizero(spec: RunSpec) -> RunResult:
                      0.0, recorder.last_train_iter, final_episodes={task.name: recorder.last_episodes})
 
 
+# lightzero's evaluator.eval(save_ckpt_fn, train_iter, envstep, n_episode=None) -> (stop, info)
+EvalFn = Callable[..., Tuple[bool, Dict[str, Any]]]
+
+
+def eval_rounds(eval_fn: EvalFn, env_num: int, episodes: Optional[int], train_iter: int, envstep: int) -> List[float]:
+    """Episode returns of one evaluation of ``episodes`` episodes (None: the evaluator's ``n_evaluator_episode``)
+    by lightzero's ``eval_fn``, as ``TaskRuntime.evaluate`` plays them: more episodes than the ``env_num`` envs run as
+    rounds of one episode per env (at least ``episodes`` in all), since lightzero's evaluator fails otherwise (an
+    env whose episodes faster envs took never finishes its share)."""
+    rounds = 1 if episodes is None else -(-int(episodes) // env_num)
+    returns: List[float] = []
+    for _ in range(rounds):
+        _, info = eval_fn(None, train_iter, envstep, n_episode=None if episodes is None else env_num)
+        returns.extend(float(r) for r in np.atleast_1d(info["eval_episode_return"]))
+    return returns
+
+
 class _Recorder:
     """Hooks into a lightzero entry module: its ``Evaluator``, ``Collector`` and ``BaseLearner`` become
     subclasses that remember their instance, every evaluation's (env_step, mean return), the latest one's
     episode count and the learner iteration, and its ``compile_config`` skips writing the formatted
     config file (seconds of yapf per run). The evaluator also evaluates once before the first learner step
-    (lightzero's ``should_eval(0)`` is False), as our trainer does, so every arm's curve starts at env step 0."""
+    (lightzero's ``should_eval(0)`` is False), as our trainer does, so every arm's curve starts at env step 0,
+    and runs the final evaluation (``final_eval``: :func:`eval_rounds`, recorded as one evaluation)."""
 
     def __init__(self) -> None:
         self.history: Curve = []
@@ -296,11 +327,18 @@ class _Recorder:
 
             def eval(self, save_ckpt_fn: Any = None, train_iter: int = -1, envstep: int = 0, **kwargs: Any):
                 stop, info = super().eval(save_ckpt_fn, train_iter, envstep, **kwargs)
-                recorder.history.append((int(envstep), float(info["eval_episode_return_mean"])))
-                recorder.last_episodes = len(info["eval_episode_return"])
+                recorder.record(envstep, np.atleast_1d(info["eval_episode_return"]).tolist())
                 return stop, info
 
+            def final_eval(self, episodes: Optional[int], train_iter: int, envstep: int) -> None:
+                recorder.record(envstep, eval_rounds(super().eval, self._env_num, episodes, train_iter, envstep))
+
         return RecordingEvaluator
+
+    def record(self, envstep: int, returns: List[float]) -> None:
+        """One evaluation: its mean return at ``envstep`` joins the curve; its episode count is the latest."""
+        self.history.append((int(envstep), float(np.mean(returns))))
+        self.last_episodes = len(returns)
 
     def _collector_class(self, base: type) -> type:
         recorder = self

@@ -10,11 +10,10 @@
   (``lzero_ext.bench.learning_report.learned``). Both tables are the output of
   ``python -m lzero_ext.bench baselines`` (``lzero_ext.bench.baselines``), which prints every action's return.
 * ``DPS_TARGETS``: the return at which Dynamic Parameter Scaling counts a game as solved (and the
-  learning benchmark's "env steps to target"). Each is well above random and at or above a fixed
-  scripted policy measured the same way (20 episodes, cap 500): Freeway "always up" 4.55 (target 2:
-  any policy that learned to cross), SpaceInvaders "left, fire, right, fire" 5.55 (target 8),
-  Asterix "always left" 0.70 (target 2), Breakout "no-op" 0.60 (target 2), Seaquest "always fire"
-  0.00 (target 1).
+  learning benchmark's "env steps to target"). Each lies clearly above max(random, best constant action),
+  so that no trivial policy counts as solved: Asterix 2 (bar 0.66, "always left"), Breakout 2 (bar 0.54,
+  random), Freeway 8 (bar 5.06, "always up"), Seaquest 1 (bar 0.06, random), SpaceInvaders 8 (bar 3.06,
+  random; the scripted "left, fire, right, fire" cycle returns 4.80, measured like the tables above).
 """
 from types import MappingProxyType
 from typing import Mapping, NamedTuple
@@ -43,5 +42,5 @@ CONSTANT_ACTION_RETURNS: Mapping[str, ConstantAction] = MappingProxyType({
     "SpaceInvaders": ConstantAction(5, "fire", 3.00),
 })
 DPS_TARGETS: Mapping[str, float] = MappingProxyType({
-    "Asterix": 2.0, "Breakout": 2.0, "Freeway": 2.0, "Seaquest": 1.0, "SpaceInvaders": 8.0,
+    "Asterix": 2.0, "Breakout": 2.0, "Freeway": 8.0, "Seaquest": 1.0, "SpaceInvaders": 8.0,
 })
