@@ -195,7 +195,7 @@ def evaluate_task(run: LoadedRun, task_id: int, *, episodes: int, video_dir: Opt
     from lzero_ext.workers import UniZeroFamilyEvaluator
 
     cfg, name = run.cfgs[task_id], run.task_names[task_id]
-    kind = SCORE_KINDS.get(cfg.env.type, "raw")
+    kind = cfg.policy.get("score_kind") or SCORE_KINDS.get(cfg.env.type, "raw")
     env_fn, _, evaluator_env_cfg = get_vec_env_setting(cfg.env)
     recorder = EpisodeRecorder(name, record=video_dir is not None)
     factories = [partial(recorder.wrap, partial(env_fn, cfg=c), film=i == 0) for i, c in enumerate(evaluator_env_cfg)]
@@ -211,7 +211,10 @@ def evaluate_task(run: LoadedRun, task_id: int, *, episodes: int, video_dir: Opt
             instance_name=f"evaluate_{name}", policy_config=cfg.policy,
         )
         try:
-            evaluator.eval(None, run.train_iter, 0)
+            if run.policy._cfg.engine == "batched":  # the training engine's batched step (both search trees)
+                run.policy.lockstep("eval").run({task_id: partial(evaluator.eval, None, run.train_iter, 0)})
+            else:
+                evaluator.eval(None, run.train_iter, 0)
         finally:
             evaluator.close()  # closes the envs too
             writer.close()

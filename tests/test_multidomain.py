@@ -83,3 +83,22 @@ def test_atari_and_minatar_games_of_one_name_are_two_tasks():
     assert [main.env.env_id for main, _ in configs] == ["Breakout", "MinAtar/Breakout-v1"]
     assert configs[0][0].policy.model.action_space_size == configs[1][0].policy.model.action_space_size == 18
     assert configs[1][0].env.action_space_size == 18 and configs[1][0].policy.action_type == "varied_action_space"
+
+
+def test_a_mixed_run_is_evaluated_per_domain_and_fine_tuned_from(mixed_run, tmp_path):
+    """``lzero_ext.evaluate`` plays every task through both search trees (a DMC task included), with each domain's
+    score; a new run starts from the mixed run's checkpoint (LoRA fine-tuning) and trains."""
+    from lzero_ext.entry.finetune import FinetuneSpec
+    from lzero_ext.evaluate import evaluate_run
+
+    exp, _ = mixed_run
+    results = evaluate_run(str(exp), episodes=1, device="cpu")
+    assert [r.name for r in results][:3] == ["Pong", "cartpole-swingup", "MinAtar-Breakout-v1"]
+    assert all(len(r.returns) == 1 and math.isfinite(r.mean) for r in results)
+    assert [r.kind for r in results] == ["atari", "dmc", "raw"] + ["raw"] * jericho_available()
+    target = tmp_path / "finetuned"
+    configs = build_configs("smoke", tasks=TASKS, exp_name=str(target), cuda=False)
+    tuned = train_scalezero(configs, max_env_step=12, max_train_iter=2, exp_name=str(target), progress=False,
+                            initial_eval=False, init_from=FinetuneSpec(str(exp), mode="lora"))
+    assert tuned.train_iter == 2 and all(math.isfinite(v) for k, v in tuned.last_learn_log.items()
+                                         if k.endswith("/loss_total"))
