@@ -102,3 +102,12 @@ def test_a_mixed_run_is_evaluated_per_domain_and_fine_tuned_from(mixed_run, tmp_
                             initial_eval=False, init_from=FinetuneSpec(str(exp), mode="lora"))
     assert tuned.train_iter == 2 and all(math.isfinite(v) for k, v in tuned.last_learn_log.items()
                                          if k.endswith("/loss_total"))
+
+
+def test_dps_targets_come_from_each_domains_table_and_the_command_line():
+    configs = build_configs("smoke", tasks=["atari:Pong", "minatar:Breakout"], exp_name="runs/x", cuda=False,
+                            dps_targets={"Pong": 3.0})
+    targets = configs[0][0].policy.dps.targets
+    assert targets["Pong"] == 3.0 and targets["MinAtar-Breakout-v1"] == 2.0  # the command line's over MinAtar's table
+    with pytest.raises(ValueError, match=r"--dps needs a target score for \['fish-swim'\].*--dps-target NAME=SCORE"):
+        build_configs("smoke", tasks=["atari:Pong", "dmc:fish-swim"], exp_name="runs/x", cuda=False, dps=True)

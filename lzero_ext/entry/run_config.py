@@ -190,7 +190,8 @@ class TaskEnvSpec:
 
     @property
     def name(self) -> str:
-        return self.env["env_id"]
+        """The task's name in logs, checkpoints and the summary: its env id, '/' as '-' (as the trainer names it)."""
+        return str(self.env["env_id"]).replace("/", "-")
 
     @property
     def env_num(self) -> int:

@@ -129,6 +129,11 @@ class Suite:
             raise ValueError(f"Suite {self.name}: task_flag must be a long flag ('--games'), got {self.task_flag!r}")
 
     @property
+    def takes_dps_targets(self) -> bool:
+        """Whether ``--dps-target`` is offered: suites without one benchmark's table (``dps.suite`` None)."""
+        return self.needs_dps_targets or self.dps.get("suite") is None
+
+    @property
     def task_keyword(self) -> str:
         return self.task_flag.lstrip("-").replace("-", "_")
 
@@ -143,8 +148,8 @@ class Suite:
         """The run-level settings at the preset's sizes; ``dps_targets`` (score per task) turn DPS on too."""
         dps_block = dict(enabled=dps or dps_targets is not None, **self.dps,
                          min_stage0_iters=preset.dps_min_stage0_iters, max_stage_iters=preset.dps_max_stage_iters)
-        if dps_targets is not None:
-            dps_block["targets"] = dict(dps_targets)
+        if dps_targets is not None:  # over the suite's own table, if it has one
+            dps_block["targets"] = {**dps_block.get("targets", {}), **dps_targets}
         fields = dict(exp_name=exp_name, cuda=cuda, embed_dim=preset.embed_dim, num_layers=preset.num_layers,
                       num_heads=preset.num_heads, dense=dense, num_experts=preset.num_experts,
                       num_simulations=preset.num_simulations, num_unroll_steps=preset.num_unroll_steps,
@@ -183,6 +188,12 @@ class Suite:
                              f"unknown {sorted(set(dps_targets) - {s.name for s in specs})}")
         cuda = torch.cuda.is_available() if cuda is None else cuda
         dps_on = dps or dps_targets is not None
+        if dps_on and self.takes_dps_targets and not self.needs_dps_targets:
+            known = {**self.dps.get("targets", {}), **(dps_targets or {})}
+            missing = [s.name for s in specs if s.name not in known]
+            if missing:
+                raise ValueError(f"--dps needs a target score for {missing} ({self.name}'s table has none for them): "
+                                 f"add --dps-target NAME=SCORE")
         variant = ("dense" if dense else "moe") + ("_dps" if dps_on else "")
         exp_name = exp_name or f"data_scalezero/{self.name}_{preset_name}_{variant}_{len(specs)}{self.task_keyword}"
         run = self.run_config(preset, exp_name=exp_name, cuda=cuda, dense=dense, dps=dps, dps_targets=dps_targets,
@@ -201,10 +212,10 @@ class Suite:
                                       task_flag=self.task_flag, task_help=self.task_help)
         for flag in self.flags:
             parser.add_argument(flag.flag, dest=flag.keyword, **flag.options)
-        if self.needs_dps_targets:
+        if self.takes_dps_targets:
             parser.add_argument("--dps-target", nargs="+", default=[], metavar="GAME=SCORE",
-                                help=f"with --dps: the score that counts each game as solved "
-                                     f"({self.name} has no target table)")
+                                help=f"with --dps: the score that counts a game as solved ({self.name}: "
+                                     f"{'every game, there is no target table' if self.needs_dps_targets else 'over its table'})")
         return parser
 
     def main(self, argv: Optional[Sequence[str]] = None) -> None:
@@ -214,10 +225,9 @@ class Suite:
         parser = self.arg_parser()
         args = parse_scalezero_args(parser, argv)
         targets = None
-        if self.needs_dps_targets and args.dps:
-            if not args.dps_target:
-                parser.error(f"--dps on {self.name} needs --dps-target GAME=SCORE for every game "
-                             f"(there is no target table)")
+        if self.needs_dps_targets and args.dps and not args.dps_target:
+            parser.error(f"--dps on {self.name} needs --dps-target GAME=SCORE for every game (there is no target table)")
+        if self.takes_dps_targets and args.dps and args.dps_target:
             try:
                 targets = parse_targets(args.dps_target)
             except ValueError as error:
