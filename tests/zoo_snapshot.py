@@ -59,7 +59,8 @@ def cases(game_dir: str) -> Iterator[Tuple[str, Callable[[], List[Any]]]]:
             if suite == "multidomain" and variant == "per_task":
                 continue  # one model of both action kinds runs on the batched engine only
             yield f"{suite}/smoke/{variant}", _builder(module, "smoke", **extra, **keys)
-        dps = dict(dps_targets={"detective": 100.0, "omniquest": 10.0}) if suite == "jericho" else dict(dps=True)
+        dps = dict(dps_targets={"detective": 100.0, "omniquest": 10.0}) if suite == "jericho" \
+            else dict(dps_targets={"detective": 100.0}) if suite == "multidomain" else dict(dps=True)
         yield f"{suite}/smoke/dps", _builder(module, "smoke", **extra, **dps)
         yield f"{suite}/smoke/default_exp_name", _builder(module, "smoke", exp_name=None, **extra)
 
