@@ -117,12 +117,13 @@ class TaskRecord:
     domain: Optional[str] = None  # its benchmark in a run over several domains (the summary groups by it)
     score_kind: Optional[str] = None  # its score's kind; None: the summary's
 
-    def add_eval(self, env_step: int, eval_return: float, *, kind: str = "raw") -> None:
-        """Record an evaluation at ``env_step`` and update the latest return and score."""
+    def add_eval(self, env_step: int, eval_return: float, *, kind: Optional[str] = None) -> None:
+        """Record an evaluation at ``env_step`` and update the latest return and score (``kind``: the record's own
+        ``score_kind``, else 'raw')."""
         self.history.append((int(env_step), float(eval_return)))
         self.env_steps = max(self.env_steps, int(env_step))
         self.eval_return = float(eval_return)
-        self.normalized = normalized_score(kind, self.name, self.eval_return)
+        self.normalized = normalized_score(kind or self.score_kind or "raw", self.name, self.eval_return)
 
 
 def summarize(records: Sequence[TaskRecord], kind: str = "atari") -> Dict[str, Any]:

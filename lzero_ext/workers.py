@@ -20,8 +20,9 @@ Example::
     ('unizero', 'sampled_unizero', None)
 """
 from collections import namedtuple
-from typing import Any, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 from ding.utils import POLICY_REGISTRY
 from lzero.policy.sampled_unizero import SampledUniZeroPolicy
 from lzero.policy.unizero import UniZeroPolicy
@@ -29,6 +30,23 @@ from lzero.worker import MuZeroCollector, MuZeroEvaluator, MuZeroSegmentCollecto
 
 # lightzero's UniZero policy types, most derived first (SampledUniZeroPolicy subclasses UniZeroPolicy).
 UNIZERO_FAMILY = (("sampled_unizero", SampledUniZeroPolicy), ("unizero", UniZeroPolicy))
+
+
+# lightzero's evaluator.eval(save_ckpt_fn, train_iter, envstep, n_episode=None) -> (stop, info)
+EvalFn = Callable[..., Tuple[bool, Dict[str, Any]]]
+
+
+def eval_rounds(eval_fn: EvalFn, env_num: int, episodes: Optional[int], train_iter: int, envstep: int) -> List[float]:
+    """Episode returns of one evaluation of ``episodes`` episodes (None: the evaluator's ``n_evaluator_episode``) by
+    lightzero's evaluator ``eval_fn`` over ``env_num`` envs. More episodes than envs run as rounds of one episode per
+    env (at least ``episodes`` in all): lightzero 0.2.0's evaluator hands further episodes to whichever env is free
+    first, and an env whose episodes faster ones took never finishes its share, so the evaluation fails."""
+    rounds = 1 if episodes is None else -(-int(episodes) // env_num)
+    returns: List[float] = []
+    for _ in range(rounds):
+        _, info = eval_fn(None, train_iter, envstep, n_episode=None if episodes is None else env_num)
+        returns.extend(float(r) for r in np.atleast_1d(info["eval_episode_return"]))
+    return returns
 
 
 def unizero_family_type(policy_type: str) -> Optional[str]:

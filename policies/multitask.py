@@ -79,8 +79,6 @@ def _empty_context(cfg: EasyDict, env_num: int) -> Dict[str, Any]:
 class MultiTaskPolicyMixin:
     """Mixed in before a lightzero UniZero policy class; see the module docstring."""
 
-    _continuous_actions: bool = False
-
     @classmethod
     def default_config(cls) -> EasyDict:
         """ding merges a policy's ``config`` with ``cls.__base__`` only, which here is this mixin:
@@ -137,6 +135,14 @@ class MultiTaskPolicyMixin:
         return type(interface)(*[bound(name, fn) for name, fn in zip(interface._fields, interface)])
 
     # ------------------------------------------------------------------ lockstep collect / eval (engine='batched')
+    def run_workers(self, mode: str, jobs: Dict[int, Callable[[], Any]]) -> Dict[int, Any]:
+        """``{task_id: job()}`` of task-bound ``mode`` worker calls (a collector's ``collect``, an evaluator's
+        ``eval``): in lockstep, one batched forward per step for all of them, with ``engine='batched'``; one
+        after another with lightzero's own forward (``'per_task'``)."""
+        if self._cfg.engine == "batched":
+            return self.lockstep(mode).run(jobs)
+        return {task_id: job() for task_id, job in jobs.items()}
+
     def lockstep(self, mode: str) -> LockstepInference:
         """The loop through which the task-bound ``mode`` workers of one lockstep round share each forward."""
         barriers = self.__dict__.setdefault("_lockstep", {})
@@ -157,8 +163,7 @@ class MultiTaskPolicyMixin:
         return outputs
 
     def _task_continuous(self, task_id: int) -> bool:
-        world_model = self._model.world_model
-        return world_model.task_is_continuous(task_id) if world_model.mixed_actions else self._continuous_actions
+        return self._model.world_model.task_is_continuous(task_id)
 
     def _search_kind(self, task_id: int) -> Tuple[bool, int]:
         """Which search serves the task: the sampled tree has one per action dim, the discrete tree one for all."""

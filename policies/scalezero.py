@@ -127,7 +127,6 @@ class ScaleZeroPolicy(MultiTaskPolicyMixin, UniZeroPolicy):
 class SampledScaleZeroPolicy(MultiTaskPolicyMixin, SampledUniZeroPolicy):
     """Sampled UniZero (continuous actions, K sampled actions per node) with the ScaleZero world model."""
 
-    _continuous_actions = True
     config = _scalezero_config(SampledUniZeroPolicy.config, "sampled_scalezero")
 
     def default_model(self) -> Tuple[str, List[str]]:

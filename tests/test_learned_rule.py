@@ -120,7 +120,7 @@ def test_eval_episodes_rounds_up_to_whole_rounds():
 
 
 def test_eval_rounds_play_one_episode_per_env_per_round():
-    from lzero_ext.bench.learning_runs import eval_rounds
+    from lzero_ext.workers import eval_rounds
 
     calls = []
 

@@ -109,5 +109,5 @@ def test_dps_targets_come_from_each_domains_table_and_the_command_line():
                             dps_targets={"Pong": 3.0})
     targets = configs[0][0].policy.dps.targets
     assert targets["Pong"] == 3.0 and targets["MinAtar-Breakout-v1"] == 2.0  # the command line's over MinAtar's table
-    with pytest.raises(ValueError, match=r"--dps needs a target score for \['fish-swim'\].*--dps-target NAME=SCORE"):
+    with pytest.raises(ValueError, match=r"no DPS target return for task\(s\) \['fish-swim'\].*--dps-target NAME=SCORE"):
         build_configs("smoke", tasks=["atari:Pong", "dmc:fish-swim"], exp_name="runs/x", cuda=False, dps=True)

@@ -147,13 +147,24 @@ class Verdict:
         return f"yes ({interval} > {self.bar:.2f})" if self.passed else f"no ({interval}, bar {self.bar:.2f})"
 
 
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> Tuple[Optional[float], Optional[float]]:
+    """Student-t interval of the mean over seeds, ``mean ± t_{(1+c)/2, n-1} s / sqrt(n)`` (``s``: the sample standard
+    deviation over the ``n`` values); (None, None) with fewer than two values."""
+    from scipy.stats import t as student_t
+
+    if len(values) < 2:
+        return None, None
+    mean = statistics.fmean(values)
+    half = student_t.ppf((1 + confidence) / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean - half, mean + half
+
+
 def learned(final_returns_per_seed: Sequence[float], episodes_per_seed: Sequence[Optional[int]],
             random_return: float, constant_return: float, *, confidence: float = 0.95) -> Verdict:
     """A game is learned when the Student-t confidence interval over seeds of the final evaluation return
     lies above both the random policy's and the best constant action's return (its lower bound above their
     maximum). It is judged only from final evaluations of at least :data:`MIN_FINAL_EPISODES` episodes per
-    seed (``None``: not recorded) and at least :data:`MIN_SEEDS` seeds. CI: ``mean ± t_{(1+c)/2, n-1} s / sqrt(n)``,
-    ``s`` the sample standard deviation over the ``n`` seeds.
+    seed (``None``: not recorded) and at least :data:`MIN_SEEDS` seeds; the CI is :func:`t_interval`'s.
 
     Example:
         >>> v = learned([7.0, 7.5, 8.0], [10, 10, 10], random_return=0.02, constant_return=5.06)
@@ -162,8 +173,6 @@ def learned(final_returns_per_seed: Sequence[float], episodes_per_seed: Sequence
         >>> learned([7.0], [10], random_return=0.02, constant_return=5.06).reason
         '1 seed < 2'
     """
-    from scipy.stats import t as student_t
-
     if len(final_returns_per_seed) != len(episodes_per_seed):
         raise ValueError(f"{len(final_returns_per_seed)} final returns but {len(episodes_per_seed)} episode counts")
     if not 0 < confidence < 1:
@@ -171,10 +180,7 @@ def learned(final_returns_per_seed: Sequence[float], episodes_per_seed: Sequence
     returns = [float(r) for r in final_returns_per_seed]
     n, bar = len(returns), max(float(random_return), float(constant_return))
     mean = statistics.fmean(returns) if n and all(math.isfinite(r) for r in returns) else None
-    low = high = None
-    if mean is not None and n >= MIN_SEEDS:
-        half = student_t.ppf((1 + confidence) / 2, n - 1) * statistics.stdev(returns) / math.sqrt(n)
-        low, high = mean - half, mean + half
+    low, high = t_interval(returns, confidence) if mean is not None else (None, None)
     short = [e for e in episodes_per_seed if e is None or e < MIN_FINAL_EPISODES]
     if n < MIN_SEEDS:
         reason = f"{n} seed{'' if n == 1 else 's'} < {MIN_SEEDS}"

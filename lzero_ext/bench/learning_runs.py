@@ -25,11 +25,12 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple
+from typing import Any, ClassVar, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from lzero_ext.bench.learning_configs import run_configs
+from lzero_ext.workers import eval_rounds
 
 ARMS: Tuple[str, ...] = ("unizero", "dense", "moe", "dps")
 ARM_LABELS: Dict[str, str] = {
@@ -236,9 +237,9 @@ def evaluate_solved(trainer: Any) -> None:
     ``final_eval_episodes`` episodes of the final model, recorded at the env step where the task stopped. Without
     it a solved task's last return would be the (short, selected) evaluation that reached its target."""
     active = {task.task_id for task in trainer.active}
-    for task in trainer.tasks:
-        if task.task_id not in active:
-            task.evaluate(trainer.train_iter, trainer.cfg.final_eval_episodes)
+    episodes = trainer.cfg.final_eval_episodes
+    trainer.policy.run_workers("eval", {task.task_id: functools.partial(task.evaluate, trainer.train_iter, episodes)
+                                        for task in trainer.tasks if task.task_id not in active})
 
 
 def eval_episodes(env_cfg: Any, episodes: Optional[int]) -> int:
@@ -269,30 +270,13 @@ def _run_unizero(spec: RunSpec) -> RunResult:
                      0.0, recorder.last_train_iter, final_episodes={task.name: recorder.last_episodes})
 
 
-# lightzero's evaluator.eval(save_ckpt_fn, train_iter, envstep, n_episode=None) -> (stop, info)
-EvalFn = Callable[..., Tuple[bool, Dict[str, Any]]]
-
-
-def eval_rounds(eval_fn: EvalFn, env_num: int, episodes: Optional[int], train_iter: int, envstep: int) -> List[float]:
-    """Episode returns of one evaluation of ``episodes`` episodes (None: the evaluator's ``n_evaluator_episode``)
-    by lightzero's ``eval_fn``, as ``TaskRuntime.evaluate`` plays them: more episodes than the ``env_num`` envs run as
-    rounds of one episode per env (at least ``episodes`` in all), since lightzero's evaluator fails otherwise (an
-    env whose episodes faster envs took never finishes its share)."""
-    rounds = 1 if episodes is None else -(-int(episodes) // env_num)
-    returns: List[float] = []
-    for _ in range(rounds):
-        _, info = eval_fn(None, train_iter, envstep, n_episode=None if episodes is None else env_num)
-        returns.extend(float(r) for r in np.atleast_1d(info["eval_episode_return"]))
-    return returns
-
-
 class _Recorder:
     """Hooks into a lightzero entry module: its ``Evaluator``, ``Collector`` and ``BaseLearner`` become
     subclasses that remember their instance, every evaluation's (env_step, mean return), the latest one's
     episode count and the learner iteration, and its ``compile_config`` skips writing the formatted
     config file (seconds of yapf per run). The evaluator also evaluates once before the first learner step
     (lightzero's ``should_eval(0)`` is False), as our trainer does, so every arm's curve starts at env step 0,
-    and runs the final evaluation (``final_eval``: :func:`eval_rounds`, recorded as one evaluation)."""
+    and runs the final evaluation (``final_eval``: :func:`~lzero_ext.workers.eval_rounds`, recorded as one evaluation)."""
 
     def __init__(self) -> None:
         self.history: Curve = []

@@ -80,12 +80,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
 
     import lzero_ext.registry  # noqa: F401  (registers envs, models, policies)
-    from zoo.multidomain.config.scalezero_multidomain_config import PRESETS, parse_task
+    from zoo.multidomain.config.scalezero_multidomain_config import PRESETS, tasks_by_domain
 
     tasks = list(args.tasks or PRESETS[args.preset].tasks)
-    domains: Dict[str, List[str]] = {}
-    for task in tasks:
-        domains.setdefault(parse_task(task)[0], []).append(task)
+    domains = tasks_by_domain(tasks)
     load_before = machine_load()
     threads = set_threads(args.threads or PRESETS[args.preset].torch_threads)
     logging.getLogger().setLevel(logging.WARNING)

@@ -11,27 +11,15 @@ task and side: final returns per seed, mean and 95% t-interval; the runs' cross-
 """
 import argparse
 import json
-import math
 import statistics
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from tabulate import tabulate
 
-from lzero_ext.bench.learning_report import plot_curves
+from lzero_ext.bench.learning_report import plot_curves, t_interval
 
 SIDES = ("mixed", "per_domain")
-
-
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> Tuple[Optional[float], Optional[float]]:
-    """Student-t interval of the mean over seeds; (None, None) with fewer than two values."""
-    from scipy import stats
-
-    if len(values) < 2:
-        return None, None
-    mean, sem = statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
-    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * sem
-    return mean - half, mean + half
 
 
 def run(tasks: Sequence[str], preset: str, seed: int, exp: Path, max_env_step: Optional[int]) -> Dict[str, Any]:
@@ -76,12 +64,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
 
     import lzero_ext.registry  # noqa: F401  (registers envs, models, policies)
-    from zoo.multidomain.config.scalezero_multidomain_config import PRESETS, parse_task
+    from zoo.multidomain.config.scalezero_multidomain_config import PRESETS, tasks_by_domain
 
     tasks = list(args.tasks or PRESETS[args.preset].tasks)
-    domains: Dict[str, List[str]] = {}
-    for task in tasks:
-        domains.setdefault(parse_task(task)[0], []).append(task)
+    domains = tasks_by_domain(tasks)
     summaries: Dict[str, Dict[int, List[Dict[str, Any]]]] = {side: {} for side in SIDES}
     for seed in args.seeds:
         runs = args.out / "runs"

@@ -119,7 +119,8 @@ def resolve_targets(task_names: Sequence[str], table: Mapping[str, float],
         else:
             missing.append(name)
     if missing:
-        raise ValueError(f"no DPS target return for task(s) {missing}; give them in `targets`")
+        raise ValueError(f"no DPS target return for task(s) {missing}: give them in dps.targets (on a zoo config's "
+                         f"command line: --dps-target NAME=SCORE)")
     return targets
 
 

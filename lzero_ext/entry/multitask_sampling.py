@@ -59,9 +59,8 @@ def _serve(target_model: torch.nn.Module, requests: Dict[int, Request]) -> Dict[
     for t in tasks:
         n_values = actions[t].shape[0] * (actions[t].shape[1] + 1)  # every position plus the duplicated last one
         n_obs = obs[t].shape[0]
-        policy = out.policy_logits[value_row:value_row + n_values]
-        if world_model.task_is_continuous(t):  # [mu, sigma] of its own dim, as lightzero's sampled model gives
-            policy = policy[:, :2 * world_model._action_dims[t]]
+        # the task's own width (a continuous task: [mu, sigma] of its dim), as lightzero's model for it gives
+        policy = out.policy_logits[value_row:value_row + n_values, :world_model.task_policy_width(t)]
         results[t] = MZNetworkOutput(value=out.value[value_row:value_row + n_values], reward=[0.] * n_obs,
                                      policy_logits=policy, latent_state=out.latent_state[obs_row:obs_row + n_obs])
         value_row, obs_row = value_row + n_values, obs_row + n_obs

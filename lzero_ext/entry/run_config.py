@@ -281,12 +281,11 @@ def check_mixed_tasks(run: RunConfig, tasks: Sequence[TaskEnvSpec]) -> None:
         raise TaskConfigError(f"task {tasks[0].name!r} is {'continuous' if tasks[0].continuous else 'discrete'}: "
                               f"use policy_type={'sampled_scalezero' if tasks[0].continuous else 'scalezero'!r} "
                               f"(got {run.policy_type!r})")
-    sizes = {t.action_space_size for t in discrete}
-    if len(sizes) > 1:
+    other = next((t for t in discrete if t.action_space_size != discrete[0].action_space_size), None)
+    if other is not None:
         raise TaskConfigError(f"discrete tasks share one action space: task {discrete[0].name!r} has "
-                              f"{discrete[0].action_space_size} actions and task "
-                              f"{next(t.name for t in discrete if t.action_space_size != discrete[0].action_space_size)!r} "
-                              f"another count (pad them to one width and mask)")
+                              f"{discrete[0].action_space_size} actions and task {other.name!r} {other.action_space_size} "
+                              f"(pad them to one width and mask)")
 
 
 def _task_config(run: RunConfig, task: TaskEnvSpec, task_id: int, tasks: Sequence[TaskEnvSpec]) -> TaskConfig:

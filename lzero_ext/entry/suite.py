@@ -188,12 +188,11 @@ class Suite:
                              f"unknown {sorted(set(dps_targets) - {s.name for s in specs})}")
         cuda = torch.cuda.is_available() if cuda is None else cuda
         dps_on = dps or dps_targets is not None
-        if dps_on and self.takes_dps_targets and not self.needs_dps_targets:
-            known = {**self.dps.get("targets", {}), **(dps_targets or {})}
-            missing = [s.name for s in specs if s.name not in known]
-            if missing:
-                raise ValueError(f"--dps needs a target score for {missing} ({self.name}'s table has none for them): "
-                                 f"add --dps-target NAME=SCORE")
+        if dps_on:  # every task needs a target, from the suite's table or the command line, before anything starts
+            from lzero_ext.dps import DPS_TARGETS, resolve_targets
+
+            resolve_targets([s.name for s in specs], DPS_TARGETS.get(self.dps.get("suite"), {}),
+                            {**self.dps.get("targets", {}), **(dps_targets or {})})
         variant = ("dense" if dense else "moe") + ("_dps" if dps_on else "")
         exp_name = exp_name or f"data_scalezero/{self.name}_{preset_name}_{variant}_{len(specs)}{self.task_keyword}"
         run = self.run_config(preset, exp_name=exp_name, cuda=cuda, dense=dense, dps=dps, dps_targets=dps_targets,

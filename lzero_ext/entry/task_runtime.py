@@ -27,15 +27,13 @@ from lzero_ext.collector import MaskAwareSegmentCollector
 from lzero_ext.envs.base import ScaleZeroEnv
 from lzero_ext.envs.finite_env import FiniteEnvManager
 from lzero_ext.summary import TaskRecord
-from lzero_ext.workers import UniZeroFamilyEvaluator
-
+from lzero_ext.workers import UniZeroFamilyEvaluator, eval_rounds
 
 
 def buffer_class(policy_cfg: EasyDict) -> type:
     """lightzero's replay buffer for the task's action kind: sampled (continuous) or UniZero's (discrete); in a run of
     both kinds the policy type is one, so the task's own action kind decides."""
     return SampledUniZeroGameBuffer if policy_cfg.model.get("continuous_action_space", False) else UniZeroGameBuffer
-
 
 _RANK_LOCAL_LOCK = threading.Lock()
 _RANK_LOCAL_DEPTH: Dict[Any, Tuple[int, Any, Any]] = {}  # module -> (depth, its get_rank, its get_world_size)
@@ -84,12 +82,10 @@ class TaskRuntime:
     buffer: Any
     writer: SummaryWriter
     record: TaskRecord
-    score_kind: str = "raw"
 
     @classmethod
     def build(cls, task_id: int, name: str, cfg: EasyDict, policy: Any, log_dir: str, score_kind: str = "raw") -> "TaskRuntime":
         """The task's workers and buffer; ``score_kind`` applies unless the task names its own (``policy.score_kind``)."""
-        score_kind = cfg.policy.get("score_kind") or score_kind
         env_fn, collector_env_cfg, evaluator_env_cfg = get_vec_env_setting(cfg.env)
         # The evaluator's envs run in this process: its cost is the search over every env's root, and its many envs
         # (the final evaluation's episodes in parallel) would otherwise each be a process.
@@ -115,8 +111,8 @@ class TaskRuntime:
             )
         buffer = buffer_class(cfg.policy)(cfg.policy)
         record = TaskRecord(task_id, name, episode_cap=episode_cap(env_fn, evaluator_env_cfg[0]),
-                            domain=cfg.policy.get("domain"), score_kind=score_kind)
-        return cls(task_id, name, cfg, collector, evaluator, buffer, writer, record, score_kind)
+                            domain=cfg.policy.get("domain"), score_kind=cfg.policy.get("score_kind") or score_kind)
+        return cls(task_id, name, cfg, collector, evaluator, buffer, writer, record)
 
     # ------------------------------------------------------------------ phases
     @property
@@ -146,20 +142,12 @@ class TaskRuntime:
         return self.task_id, current_batch, target_batch
 
     def evaluate(self, train_iter: int, episodes: Optional[int] = None) -> float:
-        """Runs ``episodes`` episodes (None: ``n_evaluator_episode``); returns and records their mean raw return.
-        More episodes than evaluator envs run as rounds of one episode per env (at least ``episodes`` in all):
-        lightzero's evaluator hands further episodes to whichever env is free first, and an env whose episodes
-        were taken by faster ones then never finishes its share, so the evaluation fails."""
-        env_num = self.evaluator._env_num
-        rounds = 1 if episodes is None else -(-int(episodes) // env_num)
-        returns: List[float] = []
+        """Runs ``episodes`` episodes (None: ``n_evaluator_episode``; more than the evaluator's envs in rounds,
+        :func:`~lzero_ext.workers.eval_rounds`); returns and records their mean raw return."""
         with rank_local(muzero_evaluator):
-            for _ in range(rounds):
-                _, episode_info = self.evaluator.eval(None, train_iter, self.env_steps,
-                                                      n_episode=None if episodes is None else env_num)
-                returns.extend(float(r) for r in np.atleast_1d(episode_info["eval_episode_return"]))
+            returns = eval_rounds(self.evaluator.eval, self.evaluator._env_num, episodes, train_iter, self.env_steps)
         mean_return = float(np.mean(returns))
-        self.record.add_eval(self.env_steps, mean_return, kind=self.score_kind)
+        self.record.add_eval(self.env_steps, mean_return)
         self.writer.add_scalar("eval/episode_return_mean_vs_env_step", mean_return, self.env_steps)
         return mean_return
 
@@ -188,7 +176,7 @@ class TaskRuntime:
         self.collector._total_envstep_count = state["env_steps"]
         self.collector._total_episode_count = state["episodes"]
         for env_step, mean_return in state["eval_history"]:
-            self.record.add_eval(env_step, mean_return, kind=self.score_kind)
+            self.record.add_eval(env_step, mean_return)
         self.evaluator._max_episode_return = state["max_eval_return"]
         self.record.updates = int(state.get("updates", 0))  # checkpoints before the count: 0
         if "buffer" in state:

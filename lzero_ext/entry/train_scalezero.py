@@ -115,7 +115,7 @@ class MultiTaskTrainer:
         """Evaluates the tasks that are due (every active task when ``final``, with ``final_eval_episodes``)."""
         tasks = [task for task in self.active if final or self._eval_due(task)]
         episodes = self.cfg.final_eval_episodes if final else None
-        returns = self._run_tasks("eval", {task.task_id: partial(self._evaluate_task, task, episodes, final)
+        returns = self.policy.run_workers("eval", {task.task_id: partial(self._evaluate_task, task, episodes, final)
                                            for task in tasks})
         for task in tasks:
             self.bar.task_return(task.name, returns[task.task_id])
@@ -140,7 +140,7 @@ class MultiTaskTrainer:
         """One collection round for every task with budget left; returns the transitions collected here."""
         todo = [task for task in self.active if task.env_steps < self.max_env_step]
         before = {task.task_id: task.env_steps for task in todo}
-        self._run_tasks("collect", {task.task_id: partial(self._collect_task, task) for task in todo})
+        self.policy.run_workers("collect", {task.task_id: partial(self._collect_task, task) for task in todo})
         return sum(task.env_steps - before[task.task_id] for task in todo)
 
     def _collect_task(self, task: TaskRuntime) -> None:
@@ -150,12 +150,6 @@ class MultiTaskTrainer:
             task.collect(self.train_iter)
             while target and task.env_steps - start < target and task.env_steps < self.max_env_step:
                 task.collect(self.train_iter)
-
-    def _run_tasks(self, mode: str, jobs: Dict[int, Callable[[], Any]]) -> Dict[int, Any]:
-        """Every task's worker call: in lockstep (one forward per step for all of them) with engine='batched'."""
-        if self.cfg.engine == "batched":
-            return self.policy.lockstep(mode).run(jobs)
-        return {task_id: job() for task_id, job in jobs.items()}
 
     def updates_this_round(self, collected_here: int) -> int:
         """Replay ratio over the mean per-task transitions (same count on every rank)."""

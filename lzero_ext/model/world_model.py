@@ -329,6 +329,12 @@ class MultiTaskWorldModel(WorldModel):
         """Whether task ``task_id`` acts continuously (sampled MCTS, Gaussian policy)."""
         return self.action_kinds[task_id] == 'continuous'
 
+    def task_policy_width(self, task_id: int) -> int:
+        """Task ``task_id``'s columns of policy logits padded to the widest task's: [mu, sigma] of its action dim, or
+        its discrete actions."""
+        dim = self._action_dims[task_id]
+        return 2 * dim if self.task_is_continuous(task_id) else dim
+
     def _use_cache_namespace(self, key: Any, env_num: int) -> None:
         """Stash the current namespace's inference caches and load (or create, for ``env_num`` env slots) ``key``'s."""
         if key == self._cache_namespace and getattr(self, 'env_num', None) == env_num and \
@@ -462,15 +468,15 @@ class MultiTaskWorldModel(WorldModel):
                 target_embeddings = encode(target_tokenizer.encoder, observations, rows)
         losses = {}
         for task_id, start, stop in rows.segments:
-            policy = outputs.logits_policy[start:stop]  # the mixed batch pads every task's policy to the widest
-            continuous = self.task_is_continuous(task_id)
-            policy = policy[..., :2 * self._action_dims[task_id] if continuous else self._action_dims[task_id]]
+            # the mixed batch pads every task's policy to the widest
+            policy = outputs.logits_policy[start:stop][..., :self.task_policy_width(task_id)]
             task_outputs = WorldModelOutput(outputs.output_sequence[start:stop], outputs.logits_observations[start:stop],
                                             outputs.logits_rewards[start:stop], None, policy,
                                             outputs.logits_value[start:stop])
             task_losses = unizero_task_loss(self, task_outputs, _task_slice(obs_embeddings, rows, task_id),
                                             _task_slice(target_embeddings, rows, task_id), batches[task_id],
-                                            action_dim=self._action_dims[task_id], continuous=continuous)
+                                            action_dim=self._action_dims[task_id],
+                                            continuous=self.task_is_continuous(task_id))
             if record:
                 per_row = record[0][0].shape[0] // rows.num_rows  # tokens per row in the (N, E) router logits
                 task_logits = [z[start * per_row:stop * per_row] for z in record[0]]

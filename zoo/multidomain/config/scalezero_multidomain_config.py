@@ -87,6 +87,14 @@ def parse_task(task: str) -> Tuple[str, str]:
     return domain, name
 
 
+def tasks_by_domain(tasks: Sequence[str]) -> Dict[str, List[str]]:
+    """``<domain>:<name>`` tasks grouped by domain, in order of first appearance (each domain's own run)."""
+    groups: Dict[str, List[str]] = {}
+    for task in tasks:
+        groups.setdefault(parse_task(task)[0], []).append(task)
+    return groups
+
+
 def run_fields(preset: Preset, cuda: bool) -> Dict[str, Any]:
     """The run-level keys every domain's tasks share: one discount, the sampled search's policy settings (used by the
     continuous tasks only) and the text encoder (text tasks only). The image encoders keep lightzero's 64 channels
