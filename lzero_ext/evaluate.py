@@ -211,7 +211,7 @@ def evaluate_task(run: LoadedRun, task_id: int, *, episodes: int, video_dir: Opt
             instance_name=f"evaluate_{name}", policy_config=cfg.policy,
         )
         try:
-            # as in training: the batched engine's lockstep step (both search trees), or lightzero's own forward
+            # as in training: the lockstep engine's batched step (both search trees)
             run.policy.run_workers("eval", {task_id: partial(evaluator.eval, None, run.train_iter, 0)})
         finally:
             evaluator.close()  # closes the envs too

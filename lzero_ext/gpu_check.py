@@ -301,8 +301,7 @@ def check_pipeline(suite: str, device: torch.device, workdir: str, *, jericho_di
     returns = [row["eval_return"] for row in tasks]
     if not all(isinstance(r, (int, float)) and math.isfinite(r) for r in returns):
         raise AssertionError(f"evaluation returns {returns}")
-    engine = second.policy._cfg.engine
-    return (f"{len(tasks)} tasks, {engine} engine: collect (C++ tree), replay, learn, evaluate, checkpoint; "
+    return (f"{len(tasks)} tasks: collect (C++ tree), replay, learn, evaluate, checkpoint; "
             f"resumed to iteration 2; eval returns {', '.join(f'{r:.1f}' for r in returns)}")
 
 
@@ -448,35 +447,30 @@ def time_search(device: torch.device, workdir: str, *, preset: str, games: Optio
 
 def time_engine(device: torch.device, workdir: str, *, preset: str, games: List[str], simulations: int,
                 segment: Optional[int]) -> Row:
-    """One collection round (every env fills one game segment) of the batched engine against task by task."""
+    """One collection round (every env fills one game segment) of the lockstep engine: env steps per second."""
     from lzero_ext.entry.train_scalezero import MultiTaskTrainer
     from zoo.atari.config.scalezero_multitask_config import build_configs
 
-    rates = {}
-    for engine in ("batched", "per_task"):
-        exp = os.path.join(workdir, f"engine_{engine}")
-        configs = build_configs(preset, games=games, exp_name=exp, cuda=device.type == "cuda", engine=engine)
-        for main, _ in configs:
-            main.policy.num_simulations = simulations
-            if segment is not None:
-                main.policy.game_segment_length = segment
-        trainer = MultiTaskTrainer(configs, seed=0, exp_name=exp, score_kind="atari", max_env_step=10 ** 9,
-                                   max_train_iter=10 ** 9, checkpoint_freq=10 ** 9, save_replay_buffer=False,
-                                   progress=False)
-        try:
-            trainer.collect()  # warm-up
-            _sync(device)
-            start = time.perf_counter()
-            steps = trainer.collect()
-            _sync(device)
-            rates[engine] = steps / (time.perf_counter() - start)
-        finally:
-            trainer.close()
+    exp = os.path.join(workdir, "engine")
+    configs = build_configs(preset, games=games, exp_name=exp, cuda=device.type == "cuda")
+    for main, _ in configs:
+        main.policy.num_simulations = simulations
+        if segment is not None:
+            main.policy.game_segment_length = segment
+    trainer = MultiTaskTrainer(configs, seed=0, exp_name=exp, score_kind="atari", max_env_step=10 ** 9,
+                               max_train_iter=10 ** 9, checkpoint_freq=10 ** 9, save_replay_buffer=False, progress=False)
+    try:
+        trainer.collect()  # warm-up
+        _sync(device)
+        start = time.perf_counter()
+        steps = trainer.collect()
+        _sync(device)
+        rate = steps / (time.perf_counter() - start)
+    finally:
+        trainer.close()
     envs = configs[0][0].policy.collector_env_num
-    return (f"collection, batched vs task by task ({len(games)} tasks)",
-            f"{rates['batched'] / rates['per_task']:.2f}x",
-            f"{rates['batched']:.0f} vs {rates['per_task']:.0f} env steps/s; {envs} envs per task, "
-            f"{simulations} simulations")
+    return (f"collection ({len(games)} tasks)", f"{rate:.0f} env steps/s",
+            f"one round, {envs} envs per task, {simulations} simulations")
 
 
 def run_checks(args: argparse.Namespace) -> List[Row]:
@@ -533,7 +527,7 @@ def run_checks(args: argparse.Namespace) -> List[Row]:
     attempt("search", lambda: time_search(device, workdir, preset=preset, games=games, roots=args.roots,
                                           simulations=args.simulations, repeats=args.repeats))
     engine_games = _atari_games(preset, args.tasks)
-    attempt("collection, batched vs task by task",
+    attempt("collection",
             lambda: time_engine(device, workdir, preset=preset, games=engine_games, simulations=args.simulations,
                                 segment=args.segment))
     attempt("atari8 inference step timings", lambda: time_atari8(device, part="inference", **timings))

@@ -2,20 +2,18 @@
 
 One policy object owns the shared model, optimizer and target model. Each task gets
 
-- **collect / eval interfaces bound to it** (:meth:`task_collect_mode`, :meth:`task_eval_mode`):
-  ding ``collect_function`` / ``eval_function`` tuples whose calls run inside
-  :meth:`task_context`, which swaps in the task's config view, its last observations/actions, its
-  MCTS, and binds the model to the task. lightzero's collectors, evaluators and the C++ MCTS then
-  run unchanged;
+- **collect / eval interfaces for it** (:meth:`task_collect_mode`, :meth:`task_eval_mode`): ding
+  ``collect_function`` / ``eval_function`` tuples that pass the task id on. lightzero's collectors and
+  evaluators run unchanged; each step of every task is served by one lockstep forward (one initial
+  inference and one C++ search over every task's roots on the batched KV cache, ``policies.batched_act``),
+  and each task's inference state (its envs' last observations and actions) is kept per task;
 - **one batch per learn step**: :meth:`_forward_learn` sums the per-task losses (optional per-task
   weights), does one backward, averages gradients over the ranks that produced them, clips after
   averaging, and steps.
 """
 import contextlib
 import copy
-import logging
-from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -39,12 +37,6 @@ from policies.lockstep import LockstepInference, Request, is_first_step
 from policies.world_model_batch import build_world_model_batch
 
 TaskBatch = Tuple[int, Sequence[Any], Sequence[Any]]  # (task_id, current_batch, target_batch)
-MODES = frozenset({"collect", "eval"})
-ENGINES = frozenset({"batched", "per_task"})
-_STATE_ATTRS = {  # per-(task, mode) attributes that lightzero's UniZero collect/eval code reads and writes
-    "collect": ("_cfg", "last_batch_obs", "last_batch_action", "collector_env_num", "_mcts_collect"),
-    "eval": ("_cfg", "last_batch_obs", "last_batch_action", "evaluator_env_num", "_mcts_eval"),
-}
 
 
 def build_optimizer(module: torch.nn.Module, *, learning_rate: float, weight_decay: float,
@@ -74,6 +66,12 @@ def _empty_context(cfg: EasyDict, env_num: int) -> Dict[str, Any]:
     """lightzero's "no previous step" inference state for ``env_num`` envs: zero observations, actions -1."""
     return {"last_batch_obs": initialize_zeros_batch(cfg.model.observation_shape, env_num, cfg.device),
             "last_batch_action": [-1] * env_num}
+
+
+def _cache_clear_due(env_id: Any, current_steps: Optional[int], interval: int) -> bool:
+    """lightzero's rule: a per-env reset after a step (one env id, its episode's steps) clears every ``interval``."""
+    return isinstance(env_id, (int, np.integer)) and current_steps is not None and bool(interval) \
+        and current_steps % interval == 0
 
 
 class MultiTaskPolicyMixin:
@@ -120,28 +118,42 @@ class MultiTaskPolicyMixin:
     def task_eval_mode(self, task_id: int) -> "Policy.eval_function":
         return self._bind_interface(self.eval_mode, task_id, "eval")
 
-    def _bind_interface(self, interface: tuple, task_id: int, mode: str) -> tuple:
-        def bound(name: str, fn: Callable) -> Callable:
-            def call(*args, **kwargs):
-                lockstep = self.lockstep(mode)
-                if name == "forward" and lockstep.is_member(task_id):  # pauses until every task's step is served
-                    return lockstep.forward(task_id, *args, **kwargs)
-                # only lightzero's own forward (per_task engine) runs the model; reset and get_attribute, called
-                # for every env on every step, need the task's state but not a bound model
-                with self.task_context(task_id, mode, bind_model=name == "forward"), \
-                        autocast(self._cfg.amp, self._cfg.device, self._model):
-                    return fn(*args, **kwargs)
-            return call
-        return type(interface)(*[bound(name, fn) for name, fn in zip(interface._fields, interface)])
+    @property
+    def lightzero_route(self) -> bool:
+        """Whether this (one-task) model needs what only lightzero's own single-task code serves: rotary position
+        embeddings or lightzero's dormant-ratio analysis. Collection, evaluation and the loss then run lightzero's own
+        methods, as ``policy.collect_mode`` does in lightzero's entries (docs/policy_swap.md)."""
+        wm_cfg = self._cfg.model.world_model_cfg
+        return bool(wm_cfg.get("rotary_emb", False) or wm_cfg.get("analysis_dormant_ratio", False))
 
-    # ------------------------------------------------------------------ lockstep collect / eval (engine='batched')
+    def _bind_interface(self, interface: tuple, task_id: int, mode: str) -> tuple:
+        """ding's interface tuple for one task, the task passed explicitly: ``forward`` joins the task's lockstep
+        step (served alone outside a round), ``reset`` resets the task's own inference state, and
+        ``get_attribute('cfg')`` answers the task's config (lightzero's workers read it). On the
+        :attr:`lightzero_route`, lightzero's own interface."""
+        if self.lightzero_route:
+            self._check_lightzero_route()
+            return interface
+        def forward(*args: Any, **kwargs: Any) -> Dict[int, Any]:
+            lockstep = self.lockstep(mode)
+            if lockstep.is_member(task_id):  # pauses until every task's step is served
+                return lockstep.forward(task_id, *args, **kwargs)
+            return self.lockstep_forward(mode, {task_id: (args, kwargs)})[task_id]
+
+        def reset(env_id: Any = None, current_steps: Optional[int] = None, reset_init_data: bool = True) -> None:
+            self._reset_task(task_id, mode, env_id, current_steps, reset_init_data)
+
+        def get_attribute(name: str) -> Any:
+            return self.task_cfg(task_id) if name == "cfg" else interface.get_attribute(name)
+
+        bound = {"forward": forward, "reset": reset, "get_attribute": get_attribute}
+        return type(interface)(*[bound.get(name, fn) for name, fn in zip(interface._fields, interface)])
+
+    # ------------------------------------------------------------------ lockstep collect / eval
     def run_workers(self, mode: str, jobs: Dict[int, Callable[[], Any]]) -> Dict[int, Any]:
         """``{task_id: job()}`` of task-bound ``mode`` worker calls (a collector's ``collect``, an evaluator's
-        ``eval``): in lockstep, one batched forward per step for all of them, with ``engine='batched'``; one
-        after another with lightzero's own forward (``'per_task'``)."""
-        if self._cfg.engine == "batched":
-            return self.lockstep(mode).run(jobs)
-        return {task_id: job() for task_id, job in jobs.items()}
+        ``eval``), in lockstep: one batched forward per step for all of them."""
+        return self.lockstep(mode).run(jobs)
 
     def lockstep(self, mode: str) -> LockstepInference:
         """The loop through which the task-bound ``mode`` workers of one lockstep round share each forward."""
@@ -162,6 +174,11 @@ class MultiTaskPolicyMixin:
             outputs.update(self._act_batched(mode, tasks, requests, states))
         return outputs
 
+    def _check_lightzero_route(self) -> None:
+        if self._cfg.task_num > 1:
+            raise ValueError("world_model_cfg.rotary_emb / analysis_dormant_ratio are served by lightzero's single-task "
+                             f"code only: set them False for a multi-task model (task_num={self._cfg.task_num})")
+
     def _task_continuous(self, task_id: int) -> bool:
         return self._model.world_model.task_is_continuous(task_id)
 
@@ -174,6 +191,10 @@ class MultiTaskPolicyMixin:
         """The batched KV cache of ``mode``'s lockstep steps: one slot per (task, env) of this policy's tasks."""
         caches = self.__dict__.setdefault("_inference_caches", {})
         if mode not in caches:
+            if self._cfg.model.world_model_cfg.get("rotary_emb", False):
+                raise ValueError("world_model_cfg.rotary_emb=True: the lockstep engine's batched KV cache uses absolute "
+                                 "position embeddings; rotary runs through lightzero's own collect_mode only "
+                                 "(docs/policy_swap.md)")
             key = "collector_env_num" if mode == "collect" else "evaluator_env_num"
             env_counts = {t: int(cfg[key]) for t, cfg in getattr(self, "_task_cfgs", {0: self._cfg}).items()}
             caches[mode] = InferenceCache(self._model.world_model, env_counts, num_simulations=self._cfg.num_simulations)
@@ -251,81 +272,54 @@ class MultiTaskPolicyMixin:
             cache.invalidate()
 
     def _task_state(self, task_id: int, mode: str) -> Dict[str, Any]:
+        """Task ``task_id``'s ``mode`` inference state: its envs' last observations and actions."""
         states = self.__dict__.setdefault("_task_states", {})
         if (task_id, mode) not in states:
-            states[(task_id, mode)] = self._initial_task_state(task_id, mode)
+            states[(task_id, mode)] = _empty_context(self.task_cfg(task_id), self._env_num(task_id, mode))
         return states[(task_id, mode)]
 
-    def _reset_collect(self, env_id: Optional[int] = None, current_steps: Optional[int] = None,
-                       reset_init_data: bool = True) -> None:
-        self._reset_inference("collect", env_id, current_steps, reset_init_data)
+    def _env_num(self, task_id: int, mode: str) -> int:
+        cfg = self.task_cfg(task_id)
+        return int(cfg.collector_env_num if mode == "collect" else cfg.evaluator_env_num)
 
-    def _reset_eval(self, env_id: Optional[int] = None, current_steps: Optional[int] = None,
-                    reset_init_data: bool = True) -> None:
-        self._reset_inference("eval", env_id, current_steps, reset_init_data)
-
-    def _reset_inference(self, mode: str, env_id: Optional[int], current_steps: Optional[int],
-                         reset_init_data: bool) -> None:
-        """lightzero UniZero's collect/eval reset for the task of ``self._cfg`` (the bound task's config in a
-        task-bound interface). ``reset_init_data``: forget the last observations and actions. lightzero's UniZero
-        workers also call ``reset(env_id=i, current_steps=n, reset_init_data=False)`` after each step of env ``i``
-        (``n``: its episode's steps so far; ``lzero_ext.workers`` makes them do so for ScaleZero): every
-        ``cache_clear_interval`` steps the task's stored contexts are dropped, as lightzero's UniZero does (the next
-        step restarts from the last observation): the world model's caches of the task (task-by-task engine) and
-        its rows of the batched KV cache. Other tasks keep theirs, and nothing is printed."""
+    def _reset_task(self, task_id: int, mode: str, env_id: Any, current_steps: Optional[int],
+                    reset_init_data: bool) -> None:
+        """lightzero UniZero's collect/eval reset, for one task of the lockstep engine. ``reset_init_data``: forget
+        the task's last observations and actions (of every env, as lightzero does). lightzero's UniZero workers also
+        call ``reset(env_id=i, current_steps=n, reset_init_data=False)`` after each step of env ``i`` (``n``: its
+        episode's steps so far; ``lzero_ext.workers`` makes them do so for ScaleZero): every
+        ``cache_clear_interval`` steps the task's rows of the batched KV cache are dropped (its next step restarts
+        from the last observation), as lightzero's UniZero clears its caches. Other tasks keep theirs."""
         if reset_init_data:
-            env_num = self._cfg.collector_env_num if mode == "collect" else self._cfg.evaluator_env_num
-            self.__dict__.update(_empty_context(self._cfg, env_num))
-        interval = self._cfg.cache_clear_interval
-        if not isinstance(env_id, (int, np.integer)) or current_steps is None or not interval \
-                or current_steps % interval:
-            return
-        task_id = self._cfg.task_id
-        with self._model.bind_task(task_id):
-            self._model.world_model.clear_task_caches()
-        if mode in self.__dict__.get("_inference_caches", {}):
+            self._task_state(task_id, mode).update(_empty_context(self.task_cfg(task_id), self._env_num(task_id, mode)))
+        if _cache_clear_due(env_id, current_steps, self._cfg.cache_clear_interval) \
+                and mode in self.__dict__.get("_inference_caches", {}):
             self._inference_cache(mode).invalidate(task_id)
 
-    @contextmanager
-    def task_context(self, task_id: int, mode: str, *, bind_model: bool = True) -> Iterator[None]:
-        """Runs lightzero's single-task collect/eval code for ``task_id``: swaps in the task's state
-        and (``bind_model``) binds the model (collect and eval share one model object) to the task."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
-        states = self.__dict__.setdefault("_task_states", {})
-        key = (task_id, mode)
-        saved = {name: getattr(self, name, None) for name in _STATE_ATTRS[mode]}
-        for name, value in self._task_state(task_id, mode).items():
-            setattr(self, name, value)
-        try:
-            with self._model.bind_task(task_id) if bind_model else contextlib.nullcontext():
-                yield
-        finally:
-            states[key] = {name: getattr(self, name) for name in _STATE_ATTRS[mode]}
-            for name, value in saved.items():
-                setattr(self, name, value)
+    # lightzero's own collect/eval (``policy.collect_mode`` / ``eval_mode``: the single-task route into lightzero's
+    # entries, docs/policy_swap.md) resets as lightzero's UniZero does, every cache_clear_interval steps and quietly
+    def _reset_collect(self, env_id: Any = None, current_steps: Optional[int] = None,
+                       reset_init_data: bool = True) -> None:
+        self._reset_lightzero_state(self._cfg.collector_env_num, env_id, current_steps, reset_init_data)
 
-    def _initial_task_state(self, task_id: int, mode: str) -> Dict[str, Any]:
-        cfg = self.task_cfg(task_id)
-        env_num = cfg.collector_env_num if mode == "collect" else cfg.evaluator_env_num
-        mcts_name = "_mcts_collect" if mode == "collect" else "_mcts_eval"
-        return {
-            "_cfg": cfg,
-            **_empty_context(cfg, env_num),
-            "collector_env_num" if mode == "collect" else "evaluator_env_num": env_num,
-            mcts_name: type(getattr(self, mcts_name))(cfg),
-        }
+    def _reset_eval(self, env_id: Any = None, current_steps: Optional[int] = None,
+                    reset_init_data: bool = True) -> None:
+        self._reset_lightzero_state(self._cfg.evaluator_env_num, env_id, current_steps, reset_init_data)
+
+    def _reset_lightzero_state(self, env_num: int, env_id: Any, current_steps: Optional[int],
+                               reset_init_data: bool) -> None:
+        if reset_init_data:
+            self.__dict__.update(_empty_context(self._cfg, env_num))
+        if _cache_clear_due(env_id, current_steps, self._cfg.cache_clear_interval):
+            self._model.world_model.clear_caches()
 
     # ------------------------------------------------------------------ learning
     def _init_learn(self) -> None:
-        if self._cfg.engine not in ENGINES:
-            raise ValueError(f"policy.engine must be one of {sorted(ENGINES)}, got {self._cfg.engine!r}")
-        if self._cfg.engine == "batched" and self._cfg.model.world_model_cfg.get("rotary_emb", False):
-            # the batched KV cache and sequence forwards use absolute positions; RoPE positions follow env timesteps
-            logging.getLogger(__name__).warning(
-                "world_model_cfg.rotary_emb=True: running lightzero's own forwards task by task (engine 'per_task'); "
-                "the batched engine needs absolute position embeddings")
-            self._cfg.engine = "per_task"
+        if self._cfg.get("engine", "batched") != "batched":
+            raise ValueError(f"policy.engine={self._cfg.engine!r}: ScaleZero has one engine, every task through one "
+                             "batched forward (the task-by-task engine was removed); drop the key")
+        if self.lightzero_route:
+            self._check_lightzero_route()
         super()._init_learn()
         # Rebuilt over every parameter: the parent's optimizer drops frozen ones (see build_optimizer).
         self._optimizer_world_model = build_optimizer(
@@ -426,8 +420,7 @@ class MultiTaskPolicyMixin:
         return bool(freq) and step % freq == 0
 
     def _task_losses(self, task_batches: Sequence[TaskBatch]) -> Dict[int, Tuple[Any, Dict[str, float]]]:
-        """``{task_id: (losses, log)}``: from one world-model forward over every task's rows (``engine='batched'``),
-        or task by task (``'per_task'``); both give the same losses and gradients."""
+        """``{task_id: (losses, log)}`` from one world-model forward over every task's rows."""
         batches, stats = {}, {}
         for task_id, current_batch, target_batch in task_batches:
             cfg = self.task_cfg(task_id)
@@ -440,11 +433,11 @@ class MultiTaskPolicyMixin:
         with autocast(self._cfg.amp, self._cfg.device):  # bf16 forward and loss; backward runs outside
             if not batches:
                 losses = {}
-            elif self._cfg.engine == "batched":
-                losses = world_model.compute_task_losses(batches, target_tokenizer, self.inverse_scalar_transform_handle)
-            else:
+            elif self.lightzero_route:  # one task: lightzero's own loss
                 losses = {t: world_model.compute_loss(batch, target_tokenizer, self.inverse_scalar_transform_handle,
                                                       task_id=t) for t, batch in batches.items()}
+            else:
+                losses = world_model.compute_task_losses(batches, target_tokenizer, self.inverse_scalar_transform_handle)
         logs = {t: _loss_log(task_losses, stats[t]) for t, task_losses in losses.items()}
         for task_id, log in logs.items():
             check_finite_losses(task_id, log)

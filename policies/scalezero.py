@@ -33,10 +33,6 @@ MULTITASK_POLICY_KEYS = dict(
     task_id=0,
     # (list[float] | None) Per-task weights of the summed loss; None weighs every task 1.
     task_loss_weights=None,
-    # (str) Multi-task engine: 'batched' runs every task's batch through one world-model forward per learn step
-    # (and collects all tasks in lockstep, one search over every task's roots); 'per_task' runs them one after
-    # another (lightzero's single-task code per task). Both give the same losses and gradients.
-    engine='batched',
     # (list[float] | None) Evaluate each task when its env steps first reach these fractions of the run's per-task
     # env-step budget (``max_env_step``), e.g. [0.25, 0.5, 0.75]. The baseline before training and the final evaluation
     # always run; a task that has spent its budget is not evaluated again until the final one. None: lightzero's

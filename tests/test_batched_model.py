@@ -216,7 +216,7 @@ def test_task_rows_validation():
 
 
 # ---------------------------------------------------------------- one run config
-@pytest.mark.parametrize("key, value", [("learning_rate", 3e-4), ("grad_clip_value", 1.0), ("engine", "per_task"),
+@pytest.mark.parametrize("key, value", [("learning_rate", 3e-4), ("grad_clip_value", 1.0),
                                         ("task_loss_weights", [1.0, 2.0]), ("diagnostics_freq", 7),
                                         ("target_update_theta", 0.5)])
 def test_a_run_level_key_set_differently_on_two_tasks_is_a_clear_error(key, value, tmp_path):

@@ -3,9 +3,9 @@
 Both sides run lightzero's segment collector on the same real MinAtar envs and the same model weights, from
 the same env and numpy seeds (root noise and action sampling draw from numpy in the same order):
 
-* lightzero's path: engine ``per_task``, i.e. lightzero's UniZero ``_forward_collect`` with its KV caches
-  and ``UniZeroMCTSCtree``, the policy bound to the task;
-* ours: engine ``batched``, the collector a coroutine of the lockstep loop, each step one
+* lightzero's path: the policy's own ``collect_mode`` (lightzero's UniZero ``_forward_collect`` with its KV
+  caches and ``UniZeroMCTSCtree``), what lightzero's own entries use;
+* ours: the task-bound ``task_collect_mode``, the collector a coroutine of the lockstep loop, each step one
   ``policies.batched_act.act`` on the batched KV cache.
 
 Observations, actions, rewards, root values and visit distributions of every segment must be equal.
@@ -49,9 +49,9 @@ def trainer(tmp_path, monkeypatch):
     trainer.close()
 
 
-def _collect(trainer, engine: str):
+def _collect(trainer, lightzero: bool):
     policy, task = trainer.policy, trainer.tasks[0]
-    trainer.cfg.engine = policy._cfg.engine = engine
+    task.collector.reset_policy(policy.collect_mode if lightzero else policy.task_collect_mode(0))
     policy.__dict__.pop("_task_states", None)  # every episode starts from an empty context
     policy.recompute_pos_emb_diff_and_clear_cache()
     env = task.collector._env
@@ -60,7 +60,7 @@ def _collect(trainer, engine: str):
     task.collector._policy.reset()
     np.random.seed(SEED)
     job = lambda: task.collector.collect(train_iter=0, policy_kwargs={"temperature": 0.25, "epsilon": 0.0})
-    segments, _ = policy.lockstep("collect").run({0: job})[0] if engine == "batched" else job()
+    segments, _ = job() if lightzero else policy.run_workers("collect", {0: job})[0]
     return segments
 
 
@@ -85,9 +85,9 @@ def test_batched_engine_collects_lightzeros_segments_for_one_task(tmp_path):
 
 @pytest.mark.skipif(not os.environ.get(INNER), reason="run by the test above, under the fixed-clock shim")
 def test_segments_under_a_fixed_clock(trainer):
-    theirs = _collect(trainer, "per_task")
-    assert [list(s.action_segment) for s in theirs] == [list(s.action_segment) for s in _collect(trainer, "per_task")]
-    ours = _collect(trainer, "batched")
+    theirs = _collect(trainer, lightzero=True)
+    assert [list(s.action_segment) for s in theirs] == [list(s.action_segment) for s in _collect(trainer, lightzero=True)]
+    ours = _collect(trainer, lightzero=False)
     assert len(ours) == len(theirs) >= 2
     for mine, want in zip(ours, theirs):
         assert len(mine.action_segment) == len(want.action_segment) > 0

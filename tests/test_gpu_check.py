@@ -51,7 +51,7 @@ def test_cpu_dry_run_runs_every_step_of_the_check(tmp_path):
     expected = ["environment", "lightzero MCTS trees", "atari smoke end to end on cpu", "dmc smoke end to end on cpu",
                 "collectives forced at world size 1 (gloo)", "atari8 learn step, fp32", "atari8 learn step, bf16",
                 "atari8 learn step, bf16 + compile", "atari8 inference step, fp32", "atari8 inference step, bf16 + compile",
-                "search, 2 simulations x 4 roots", "collection, batched vs task by task (2 tasks)"]
+                "search, 2 simulations x 4 roots", "collection (2 tasks)"]
     assert all(name in rows for name in expected), table
     assert "jericho smoke end to end on cpu" in rows or "jericho smoke model + learn step on cpu" in rows, table
     assert "device-strict" in rows["collectives forced at world size 1 (gloo)"]

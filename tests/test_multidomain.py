@@ -66,8 +66,6 @@ def test_a_resumed_mixed_run_continues_every_tasks_counters(mixed_run, tmp_path)
 
 @pytest.mark.parametrize("argv, message", [
     (["--tasks", "atari:Pong", "chess:kasparov"], "task 'chess:kasparov': write <domain>:<name>"),
-    (["--tasks", "atari:Breakout", "minatar:Breakout", "dmc:cartpole-swingup", "--per-task"],
-     "task 'cartpole-swingup' is continuous and task 'Breakout' discrete: only engine='batched'"),
     (["--tasks", "atari:Pongg"], "Pongg"),
 ])
 def test_a_task_list_the_engine_cannot_serve_is_one_line(argv, message, tmp_path):

@@ -28,7 +28,7 @@ def _vector_task(env_id: str, *, obs: int, actions: int, batch: int, continuous:
     ("embed_dim", 0), ("num_layers", -1), ("num_heads", 0), ("num_simulations", 0), ("eval_freq", 0),
     ("embed_dim", 33),  # not divisible by num_heads=2
     ("num_unroll_steps", 3), ("game_segment_length", 8),  # < num_unroll_steps + td_steps = 9
-    ("engine", "fast"), ("amp", "fp16"), ("vit", "huge"), ("policy_type", "muzero"), ("learning_rate", 0.0),
+    ("amp", "fp16"), ("vit", "huge"), ("policy_type", "muzero"), ("learning_rate", 0.0),
     ("discount_factor", 1.5), ("moe_top_k", 3), ("weight_decay", -1.0), ("diagnostics_freq", -5),
     ("dps", dict(suite="atari")), ("exp_name", ""),
 ])
@@ -50,7 +50,7 @@ def test_mixed_pair_differs_per_task_and_shares_the_rest():
     tasks = [_vector_task("cartpole-swingup", obs=5, actions=1, batch=4, continuous=True),
              _vector_task("cheetah-run", obs=17, actions=6, batch=8, continuous=True, collector_env_num=2,
                           env_manager="subprocess")]
-    configs = build_task_configs(_run(policy_type="sampled_scalezero", engine="per_task", learning_rate=3e-4,
+    configs = build_task_configs(_run(policy_type="sampled_scalezero", learning_rate=3e-4,
                                       task_loss_weights=(1.0, 2.0)), tasks)
     (a, ca), (b, cb) = configs
     assert (a.policy.model.observation_shape, b.policy.model.observation_shape) == (5, 17)
@@ -65,7 +65,7 @@ def test_mixed_pair_differs_per_task_and_shares_the_rest():
     wm = b.policy.model.world_model_cfg
     assert wm.observation_shape_list == [5, 17] and wm.action_space_size_list == [1, 6]
     assert wm.continuous_action_space and a.policy.model.continuous_action_space
-    assert a.policy.engine == "per_task" and a.policy.learning_rate == 3e-4 and a.policy.task_num == 2
+    assert a.policy.learning_rate == 3e-4 and a.policy.task_num == 2
     assert a.policy.task_loss_weights == b.policy.task_loss_weights == [1.0, 2.0]
     assert ca.policy.type == cb.policy.type == "sampled_scalezero"
     assert "diagnostics_freq" not in a.policy  # None: the policy's default applies
@@ -95,9 +95,8 @@ def test_tasks_of_both_action_kinds_share_one_model():
 
 
 @pytest.mark.parametrize("run, tasks, message", [
-    (dict(engine="per_task"), [dict(), dict(continuous=True)], r"task 'b' is continuous .*only engine='batched'"),
     (dict(policy_type="sampled_scalezero"), [dict(), dict(continuous=True)], r"uses policy_type='scalezero'"),
-    (dict(world_model_extras=dict(rotary_emb=True)), [dict(), dict(continuous=True)], r"rotary_emb=True"),
+    (dict(world_model_extras=dict(rotary_emb=True)), [dict(), dict()], r"rotary_emb=True is served by lightzero's own"),
     (dict(policy_type="sampled_scalezero"), [dict(), dict()], r"task 'a' is discrete: use policy_type='scalezero'"),
     (dict(), [dict(), dict(actions=5)], r"discrete tasks share one action space: task 'a' has 2 actions and task 'b'"),
     (dict(), [dict(), dict(env=dict(env_id="a"))], r"task name 'a' appears twice"),
@@ -165,12 +164,12 @@ def _zoo_configs(suite: str, **kw):
 @pytest.mark.parametrize("suite", ["atari", "dmc", "jericho", "minatar"])
 def test_every_zoo_config_builds_through_the_run_config(suite, tmp_path):
     """The zoo's smoke configs pass the trainer's checks and compile; the CLI's run keys reach every task."""
-    args = argparse.Namespace(per_task=True, amp="bf16", compile=True)
+    args = argparse.Namespace(amp="bf16", compile=True)
     configs = _zoo_configs(suite, exp_name=str(tmp_path / "exp"), **run_keys(args))
     validate_task_configs(configs)
     compiled = compile_task_configs(configs, seed=0, exp_name=str(tmp_path / "exp"), save_cfg=False)
     assert len(compiled) == len(configs) >= 2
     for cfg in compiled:
-        assert (cfg.policy.engine, cfg.policy.amp, cfg.policy.compile) == ("per_task", "bf16", True)
+        assert (cfg.policy.amp, cfg.policy.compile) == ("bf16", True)
     default = _zoo_configs(suite, exp_name=str(tmp_path / "exp"))
-    assert "engine" not in default[0][0].policy  # not given: the policy's default engine
+    assert "amp" not in default[0][0].policy  # not given: the policy's default

@@ -1,5 +1,5 @@
 """Signals in every phase end with one line and the shell's exit code (130 SIGINT, 143 SIGTERM, 129 SIGHUP): real
-jobs (subprocesses) during the baseline evaluation (batched engine and task by task), during training, outside
+jobs (subprocesses) during the baseline evaluation, during training, outside
 training, and during ``lzero_ext.evaluate``."""
 import os
 import signal
@@ -20,14 +20,13 @@ def _clear_lines(text: str):
     return [line for line in text.splitlines() if CLEAR_LINES.match(line)]
 
 
-@pytest.mark.parametrize("sig, engine", [(signal.SIGHUP, "batched"), (signal.SIGTERM, "batched"),
-                                         (signal.SIGINT, "per_task")])
-def test_a_signal_during_the_baseline_evaluation_is_one_line_and_its_exit_code(tmp_path, sig, engine):
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_the_baseline_evaluation_is_one_line_and_its_exit_code(tmp_path, sig):
     """Pendulum plays every evaluation episode to its 20000-step cap: the baseline evaluation lasts long enough to
-    be interrupted. The batched engine runs both tasks' evaluators in their lockstep threads, for real."""
+    be interrupted. Both tasks' evaluators run as coroutines of one lockstep loop, for real."""
     exp, log = tmp_path / "exp", tmp_path / "job.log"
     proc = _start(JOB + ["--exp-name", str(exp), "--tasks", "Pendulum", "CartPole", "--episode-steps", "20000",
-                         "--max-train-iter", "4"] + (["--per-task"] if engine == "per_task" else []), log)
+                         "--max-train-iter", "4"], log)
     _wait_for(exp / "run.lock", proc)
     time.sleep(5.0)  # the trainer is built (about 2 s) and evaluating
     os.killpg(proc.pid, sig)

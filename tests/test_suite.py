@@ -44,7 +44,7 @@ def test_every_zoo_module_is_a_suite_with_the_shared_flags():
         module = zoo_module(suite)
         assert isinstance(module.SUITE, Suite) and module.build_configs == module.SUITE.build_configs
         help_text = module.SUITE.arg_parser().format_help()
-        for flag in ("--preset", module.SUITE.task_flag, "--threads", "--dense", "--dps", "--per-task", "--resume"):
+        for flag in ("--preset", module.SUITE.task_flag, "--threads", "--dense", "--dps", "--resume"):
             assert flag in help_text, (suite, flag)
     jericho = zoo_module("jericho").SUITE.arg_parser().format_help()
     assert "--game-dir GAME_DIR" in jericho and "--allow-unknown-game" in jericho and "--dps-target" in jericho

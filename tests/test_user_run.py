@@ -356,12 +356,12 @@ def test_evaluate_makes_lightzeros_per_step_cache_call(smoke_run, monkeypatch):
     from policies.multitask import MultiTaskPolicyMixin
 
     steps = []
-    original = MultiTaskPolicyMixin._reset_eval
+    original = MultiTaskPolicyMixin._reset_task
 
-    def spy(self, env_id=None, current_steps=None, reset_init_data=True):
-        if current_steps is not None:
+    def spy(self, task_id, mode, env_id, current_steps, reset_init_data):
+        if mode == "eval" and current_steps is not None:
             steps.append(current_steps)
-        return original(self, env_id, current_steps, reset_init_data)
-    monkeypatch.setattr(MultiTaskPolicyMixin, "_reset_eval", spy)
+        return original(self, task_id, mode, env_id, current_steps, reset_init_data)
+    monkeypatch.setattr(MultiTaskPolicyMixin, "_reset_task", spy)
     evaluate_run(str(smoke_run["exp"]), episodes=1, games=["Pong"])
     assert steps[:3] == [1, 2, 3]

@@ -23,7 +23,7 @@ ZOO = {"atari": "zoo.atari.config.scalezero_multitask_config",
        "multidomain": "zoo.multidomain.config.scalezero_multidomain_config"}
 NEEDS_GAMES = ("jericho", "multidomain")  # suites whose presets include Jericho games (their configs check the files)
 # Variants built on the smoke preset of every suite, on top of each preset's defaults.
-SMOKE_VARIANTS = {"dense": dict(dense=True), "per_task": dict(engine="per_task"), "bf16": dict(amp="bf16")}
+SMOKE_VARIANTS = {"dense": dict(dense=True), "bf16": dict(amp="bf16")}
 
 
 def jericho_game_dir(root: str) -> str:
@@ -56,8 +56,6 @@ def cases(game_dir: str) -> Iterator[Tuple[str, Callable[[], List[Any]]]]:
         for preset in module.PRESETS:
             yield f"{suite}/{preset}", _builder(module, preset, **extra)
         for variant, keys in SMOKE_VARIANTS.items():
-            if suite == "multidomain" and variant == "per_task":
-                continue  # one model of both action kinds runs on the batched engine only
             yield f"{suite}/smoke/{variant}", _builder(module, "smoke", **extra, **keys)
         dps = dict(dps_targets={"detective": 100.0, "omniquest": 10.0}) if suite == "jericho" \
             else dict(dps_targets={"detective": 100.0}) if suite == "multidomain" else dict(dps=True)

@@ -12,7 +12,7 @@ sigint            SIGINT to the process group (a terminal's Ctrl-C) at a random 
 sigterm           SIGTERM to the process group (what ``timeout`` and schedulers send)
 sighup            SIGHUP to the process group (a closed terminal or SSH session)
 eval_signal       SIGINT, SIGTERM or SIGHUP during the baseline evaluation (Pendulum plays 20000-step
-                  episodes), with the batched engine or ``--per-task``, chosen at random
+                  episodes)
 truncate          the newest checkpoint cut in half after the run (resume must fall back)
 delete            the newest checkpoint deleted after the run (resume must fall back)
 bitflip           64 bytes of a tensor in the newest checkpoint inverted after the run (the checksum
@@ -250,8 +250,8 @@ class FaultBench:
         sig = SIGNALS.get(fault)
         if fault == "eval_signal":
             sig = self.rng.choice([signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-            extra = [*LONG_EVAL] + (["--per-task"] if self.rng.random() < 0.5 else [])
-            out.notes.append(f"{sig.name} with the {'per-task' if '--per-task' in extra else 'batched'} engine")
+            extra = [*LONG_EVAL]
+            out.notes.append(f"{sig.name} during the evaluation")
             iters = 4
         if fault == "env_worker_kill":
             extra = ["--env-manager", "subprocess"]

@@ -45,8 +45,6 @@ def scalezero_arg_parser(doc: str, *, presets: Mapping[str, Any], default_preset
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --exp-name")
     parser.add_argument("--overwrite", action="store_true", help="start over in an --exp-name that holds a run (deletes it)")
     parser.add_argument("--save-replay-buffer", action="store_true", help="also checkpoint the replay buffers")
-    parser.add_argument("--per-task", action="store_true",
-                        help="task-by-task engine (one forward per task) instead of the batched one, for comparison")
     parser.add_argument("--amp", choices=["off", "bf16"], default="off",
                         help="bf16 autocast of the learn step and inference (for GPUs; default off)")
     parser.add_argument("--compile", action="store_true",
@@ -76,15 +74,15 @@ def parse_scalezero_args(parser: argparse.ArgumentParser, argv: Optional[Sequenc
 
 
 def run_keys(args: argparse.Namespace) -> Dict[str, Any]:
-    """The :class:`~lzero_ext.entry.run_config.RunConfig` fields the common flags set: ``--per-task`` the
-    engine, ``--amp`` / ``--compile`` autocast and torch.compile (lzero_ext.amp)."""
-    return dict(engine="per_task" if args.per_task else "batched", amp=args.amp, compile=args.compile)
+    """The :class:`~lzero_ext.entry.run_config.RunConfig` fields the common flags set: ``--amp`` / ``--compile``
+    autocast and torch.compile (lzero_ext.amp)."""
+    return dict(amp=args.amp, compile=args.compile)
 
 
 def run_cli(args: argparse.Namespace, build_configs: Callable[..., Sequence[Any]], *,
             torch_threads: Optional[int] = None, **train_kwargs: Any) -> None:
     """Builds the task configs (``build_configs(**run_keys(args))``: the zoo's ``build_configs`` takes the
-    ``engine`` / ``amp`` / ``compile`` keywords) and trains; bad input, a file-system failure (path and cause), divergence,
+    ``amp`` / ``compile`` keywords) and trains; bad input, a file-system failure (path and cause), divergence,
     a busy directory, SIGINT, SIGTERM and SIGHUP end with one line (exit status 1; 130 / 143 / 129 for the signals,
     after the final checkpoint).
 

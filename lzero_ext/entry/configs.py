@@ -27,9 +27,8 @@ SHARED_POLICY_KEYS = (
     "task_num",
     "num_unroll_steps",
     "dps",  # one curriculum and one set of adapters for the shared model
-    # Run-level learner settings: one optimizer, one clip, one target model and one engine serve every task, so a
+    # Run-level learner settings: one optimizer, one clip and one target model serve every task, so a
     # per-task value would be silently ignored (the learner reads the first task's).
-    "engine",
     "learning_rate",
     "weight_decay",
     "grad_clip_value",

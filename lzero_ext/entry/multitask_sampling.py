@@ -69,11 +69,12 @@ def _serve(target_model: torch.nn.Module, requests: Dict[int, Request]) -> Dict[
 
 def sample_tasks(tasks: Sequence[Any], policy: Any) -> List[TaskBatch]:
     """``[(task_id, current_batch, target_batch)]`` of every task runtime in ``tasks``, as ``task.sample(policy)``
-    gives them, with one target-model forward for all. Tasks that reanalyse are sampled on their own."""
+    gives them, with one target-model forward for all. Tasks that reanalyse, and a model on the policy's
+    ``lightzero_route`` (its target values need lightzero's own forward), are sampled on their own."""
     target = policy._target_model
     if target.training:
         target.eval()
-    batched = [task for task in tasks if not task.cfg.policy.get("reanalyze_ratio", 0)]
+    batched = [] if policy.lightzero_route else [task for task in tasks if not task.cfg.policy.get("reanalyze_ratio", 0)]
     lockstep = LockstepInference(lambda requests: _serve(target, requests))
     jobs = {task.task_id: (lambda task=task: task.buffer.sample(
         task.cfg.policy.batch_size, SimpleNamespace(_target_model=_TargetModelStandIn(lockstep, task.task_id))))

@@ -87,7 +87,6 @@ class RunConfig:
     eval_env_step_fractions: Optional[Tuple[float, ...]] = None  # evaluate at these fractions of the env-step budget
     final_eval_episodes: Optional[int] = None  # episodes of each task's final evaluation
     collect_env_steps_per_round: Optional[int] = None  # env steps every task collects per round
-    engine: Optional[str] = None  # 'batched' (one forward for all tasks) or 'per_task'
     amp: Optional[str] = None  # 'off' or 'bf16' autocast (lzero_ext.amp)
     compile: Optional[bool] = None  # torch.compile the world model
     dps: Optional[Mapping[str, Any]] = None  # policy.dps: Dynamic Parameter Scaling (docs/dps.md)
@@ -139,7 +138,6 @@ class RunConfig:
             if getattr(self, name) is not None and (not isinstance(getattr(self, name), int) or getattr(self, name) < 0):
                 raise bad(name, "must be a non-negative integer")
         _check_choice(self, "policy_type", POLICY_TYPES, optional=True)
-        _check_choice(self, "engine", _engines(), optional=True)
         _check_choice(self, "amp", AMP_MODES, optional=True)
         _check_choice(self, "vit", frozenset(VIT_SIZES), optional=True)
         if self.dps is not None and not isinstance(self.dps.get("enabled"), bool):
@@ -147,6 +145,9 @@ class RunConfig:
         for name, prefix in (("policy_extras", ""), ("model_extras", "model."),
                              ("world_model_extras", "model.world_model_cfg.")):
             check_extras("RunConfig", name, getattr(self, name), prefix)
+        if self.world_model_extras.get("rotary_emb", False):  # the batched KV cache and forwards: absolute positions
+            raise bad("world_model_extras", "rotary_emb=True is served by lightzero's own single-task route only "
+                                            "(docs/policy_swap.md); the multi-task engine uses absolute position embeddings")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,14 +220,9 @@ def _score_kinds() -> FrozenSet[str]:
     return KINDS
 
 
-def _engines() -> FrozenSet[str]:
-    from policies.multitask import ENGINES  # the policy validates its engine against the same set
-
-    return ENGINES
-
 # Optional RunConfig learner fields, written under main_config.policy when set.
 _OPTIONAL_POLICY_FIELDS = ("weight_decay", "grad_clip_value", "replay_ratio", "update_per_collect", "target_update_theta",
-                           "cos_lr_scheduler", "diagnostics_freq", "cache_clear_interval", "engine", "amp", "compile",
+                           "cos_lr_scheduler", "diagnostics_freq", "cache_clear_interval", "amp", "compile",
                            "eval_env_step_fractions", "final_eval_episodes", "collect_env_steps_per_round")
 
 
@@ -271,12 +267,6 @@ def check_mixed_tasks(run: RunConfig, tasks: Sequence[TaskEnvSpec]) -> None:
         if run.policy_type not in (None, "scalezero"):
             raise TaskConfigError(f"task {continuous.name!r} is continuous and task {discrete[0].name!r} discrete: "
                                   f"a run of both kinds uses policy_type='scalezero' (got {run.policy_type!r})")
-        if run.engine == "per_task":
-            raise TaskConfigError(f"task {continuous.name!r} is continuous and task {discrete[0].name!r} discrete: only "
-                                  f"engine='batched' serves both kinds (lightzero's per-task code has one search type)")
-        if run.world_model_extras.get("rotary_emb", False):
-            raise TaskConfigError(f"task {continuous.name!r} is continuous and task {discrete[0].name!r} discrete: "
-                                  f"rotary_emb=True needs the per-task engine, which serves one action kind")
     elif run.policy_type is not None and tasks[0].continuous != (run.policy_type == "sampled_scalezero"):
         raise TaskConfigError(f"task {tasks[0].name!r} is {'continuous' if tasks[0].continuous else 'discrete'}: "
                               f"use policy_type={'sampled_scalezero' if tasks[0].continuous else 'scalezero'!r} "

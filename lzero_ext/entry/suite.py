@@ -143,7 +143,7 @@ class Suite:
         return self.presets[name]
 
     def run_config(self, preset: SuitePreset, *, exp_name: str, cuda: bool, dense: bool = False, dps: bool = False,
-                   dps_targets: Optional[Mapping[str, float]] = None, engine: Optional[str] = None,
+                   dps_targets: Optional[Mapping[str, float]] = None,
                    amp: Optional[str] = None, compile: Optional[bool] = None) -> RunConfig:
         """The run-level settings at the preset's sizes; ``dps_targets`` (score per task) turn DPS on too."""
         dps_block = dict(enabled=dps or dps_targets is not None, **self.dps,
@@ -159,16 +159,16 @@ class Suite:
                       eval_env_step_fractions=preset.eval_env_step_fractions,
                       final_eval_episodes=preset.final_eval_episodes,
                       collect_env_steps_per_round=preset.collect_env_steps_per_round or preset.round_env_steps,
-                      engine=engine, amp=amp, compile=compile, dps=dps_block)
+                      amp=amp, compile=compile, dps=dps_block)
         return RunConfig(**{**fields, **self.run_fields(preset, cuda)})
 
     def build_configs(self, preset_name: str, *, dense: bool = False, exp_name: Optional[str] = None,
                       cuda: Optional[bool] = None, dps: bool = False, dps_targets: Optional[Mapping[str, float]] = None,
-                      engine: Optional[str] = None, amp: Optional[str] = None, compile: Optional[bool] = None,
+                      amp: Optional[str] = None, compile: Optional[bool] = None,
                       **keys: Any) -> List[Tuple[EasyDict, EasyDict]]:
         """All tasks' config pairs for a preset. ``keys``: the task list under the suite's task keyword
         (``games`` or ``tasks``; default: the preset's) and the suite's own flags (e.g. Jericho's ``games_dir``);
-        ``engine``, ``amp`` and ``compile`` are :class:`RunConfig`'s, None: the policy's defaults."""
+        ``amp`` and ``compile`` are :class:`RunConfig`'s, None: the policy's defaults."""
         import torch
 
         preset = self.preset(preset_name)
@@ -196,7 +196,7 @@ class Suite:
         variant = ("dense" if dense else "moe") + ("_dps" if dps_on else "")
         exp_name = exp_name or f"data_scalezero/{self.name}_{preset_name}_{variant}_{len(specs)}{self.task_keyword}"
         run = self.run_config(preset, exp_name=exp_name, cuda=cuda, dense=dense, dps=dps, dps_targets=dps_targets,
-                              engine=engine, amp=amp, compile=compile)
+                              amp=amp, compile=compile)
         return build_task_configs(run, specs)
 
     # ------------------------------------------------------------------ command line

@@ -1,14 +1,14 @@
 """Everything one task owns in a multi-task run: env managers, collector, evaluator, replay buffer.
 
 All of them are lightzero's classes (the collector with per-step action masks, ``lzero_ext.collector``; both
-workers make lightzero's per-step UniZero cache call for ScaleZero too, ``lzero_ext.workers``); the shared policy is bound to the task through
-``policy.task_collect_mode(task_id)`` / ``policy.task_eval_mode(task_id)``. lightzero 0.2.0's
+workers make lightzero's per-step UniZero cache call for ScaleZero too, ``lzero_ext.workers``); they reach the
+shared policy through ``policy.task_collect_mode(task_id)`` / ``policy.task_eval_mode(task_id)``, which pass the
+task id on. lightzero 0.2.0's
 workers assume rank 0 logs and evaluates for everyone and all-reduce counters across ranks; with
 tasks split over ranks each rank owns its tasks, so they are built and run in a one-rank view
 (:func:`rank_local`; the collector reads the rank only when built, the evaluator on every ``eval``).
 """
 import os
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -35,29 +35,28 @@ def buffer_class(policy_cfg: EasyDict) -> type:
     both kinds the policy type is one, so the task's own action kind decides."""
     return SampledUniZeroGameBuffer if policy_cfg.model.get("continuous_action_space", False) else UniZeroGameBuffer
 
-_RANK_LOCAL_LOCK = threading.Lock()
+
 _RANK_LOCAL_DEPTH: Dict[Any, Tuple[int, Any, Any]] = {}  # module -> (depth, its get_rank, its get_world_size)
 
 
 @contextmanager
 def rank_local(*modules: Any) -> Iterator[None]:
-    """Make lightzero worker modules see a one-process world while one rank works on its own tasks.
-    Re-entrant and thread-safe (lockstep workers of several tasks nest it): the outermost exit restores."""
-    with _RANK_LOCAL_LOCK:
-        for module in modules:
-            depth, get_rank, get_world_size = _RANK_LOCAL_DEPTH.get(module, (0, module.get_rank, module.get_world_size))
-            _RANK_LOCAL_DEPTH[module] = (depth + 1, get_rank, get_world_size)
-            module.get_rank, module.get_world_size = (lambda: 0), (lambda: 1)
+    """Make lightzero worker modules see a one-process world while one rank works on its own tasks (they read the
+    rank from their module's globals). Re-entrant (the lockstep coroutines of several tasks nest it): the outermost
+    exit restores."""
+    for module in modules:
+        depth, get_rank, get_world_size = _RANK_LOCAL_DEPTH.get(module, (0, module.get_rank, module.get_world_size))
+        _RANK_LOCAL_DEPTH[module] = (depth + 1, get_rank, get_world_size)
+        module.get_rank, module.get_world_size = (lambda: 0), (lambda: 1)
     try:
         yield
     finally:
-        with _RANK_LOCAL_LOCK:
-            for module in modules:
-                depth, get_rank, get_world_size = _RANK_LOCAL_DEPTH.pop(module)
-                if depth > 1:
-                    _RANK_LOCAL_DEPTH[module] = (depth - 1, get_rank, get_world_size)
-                else:
-                    module.get_rank, module.get_world_size = get_rank, get_world_size
+        for module in modules:
+            depth, get_rank, get_world_size = _RANK_LOCAL_DEPTH.pop(module)
+            if depth > 1:
+                _RANK_LOCAL_DEPTH[module] = (depth - 1, get_rank, get_world_size)
+            else:
+                module.get_rank, module.get_world_size = get_rank, get_world_size
 
 
 def collect_epsilon(policy_cfg: EasyDict, env_steps: int) -> float:
@@ -136,7 +135,9 @@ class TaskRuntime:
         return self.buffer.get_num_of_transitions() > self.cfg.policy.batch_size
 
     def sample(self, policy: Any) -> Tuple[int, Any, Any]:
-        """One batch for the learner, with targets reanalysed by the task-bound target model."""
+        """One batch for the learner, sampled alone: a task that reanalyses (``reanalyze_ratio > 0``) runs
+        lightzero's buffer search, which calls the target model without a task id (so the task is bound for it).
+        Every other task is sampled by :func:`~lzero_ext.entry.multitask_sampling.sample_tasks` with the others."""
         with policy._target_model.bind_task(self.task_id):
             current_batch, target_batch = self.buffer.sample(self.cfg.policy.batch_size, policy)
         return self.task_id, current_batch, target_batch

@@ -98,7 +98,6 @@ class MultiTaskTrainer:
             for t in self.local_task_ids
         ]
         self.cfg = cfgs[0].policy
-        self.cfg.engine = self.policy._cfg.engine  # the policy may fall back to 'per_task' (rotary embeddings)
         task_names = self.task_names = [_task_name(cfg, t) for t, cfg in enumerate(cfgs)]
         # a run over several domains: each task's domain, for the cross-domain diagnostics (None: one domain)
         self.task_domains = {t: cfg.policy.domain for t, cfg in enumerate(cfgs) if cfg.policy.get("domain")} or None
@@ -170,8 +169,7 @@ class MultiTaskTrainer:
         for _ in range(num_updates):
             if self.train_iter >= self.max_train_iter:
                 break
-            batches = sample_tasks(ready, self.policy) if self.cfg.engine == "batched" else \
-                [task.sample(self.policy) for task in ready]
+            batches = sample_tasks(ready, self.policy)
             if self.batch_transform is not None:
                 batches = [self.batch_transform(self.train_iter + 1, batch) for batch in batches]
             log = self.policy.learn_mode.forward(batches)

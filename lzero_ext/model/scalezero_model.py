@@ -3,10 +3,10 @@ discrete action space, e.g. Atari's full 18 actions) and ``SampledScaleZeroModel
 actions of per-task dims, for sampled MCTS, e.g. DMC).
 
 Both reuse lightzero ``UniZeroModel``'s ``initial_inference`` / ``recurrent_inference`` (same
-signatures, plus a trailing ``task_id``) around a ``MultiTaskWorldModel``. ``task_id=None`` means
-"the bound task" (``model.bind_task(t)``), so lightzero's ``UniZeroMCTSCtree``,
-``SampledUniZeroMCTSCtree`` and ``UniZeroGameBuffer``, which call them positionally without a
-task, act for the bound task.
+signatures, plus a trailing ``task_id``) around a ``MultiTaskWorldModel``: lightzero's single-task route
+(its ``UniZeroMCTSCtree``, ``SampledUniZeroMCTSCtree`` and ``UniZeroGameBuffer`` call them positionally, without a
+task). ``task_id=None`` means "the bound task" (``model.bind_task(t)``, the adapter for that route; a one-task
+model is bound to its task from the start).
 
 Observation encoders (the paper's section 3; docs/architecture.md): image tasks share one encoder,
 the paper's ViT (``encoder='vit'``) or lightzero's ``RepresentationNetworkUniZero`` (a grid variant

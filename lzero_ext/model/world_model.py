@@ -1,4 +1,4 @@
-"""ScaleZero multi-task world model: lightzero's UniZero ``WorldModel`` acting for one bound task.
+"""ScaleZero multi-task world model: lightzero's UniZero ``WorldModel`` with per-task parts and MoE.
 
 What changes against lightzero's ``WorldModel`` (the ScaleZero paper):
 
@@ -8,13 +8,15 @@ What changes against lightzero's ``WorldModel`` (the ScaleZero paper):
 * the transformer FFN is dense or MoE per ``moe.enabled`` (``ScaleZeroTransformer``); the MoE
   auxiliary losses and router statistics are added in ``compute_loss``;
 * latents are normalised by LayerNorm (default, MSE latent loss) or SimNorm;
-* optional task embedding (``'add'`` here, ``'concat'`` in the encoder), off by default;
-* the KV caches of lightzero's inference live in one namespace per task: binding a task swaps the
-  whole cache state in, so interleaving tasks never mixes or evicts another task's caches.
+* optional task embedding (``'add'`` here, ``'concat'`` in the encoder), off by default.
 
-The active task is set by ``bind_task(task_id)``: it binds at once (setter use) and, used as a
-context manager, restores the previous task on exit. All lightzero code paths (``forward``,
-``forward_initial_inference``, ``forward_recurrent_inference``, ``compute_loss``) then act for it.
+The multi-task engine passes tasks as arguments: :meth:`MultiTaskWorldModel.compute_task_losses` takes
+``{task_id: batch}``, and ``lzero_ext.model.cached_inference`` runs inference on the batched KV cache with a
+task id per row. lightzero's own single-task methods (``forward``, ``forward_initial_inference``,
+``forward_recurrent_inference``, ``compute_loss``) take no task id; for them, and only them, ``bind_task(t)``
+is the adapter that selects the task (docs/architecture.md lists where lightzero's code calls the model that
+way). lightzero's inference caches live in one namespace per task, so lightzero's code run for several tasks
+in turn (the tests' oracles, reanalysing buffers) never mixes or evicts another task's cached contexts.
 """
 import contextlib
 import io
@@ -45,7 +47,7 @@ from lzero_ext.model.unizero_loss import unizero_task_loss
 logger = logging.getLogger(__name__)
 LATENT_NORMS: FrozenSet[str] = frozenset({'layernorm', 'simnorm'})
 TASK_EMBED_OPTIONS: FrozenSet[Optional[str]] = frozenset({None, 'concat', 'add'})
-# Inference-cache attributes of lightzero's WorldModel; each task keeps its own set of them.
+# Inference-cache attributes of lightzero's WorldModel; each task keeps its own set of them for lightzero's code.
 _CACHE_ATTRS = (
     'past_kv_cache_recurrent_infer', 'past_kv_cache_init_infer_envs', 'keys_values_wm_list',
     'keys_values_wm_size_list', 'keys_values_wm_size_list_current', 'keys_values_wm', 'keys_values_wm_single_env',
@@ -303,9 +305,10 @@ class MultiTaskWorldModel(WorldModel):
         self.act_embedding_table = TaskSwitch(tables, input_widths=widths)
         self.head_policy = TaskSwitch(heads)
 
-    # ------------------------------------------------------------------ task binding
+    # ------------------------------------------------------------------ lightzero's single-task methods: the bound task
     def bind_task(self, task_id: Optional[int]) -> TaskBinding:
-        """Bind ``task_id`` (None: keep the current one); ``with wm.bind_task(t):`` restores the previous task."""
+        """Bind ``task_id`` (None: keep the current one) for lightzero's own methods, which take no task id;
+        ``with wm.bind_task(t):`` restores the previous task. The multi-task engine never binds."""
         previous = self.task_id
         if task_id is not None:
             self._activate(int(task_id))
@@ -363,7 +366,7 @@ class MultiTaskWorldModel(WorldModel):
         self.shared_pool_wm, self.shared_pool_index_wm = [None] * self.shared_pool_size_wm, 0
 
     def clear_caches(self) -> None:
-        """Clear the KV caches of every task (lightzero's version clears the bound task's only, and prints)."""
+        """Clear lightzero's KV caches of every task (lightzero's version clears the bound task's only, and prints)."""
         self._task_caches.clear()
         self.clear_task_caches()
 
