@@ -116,11 +116,14 @@ class TaskRecord:
     updates: int = 0  # learner updates that trained on this task's batch
     domain: Optional[str] = None  # its benchmark in a run over several domains (the summary groups by it)
     score_kind: Optional[str] = None  # its score's kind; None: the summary's
+    eval_episodes: Optional[int] = None  # episodes of the latest evaluation (None: not recorded)
 
-    def add_eval(self, env_step: int, eval_return: float, *, kind: Optional[str] = None) -> None:
-        """Record an evaluation at ``env_step`` and update the latest return and score (``kind``: the record's own
-        ``score_kind``, else 'raw')."""
+    def add_eval(self, env_step: int, eval_return: float, *, kind: Optional[str] = None,
+                 episodes: Optional[int] = None) -> None:
+        """Record an evaluation of ``episodes`` episodes at ``env_step`` and update the latest return and score
+        (``kind``: the record's own ``score_kind``, else 'raw')."""
         self.history.append((int(env_step), float(eval_return)))
+        self.eval_episodes = episodes
         self.env_steps = max(self.env_steps, int(env_step))
         self.eval_return = float(eval_return)
         self.normalized = normalized_score(kind or self.score_kind or "raw", self.name, self.eval_return)
@@ -141,6 +144,7 @@ def summarize(records: Sequence[TaskRecord], kind: str = "atari") -> Dict[str, A
             "name": r.name,
             "env_steps": r.env_steps,
             "eval_return": r.eval_return,
+            "eval_episodes": r.eval_episodes,  # episodes behind eval_return (the final evaluation's, after a run)
             "normalized": normalized_score(r.score_kind or kind, r.name, r.eval_return),
             "history": [[step, value] for step, value in r.history],  # (env_step, eval mean return) per evaluation
             "episode_cap": r.episode_cap,  # None: full episodes; else the cap, and the score is not comparable

@@ -1,5 +1,7 @@
 """Evaluations on an env-step schedule and equal env steps per round, on real tiny runs (CartPole, Acrobot)."""
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +62,9 @@ def test_evaluations_follow_the_env_step_schedule_and_rounds_give_equal_steps(tm
     for name, row in rows.items():
         assert row["updates"] == trainer.train_iter > 0
         assert row["updates_per_env_step"] == pytest.approx(trainer.train_iter / row["env_steps"])
+        assert row["eval_episodes"] == 3  # the final evaluation's episodes, for the learned rule
+    extra = json.loads((Path(trainer.exp_dir) / "summary.json").read_text())["extra"]
+    assert extra["wall_seconds"] > sum(extra["phase_seconds"].values()) > 0
 
 
 def test_without_the_settings_rounds_are_one_collector_round_and_evaluation_follows_eval_freq(tmp_path):

@@ -20,12 +20,13 @@ BENCHMARKS: Dict[str, str] = {
     "collect": "lzero_ext.bench.collect",  # env steps/s with MCTS vs lightzero's UniZero collector
     "learning": "lzero_ext.bench.learning",  # returns of UniZero per task vs multi-task dense vs MoE, 3 seeds
     "search": "lzero_ext.bench.search",  # fixed cost of one MCTS search: lightzero's KV-cache path vs the batched cache
-    "engine": "lzero_ext.bench.engine",  # batched multi-task engine vs task by task: collection and learn step
+    "engine": "lzero_ext.bench.engine",  # the multi-task engine vs lightzero's UniZero game after game
     "full_size": "lzero_ext.bench.full_size",  # a paper preset at full model size: build, collect, 2 learn steps
     "finetune": "lzero_ext.bench.finetune",  # held-out task: env steps to target from scratch vs from a checkpoint
     "faults": "lzero_ext.bench.faults",  # kill -9, signals, damaged checkpoints, NaN, full disk, second job: then resume
     "multidomain": "lzero_ext.bench.multidomain",  # one model over several domains vs one per domain: step costs
     "multidomain_learning": "lzero_ext.bench.multidomain_learning",  # the same comparison's returns, several seeds
+    "preset_learning": "lzero_ext.bench.preset_learning",  # a zoo preset over seeds: which games it learns
     "baselines": "lzero_ext.bench.baselines",  # MinAtar returns of the random policy and of every constant action
 }
 

@@ -360,9 +360,10 @@ def expert_usage_table(diagnostics: Mapping[str, Mapping[int, Mapping[str, Any]]
 
 
 def plot_curves(path: Path, curves: Mapping[str, Mapping[str, Mapping[int, Curve]]], *, budget: float,
-                arm_labels: Mapping[str, str], title: str, random_returns: Optional[Mapping[str, float]] = None) -> Path:
+                arm_labels: Mapping[str, str], title: str, random_returns: Optional[Mapping[str, float]] = None,
+                random_label: str = "random policy") -> Path:
     """One subplot per task: per arm the mean eval return over seeds vs env steps, shaded min–max; a
-    dashed line marks the budget."""
+    dashed line marks the budget, a dotted one ``random_returns`` (labelled ``random_label``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg without touching pyplot's global backend
     from matplotlib.figure import Figure
 
@@ -380,7 +381,7 @@ def plot_curves(path: Path, curves: Mapping[str, Mapping[str, Mapping[int, Curve
             ax.fill_between(grid, stats["min"], stats["max"], color=line.get_color(), alpha=0.2, linewidth=0)
         ax.axvline(budget, color="black", linestyle="--", linewidth=0.8)
         if random_returns is not None:
-            ax.axhline(random_returns[task], color="grey", linestyle=":", linewidth=1, label="random policy")
+            ax.axhline(random_returns[task], color="grey", linestyle=":", linewidth=1, label=random_label)
         ax.set_title(task, fontsize=10)
         ax.set_xlabel("env steps (this task)")
         ax.set_ylabel("eval return")

@@ -153,6 +153,12 @@ class RunProgress:
         self.stream.write(self.plain_line() + "\n")
         self.stream.flush()
 
+    def timings(self) -> Dict[str, Any]:
+        """``wall_seconds`` since the bar was made (a resumed run: since its resume) and ``phase_seconds`` inside
+        evaluation and collection, for ``summary.json``."""
+        return {"wall_seconds": time.monotonic() - self._start,
+                "phase_seconds": {name: round(s, 3) for name, s in self.seconds.items()}}
+
     def time_shares(self) -> str:
         """``eval 41%, collect 35%, learn and the rest 24%`` of the wall time since the bar was made."""
         total = max(time.monotonic() - self._start, 1e-9)

@@ -148,7 +148,7 @@ class TaskRuntime:
         with rank_local(muzero_evaluator):
             returns = eval_rounds(self.evaluator.eval, self.evaluator._env_num, episodes, train_iter, self.env_steps)
         mean_return = float(np.mean(returns))
-        self.record.add_eval(self.env_steps, mean_return)
+        self.record.add_eval(self.env_steps, mean_return, episodes=len(returns))
         self.writer.add_scalar("eval/episode_return_mean_vs_env_step", mean_return, self.env_steps)
         return mean_return
 
@@ -164,6 +164,7 @@ class TaskRuntime:
             "env_steps": self.collector._total_envstep_count,
             "episodes": self.collector._total_episode_count,
             "eval_history": list(self.record.history),
+            "eval_episodes": self.record.eval_episodes,
             "updates": self.record.updates,
             "max_eval_return": self.evaluator._max_episode_return,
         }
@@ -178,6 +179,7 @@ class TaskRuntime:
         self.collector._total_episode_count = state["episodes"]
         for env_step, mean_return in state["eval_history"]:
             self.record.add_eval(env_step, mean_return)
+        self.record.eval_episodes = state.get("eval_episodes")  # checkpoints before the count: None
         self.evaluator._max_episode_return = state["max_eval_return"]
         self.record.updates = int(state.get("updates", 0))  # checkpoints before the count: 0
         if "buffer" in state:

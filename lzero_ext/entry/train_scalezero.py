@@ -281,7 +281,8 @@ class MultiTaskTrainer:
                 summary["domain_diagnostics"] = domain_summary(accumulated, self.task_domains)
                 summary["files"]["domain_diagnostics"] = plot_domain_diagnostics(
                     Path(self.exp_dir) / "domain_diagnostics.png", summary["domain_diagnostics"])
-            write_summary(self.exp_dir, summary, extra={"train_iter": self.train_iter, "world_size": self.dist.world_size})
+            write_summary(self.exp_dir, summary, extra={"train_iter": self.train_iter, "world_size": self.dist.world_size,
+                                                        **self.bar.timings()})
         return summary
 
     def close(self) -> None:

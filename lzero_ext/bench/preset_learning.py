@@ -1,0 +1,169 @@
+"""Does a zoo preset learn? Its runs over several seeds, each game judged by the learned rule.
+
+``python -m lzero_ext.bench preset_learning --suite minatar --preset cpu --seeds 0 1 2 --out docs/results/minatar_cpu``
+
+Every seed is the preset's normal training run (the zoo config's ``build_configs`` and ``train_scalezero``, exactly
+what ``python -m zoo.minatar.config.scalezero_minatar_multitask_config --preset cpu --seed S`` runs) in
+``<out>/runs/seed<S>``; a run with a ``summary.json`` is reused, so an interrupted benchmark continues where it
+stopped. Each game is judged by :func:`~lzero_ext.bench.learning_report.learned`: the final evaluations (at least 10
+episodes per seed) of at least two seeds, their 95% Student-t interval above both the random policy's and the best
+constant action's return. Writes ``results.json`` (per game: final return, episodes and curve per seed, the
+interval, the verdict; per run: wall seconds, env steps per second, evaluation and collection shares),
+``table.txt`` and ``learning_curves.png`` into ``--out``. The last line is
+``preset learning: <suite> <preset>, learned A of N games (95% CI over S seeds), X env steps/s, Y min per run``
+(X: over the training loop, Y: the whole run; means over the runs made in this call, or over the reused runs'
+recorded training loops when none was made).
+"""
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from tabulate import tabulate
+
+from lzero_ext.bench.learning_report import Verdict, learned, plot_curves
+
+ZOO_MODULES = {"minatar": "zoo.minatar.config.scalezero_minatar_multitask_config"}
+
+
+def minatar_bars(game: str) -> Tuple[float, float]:
+    """(random, best constant action) returns of a MinAtar game (``lzero_ext.envs.minatar_scores``)."""
+    from lzero_ext.envs.minatar_scores import CONSTANT_ACTION_RETURNS, RANDOM_RETURNS
+
+    return RANDOM_RETURNS[game], CONSTANT_ACTION_RETURNS[game].mean_return
+
+
+# suite -> the (random, best constant action) returns of its games: the bars of the learned rule
+BARS: Dict[str, Callable[[str], Tuple[float, float]]] = {"minatar": minatar_bars}
+
+
+def run_seed(suite: str, preset: str, seed: int, exp: Path, max_env_step: Optional[int]
+             ) -> Tuple[Dict[str, Any], Optional[float]]:
+    """One training run's summary (reused when its directory already holds one) and the seconds the whole run took
+    here, trainer build and final evaluation included (None: reused)."""
+    if (exp / "summary.json").is_file():
+        return json.loads((exp / "summary.json").read_text()), None
+    import importlib
+
+    from lzero_ext.entry.train_scalezero import train_scalezero
+
+    module = importlib.import_module(ZOO_MODULES[suite])
+    configs = module.build_configs(preset, exp_name=str(exp), cuda=False)
+    threads = module.PRESETS[preset].torch_threads
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    budget = max_env_step or module.PRESETS[preset].max_env_step
+    start = time.monotonic()
+    train_scalezero(configs, seed=seed, max_env_step=budget, exp_name=str(exp), overwrite=True)
+    seconds = time.monotonic() - start
+    print(f"seed {seed}: {seconds:.0f} s", flush=True)
+    return json.loads((exp / "summary.json").read_text()), seconds
+
+
+def run_figures(summary: Mapping[str, Any]) -> Dict[str, Optional[float]]:
+    """Wall seconds of the training loop (``summary.json``: from the first evaluation to the summary), env steps per
+    second over all games in it, and the evaluation and collection shares of it."""
+    extra = summary.get("extra", {})
+    wall = extra.get("wall_seconds")
+    phases = extra.get("phase_seconds", {})
+    share = (lambda name: phases[name] / wall if wall and name in phases else None)
+    return {"wall_seconds": wall, "env_steps_per_s": summary["total_env_steps"] / wall if wall else None,
+            "eval_share": share("eval"), "collect_share": share("collect")}
+
+
+def judge(summaries: Mapping[int, Mapping[str, Any]], bars: Callable[[str], Tuple[float, float]]
+          ) -> Dict[str, Dict[str, Any]]:
+    """Per game: every seed's final return, episode count and curve, and its :class:`Verdict`."""
+    seeds = sorted(summaries)
+    names = [task["name"] for task in summaries[seeds[0]]["tasks"]]
+    out: Dict[str, Dict[str, Any]] = {}
+    for name in names:
+        rows = {seed: next(t for t in summaries[seed]["tasks"] if t["name"] == name) for seed in seeds}
+        random_return, constant_return = bars(name)
+        verdict = learned([rows[s]["eval_return"] for s in seeds], [rows[s].get("eval_episodes") for s in seeds],
+                          random_return, constant_return)
+        out[name] = {"finals": {s: rows[s]["eval_return"] for s in seeds},
+                     "episodes": {s: rows[s].get("eval_episodes") for s in seeds},
+                     "curves": {s: rows[s]["history"] for s in seeds},
+                     "random": random_return, "best_constant": constant_return, "verdict": verdict}
+    return out
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _mean(values: List[Optional[float]]) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=sorted(ZOO_MODULES), default="minatar",
+                        help="a suite with measured random and constant-action returns")
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--max-env-step", type=int, help="per-game budget (default: the preset's)")
+    parser.add_argument("--out", type=Path, help="output directory (default data_scalezero/preset_learning_<suite>_"
+                                                  "<preset>)")
+    args = parser.parse_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds must be distinct, got {args.seeds}")
+    import importlib
+
+    module = importlib.import_module(ZOO_MODULES[args.suite])
+    if args.preset not in module.PRESETS:
+        parser.error(f"unknown preset {args.preset!r} of {args.suite}; choose from {sorted(module.PRESETS)}")
+    out = args.out or Path(f"data_scalezero/preset_learning_{args.suite}_{args.preset}")
+
+    summaries, run_seconds = {}, {}
+    for seed in args.seeds:
+        exp = out / "runs" / f"seed{seed}"
+        print(f"seed {seed}: {'reusing' if (exp / 'summary.json').is_file() else 'training'} {exp}", flush=True)
+        summaries[seed], run_seconds[seed] = run_seed(args.suite, args.preset, seed, exp, args.max_env_step)
+    made = [seed for seed in args.seeds if run_seconds[seed] is not None]
+    games = judge(summaries, BARS[args.suite])
+    figures = {seed: dict(run_figures(summary), run_seconds=run_seconds[seed]) for seed, summary in summaries.items()}
+    verdicts: Dict[str, Verdict] = {name: game["verdict"] for name, game in games.items()}
+
+    rows = [[name] + [f"{game['finals'][s]:.2f} ({game['episodes'][s] or '?'})" for s in args.seeds]
+            + [_fmt(verdicts[name].mean), verdicts[name].cell()] for name, game in games.items()]
+    table = tabulate(rows, headers=["game"] + [f"seed {s}: final (episodes)" for s in args.seeds]
+                     + ["mean", "learned: 95% CI > max(random, best constant)"], disable_numparse=True)
+    minutes = (lambda seconds: seconds and seconds / 60)
+    run_rows = [[s, *(_fmt(v) for v in (
+        minutes(figures[s]["run_seconds"]), minutes(figures[s]["wall_seconds"]), figures[s]["env_steps_per_s"],
+        figures[s]["eval_share"], figures[s]["collect_share"]))] for s in args.seeds]
+    runs_table = tabulate(run_rows, headers=["seed", "whole run min", "training loop min", "env steps/s",
+                                             "eval share", "collect share"], disable_numparse=True)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"suite": args.suite, "preset": args.preset, "seeds": args.seeds, "runs": figures,
+               "games": {name: dict(game, verdict=vars(verdicts[name])) for name, game in games.items()}}
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "table.txt").write_text(table + "\n\n" + runs_table + "\n")
+    curves = {"preset": {name: {s: [tuple(p) for p in game["curves"][s]] for s in args.seeds}
+                         for name, game in games.items()}}
+    budget = args.max_env_step or module.PRESETS[args.preset].max_env_step
+    plot_curves(out / "learning_curves.png", curves, budget=budget, arm_labels={"preset": f"{args.preset} preset"},
+                title=f"{args.suite} {args.preset}: {len(args.seeds)} seed(s)",
+                random_returns={name: max(game["random"], game["best_constant"]) for name, game in games.items()},
+                random_label="max(random, best constant action)")
+    print(table)
+    print(runs_table)
+    made_figures = [figures[s] for s in made] or list(figures.values())
+    rate = _mean([f["env_steps_per_s"] for f in made_figures])
+    wall = _mean([f["run_seconds"] or f["wall_seconds"] for f in made_figures])
+    passed = sum(v.passed for v in verdicts.values())
+    print(f"preset learning: {args.suite} {args.preset}, learned {passed} of {len(verdicts)} games (95% CI over "
+          f"{len(args.seeds)} seeds), {'-' if rate is None else f'{rate:.1f}'} env steps/s, "
+          f"{'-' if wall is None else f'{wall / 60:.1f}'} min per run")
+
+
+if __name__ == "__main__":
+    main()
