@@ -44,7 +44,7 @@ def test_smoke_preset_over_two_seeds_writes_the_report_and_reuses_its_runs(tmp_p
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     last = first.stdout.strip().splitlines()[-1]
-    assert last.startswith("preset learning: minatar smoke, learned 0 of 5 games (95% CI over 2 seeds), ")
+    assert last.startswith("preset learning: minatar smoke moe, learned 0 of 5 games (95% CI over 2 seeds), ")
     assert last.endswith(" min per run") and " env steps/s, " in last
     results = json.loads((out / "results.json").read_text())
     assert set(results["games"]) == {"Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders"}

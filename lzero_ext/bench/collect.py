@@ -6,9 +6,9 @@ Both sides run lightzero 0.2.0's ``MuZeroSegmentCollector`` with the C++ ``UniZe
 same real Atari environment (this project's ``atari_scalezero``, base env manager) at the same
 width, depth, simulations and env count:
 
-* ``scalezero (dense)``: the ScaleZero policy bound to one task of a multi-task model, exactly as
-  :func:`train_scalezero` collects (``TaskRuntime``), with a dense FFN: the same model compute as
-  lightzero's, so the ratio measures the multi-task machinery (task binding, per-task state);
+* ``scalezero (dense)``: the ScaleZero policy's interface for one task of a multi-task model, exactly as
+  :func:`train_scalezero` collects (``TaskRuntime``; each step one lockstep step on the batched KV cache), with
+  a dense FFN: the same model compute as lightzero's, so the ratio measures the multi-task machinery;
 * ``scalezero (MoE)``: the same with the MoE FFN (the shared GELU expert + 1 routed SwiGLU expert of
   hidden 4D per token: about 2.5x the dense FFN's FLOPs, so slower by design);
 * ``unizero``: lightzero's own single-task ``UniZeroPolicy``.

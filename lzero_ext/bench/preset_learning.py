@@ -10,7 +10,7 @@ episodes per seed) of at least two seeds, their 95% Student-t interval above bot
 constant action's return. Writes ``results.json`` (per game: final return, episodes and curve per seed, the
 interval, the verdict; per run: wall seconds, env steps per second, evaluation and collection shares),
 ``table.txt`` and ``learning_curves.png`` into ``--out``. The last line is
-``preset learning: <suite> <preset>, learned A of N games (95% CI over S seeds), X env steps/s, Y min per run``
+``preset learning: <suite> <preset> <variant>, learned A of N games (95% CI over S seeds), X env steps/s, Y min per run``
 (X: over the training loop, Y: the whole run; means over the runs made in this call, or over the reused runs'
 recorded training loops when none was made).
 """
@@ -39,8 +39,8 @@ def minatar_bars(game: str) -> Tuple[float, float]:
 BARS: Dict[str, Callable[[str], Tuple[float, float]]] = {"minatar": minatar_bars}
 
 
-def run_seed(suite: str, preset: str, seed: int, exp: Path, max_env_step: Optional[int]
-             ) -> Tuple[Dict[str, Any], Optional[float]]:
+def run_seed(suite: str, preset: str, seed: int, exp: Path, max_env_step: Optional[int], *, dense: bool = False,
+             dps: bool = False) -> Tuple[Dict[str, Any], Optional[float]]:
     """One training run's summary (reused when its directory already holds one) and the seconds the whole run took
     here, trainer build and final evaluation included (None: reused)."""
     if (exp / "summary.json").is_file():
@@ -50,7 +50,7 @@ def run_seed(suite: str, preset: str, seed: int, exp: Path, max_env_step: Option
     from lzero_ext.entry.train_scalezero import train_scalezero
 
     module = importlib.import_module(ZOO_MODULES[suite])
-    configs = module.build_configs(preset, exp_name=str(exp), cuda=False)
+    configs = module.build_configs(preset, exp_name=str(exp), cuda=False, dense=dense, dps=dps)
     threads = module.PRESETS[preset].torch_threads
     if threads:
         import torch
@@ -93,6 +93,11 @@ def judge(summaries: Mapping[int, Mapping[str, Any]], bars: Callable[[str], Tupl
     return out
 
 
+def _plain(value: Any) -> Any:
+    """numpy scalars (a verdict's comparisons) as plain Python numbers for JSON."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
 def _fmt(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -110,6 +115,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-env-step", type=int, help="per-game budget (default: the preset's)")
+    parser.add_argument("--dense", action="store_true", help="dense FFN instead of MoE (the multi-task UniZero arm)")
+    parser.add_argument("--dps", action="store_true", help="Dynamic Parameter Scaling with the suite's targets")
     parser.add_argument("--out", type=Path, help="output directory (default data_scalezero/preset_learning_<suite>_"
                                                   "<preset>)")
     args = parser.parse_args(argv)
@@ -120,13 +127,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     module = importlib.import_module(ZOO_MODULES[args.suite])
     if args.preset not in module.PRESETS:
         parser.error(f"unknown preset {args.preset!r} of {args.suite}; choose from {sorted(module.PRESETS)}")
-    out = args.out or Path(f"data_scalezero/preset_learning_{args.suite}_{args.preset}")
+    variant = ("dense" if args.dense else "moe") + ("_dps" if args.dps else "")
+    out = args.out or Path(f"data_scalezero/preset_learning_{args.suite}_{args.preset}_{variant}")
 
     summaries, run_seconds = {}, {}
     for seed in args.seeds:
         exp = out / "runs" / f"seed{seed}"
         print(f"seed {seed}: {'reusing' if (exp / 'summary.json').is_file() else 'training'} {exp}", flush=True)
-        summaries[seed], run_seconds[seed] = run_seed(args.suite, args.preset, seed, exp, args.max_env_step)
+        summaries[seed], run_seconds[seed] = run_seed(args.suite, args.preset, seed, exp, args.max_env_step,
+                                                      dense=args.dense, dps=args.dps)
     made = [seed for seed in args.seeds if run_seconds[seed] is not None]
     games = judge(summaries, BARS[args.suite])
     figures = {seed: dict(run_figures(summary), run_seconds=run_seconds[seed]) for seed, summary in summaries.items()}
@@ -143,15 +152,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     runs_table = tabulate(run_rows, headers=["seed", "whole run min", "training loop min", "env steps/s",
                                              "eval share", "collect share"], disable_numparse=True)
     out.mkdir(parents=True, exist_ok=True)
-    results = {"suite": args.suite, "preset": args.preset, "seeds": args.seeds, "runs": figures,
+    results = {"suite": args.suite, "preset": args.preset, "variant": variant, "seeds": args.seeds, "runs": figures,
                "games": {name: dict(game, verdict=vars(verdicts[name])) for name, game in games.items()}}
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=_plain) + "\n")
     (out / "table.txt").write_text(table + "\n\n" + runs_table + "\n")
     curves = {"preset": {name: {s: [tuple(p) for p in game["curves"][s]] for s in args.seeds}
                          for name, game in games.items()}}
     budget = args.max_env_step or module.PRESETS[args.preset].max_env_step
-    plot_curves(out / "learning_curves.png", curves, budget=budget, arm_labels={"preset": f"{args.preset} preset"},
-                title=f"{args.suite} {args.preset}: {len(args.seeds)} seed(s)",
+    plot_curves(out / "learning_curves.png", curves, budget=budget,
+                arm_labels={"preset": f"{args.preset} preset ({variant})"},
+                title=f"{args.suite} {args.preset} ({variant}): {len(args.seeds)} seed(s)",
                 random_returns={name: max(game["random"], game["best_constant"]) for name, game in games.items()},
                 random_label="max(random, best constant action)")
     print(table)
@@ -160,7 +170,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     rate = _mean([f["env_steps_per_s"] for f in made_figures])
     wall = _mean([f["run_seconds"] or f["wall_seconds"] for f in made_figures])
     passed = sum(v.passed for v in verdicts.values())
-    print(f"preset learning: {args.suite} {args.preset}, learned {passed} of {len(verdicts)} games (95% CI over "
+    print(f"preset learning: {args.suite} {args.preset} {variant}, learned {passed} of {len(verdicts)} games (95% CI over "
           f"{len(args.seeds)} seeds), {'-' if rate is None else f'{rate:.1f}'} env steps/s, "
           f"{'-' if wall is None else f'{wall / 60:.1f}'} min per run")
 
