@@ -35,12 +35,15 @@ SEARCH_BATCHES = (1, 2, 5, 10, 20, 40)
 
 
 def suite_configs(suite: str, exp_name: str) -> Tuple[List[Any], Optional[int]]:
-    """The suite's ``cpu`` preset configs (default engine) and the preset's torch thread count."""
+    """The suite's ``cpu`` preset configs (without its collect exploration) and the preset's torch thread count."""
     if suite == "minatar":
         from zoo.minatar.config.scalezero_minatar_multitask_config import PRESETS, build_configs
     else:
         from zoo.atari.config.scalezero_multitask_config import PRESETS, build_configs
-    return build_configs("cpu", exp_name=exp_name, cuda=False), PRESETS["cpu"].torch_threads
+    configs = build_configs("cpu", exp_name=exp_name, cuda=False)
+    for main, _ in configs:  # both sides collect without epsilon-greedy exploration: the same episodes' dynamics
+        main.policy.pop("eps", None)
+    return configs, PRESETS["cpu"].torch_threads
 
 
 def lightzero_side(task_config: Any, suite: str, seed: int) -> Dict[str, Any]:
