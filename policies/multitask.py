@@ -134,6 +134,7 @@ class MultiTaskPolicyMixin:
         if self.lightzero_route:
             self._check_lightzero_route()
             return interface
+
         def forward(*args: Any, **kwargs: Any) -> Dict[int, Any]:
             lockstep = self.lockstep(mode)
             if lockstep.is_member(task_id):  # pauses until every task's step is served
@@ -157,10 +158,10 @@ class MultiTaskPolicyMixin:
 
     def lockstep(self, mode: str) -> LockstepInference:
         """The loop through which the task-bound ``mode`` workers of one lockstep round share each forward."""
-        barriers = self.__dict__.setdefault("_lockstep", {})
-        if mode not in barriers:
-            barriers[mode] = LockstepInference(lambda requests: self.lockstep_forward(mode, requests))
-        return barriers[mode]
+        loops = self.__dict__.setdefault("_lockstep", {})
+        if mode not in loops:
+            loops[mode] = LockstepInference(lambda requests: self.lockstep_forward(mode, requests))
+        return loops[mode]
 
     def lockstep_forward(self, mode: str, requests: Dict[int, Request]) -> Dict[int, Dict[int, Any]]:
         """One step of every requesting task: one initial inference and one MCTS search over all their roots
