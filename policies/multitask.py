@@ -13,6 +13,7 @@ One policy object owns the shared model, optimizer and target model. Each task g
 """
 import contextlib
 import copy
+import functools
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -118,13 +119,18 @@ class MultiTaskPolicyMixin:
     def task_eval_mode(self, task_id: int) -> "Policy.eval_function":
         return self._bind_interface(self.eval_mode, task_id, "eval")
 
-    @property
+    @functools.cached_property
     def lightzero_route(self) -> bool:
         """Whether this (one-task) model needs what only lightzero's own single-task code serves: rotary position
         embeddings or lightzero's dormant-ratio analysis. Collection, evaluation and the loss then run lightzero's own
-        methods, as ``policy.collect_mode`` does in lightzero's entries (docs/policy_swap.md)."""
+        methods, as ``policy.collect_mode`` does in lightzero's entries (docs/policy_swap.md). A multi-task model
+        with either is refused."""
         wm_cfg = self._cfg.model.world_model_cfg
-        return bool(wm_cfg.get("rotary_emb", False) or wm_cfg.get("analysis_dormant_ratio", False))
+        route = bool(wm_cfg.get("rotary_emb", False) or wm_cfg.get("analysis_dormant_ratio", False))
+        if route and self._cfg.task_num > 1:
+            raise ValueError("world_model_cfg.rotary_emb / analysis_dormant_ratio are served by lightzero's single-task "
+                             f"code only: set them False for a multi-task model (task_num={self._cfg.task_num})")
+        return route
 
     def _bind_interface(self, interface: tuple, task_id: int, mode: str) -> tuple:
         """ding's interface tuple for one task, the task passed explicitly: ``forward`` joins the task's lockstep
@@ -132,7 +138,6 @@ class MultiTaskPolicyMixin:
         ``get_attribute('cfg')`` answers the task's config (lightzero's workers read it). On the
         :attr:`lightzero_route`, lightzero's own interface."""
         if self.lightzero_route:
-            self._check_lightzero_route()
             return interface
 
         def forward(*args: Any, **kwargs: Any) -> Dict[int, Any]:
@@ -175,11 +180,6 @@ class MultiTaskPolicyMixin:
             outputs.update(self._act_batched(mode, tasks, requests, states))
         return outputs
 
-    def _check_lightzero_route(self) -> None:
-        if self._cfg.task_num > 1:
-            raise ValueError("world_model_cfg.rotary_emb / analysis_dormant_ratio are served by lightzero's single-task "
-                             f"code only: set them False for a multi-task model (task_num={self._cfg.task_num})")
-
     def _task_continuous(self, task_id: int) -> bool:
         return self._model.world_model.task_is_continuous(task_id)
 
@@ -192,10 +192,6 @@ class MultiTaskPolicyMixin:
         """The batched KV cache of ``mode``'s lockstep steps: one slot per (task, env) of this policy's tasks."""
         caches = self.__dict__.setdefault("_inference_caches", {})
         if mode not in caches:
-            if self._cfg.model.world_model_cfg.get("rotary_emb", False):
-                raise ValueError("world_model_cfg.rotary_emb=True: the lockstep engine's batched KV cache uses absolute "
-                                 "position embeddings; rotary runs through lightzero's own collect_mode only "
-                                 "(docs/policy_swap.md)")
             key = "collector_env_num" if mode == "collect" else "evaluator_env_num"
             env_counts = {t: int(cfg[key]) for t, cfg in getattr(self, "_task_cfgs", {0: self._cfg}).items()}
             caches[mode] = InferenceCache(self._model.world_model, env_counts, num_simulations=self._cfg.num_simulations)
@@ -276,12 +272,12 @@ class MultiTaskPolicyMixin:
         """Task ``task_id``'s ``mode`` inference state: its envs' last observations and actions."""
         states = self.__dict__.setdefault("_task_states", {})
         if (task_id, mode) not in states:
-            states[(task_id, mode)] = _empty_context(self.task_cfg(task_id), self._env_num(task_id, mode))
+            states[(task_id, mode)] = self._empty_task_state(task_id, mode)
         return states[(task_id, mode)]
 
-    def _env_num(self, task_id: int, mode: str) -> int:
+    def _empty_task_state(self, task_id: int, mode: str) -> Dict[str, Any]:
         cfg = self.task_cfg(task_id)
-        return int(cfg.collector_env_num if mode == "collect" else cfg.evaluator_env_num)
+        return _empty_context(cfg, int(cfg.collector_env_num if mode == "collect" else cfg.evaluator_env_num))
 
     def _reset_task(self, task_id: int, mode: str, env_id: Any, current_steps: Optional[int],
                     reset_init_data: bool) -> None:
@@ -292,7 +288,7 @@ class MultiTaskPolicyMixin:
         ``cache_clear_interval`` steps the task's rows of the batched KV cache are dropped (its next step restarts
         from the last observation), as lightzero's UniZero clears its caches. Other tasks keep theirs."""
         if reset_init_data:
-            self._task_state(task_id, mode).update(_empty_context(self.task_cfg(task_id), self._env_num(task_id, mode)))
+            self.__dict__.setdefault("_task_states", {})[(task_id, mode)] = self._empty_task_state(task_id, mode)
         if _cache_clear_due(env_id, current_steps, self._cfg.cache_clear_interval) \
                 and mode in self.__dict__.get("_inference_caches", {}):
             self._inference_cache(mode).invalidate(task_id)
@@ -319,8 +315,7 @@ class MultiTaskPolicyMixin:
         if self._cfg.get("engine", "batched") != "batched":
             raise ValueError(f"policy.engine={self._cfg.engine!r}: ScaleZero has one engine, every task through one "
                              "batched forward (the task-by-task engine was removed); drop the key")
-        if self.lightzero_route:
-            self._check_lightzero_route()
+        _ = self.lightzero_route  # a multi-task model lightzero's code alone can serve is refused here, before training
         super()._init_learn()
         # Rebuilt over every parameter: the parent's optimizer drops frozen ones (see build_optimizer).
         self._optimizer_world_model = build_optimizer(

@@ -11,7 +11,7 @@ import lzero_ext  # noqa: F401
 from lzero_ext.entry.configs import compile_task_configs
 
 
-def _two_task_policy(tmp_path, interval: int):
+def _two_task_policy(tmp_path, interval: int, rotary: bool = False):
     from zoo.classic_control.cartpole.config.cartpole_unizero_config import create_config, main_config
 
     configs = []
@@ -21,7 +21,7 @@ def _two_task_policy(tmp_path, interval: int):
         cfg.policy.update(task_num=2, cuda=False, num_simulations=3, collector_env_num=1, evaluator_env_num=1,
                           cache_clear_interval=interval)
         cfg.policy.model.world_model_cfg.update(num_tasks=2, env_num=1, collector_env_num=1, evaluator_env_num=1,
-                                                rotary_emb=False)  # lightzero's CartPole config uses RoPE
+                                                rotary_emb=rotary)  # lightzero's CartPole config uses RoPE
         configs.append((cfg, create))
     cfgs = compile_task_configs(configs, seed=0, exp_name=str(tmp_path / "exp"), save_cfg=False)
     policy = create_policy(cfgs[0].policy, enable_field=["learn", "collect"])
@@ -82,3 +82,11 @@ def test_reset_forgets_the_tasks_last_observations_only(tmp_path):
     assert policy._task_state(0, "collect")["last_batch_action"] == [-1]
     assert torch.count_nonzero(policy._task_state(0, "collect")["last_batch_obs"]) == 0
     assert policy._task_state(1, "collect")["last_batch_action"] != [-1]
+
+
+def test_a_multi_task_model_with_rotary_embeddings_is_refused(tmp_path):
+    """RoPE is served by lightzero's own single-task code only; the batched engine uses absolute positions."""
+    import pytest
+
+    with pytest.raises(ValueError, match=r"rotary_emb / analysis_dormant_ratio .*task_num=2"):
+        _two_task_policy(tmp_path, interval=0, rotary=True)

@@ -15,6 +15,7 @@ interval, the verdict; per run: wall seconds, env steps per second, evaluation a
 recorded training loops when none was made).
 """
 import argparse
+import importlib
 import json
 import statistics
 import time
@@ -45,8 +46,6 @@ def run_seed(suite: str, preset: str, seed: int, exp: Path, max_env_step: Option
     here, trainer build and final evaluation included (None: reused)."""
     if (exp / "summary.json").is_file():
         return json.loads((exp / "summary.json").read_text()), None
-    import importlib
-
     from lzero_ext.entry.train_scalezero import train_scalezero
 
     module = importlib.import_module(ZOO_MODULES[suite])
@@ -122,8 +121,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds must be distinct, got {args.seeds}")
-    import importlib
-
     module = importlib.import_module(ZOO_MODULES[args.suite])
     if args.preset not in module.PRESETS:
         parser.error(f"unknown preset {args.preset!r} of {args.suite}; choose from {sorted(module.PRESETS)}")
