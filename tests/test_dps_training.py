@@ -37,6 +37,9 @@ def test_solved_task_stops_stage_advances_and_resume_keeps_both(tmp_path, monkey
     assert dps["stage"] == 1 and dps["switches"][0]["reason"] == "solved"
     steps = {row["name"]: row["env_steps"] for row in first.summary["tasks"]}
     assert steps["Pong"] < steps["Breakout"]  # Pong stopped collecting once solved
+    # the final evaluation covers the solved task too, on the final model, at the env step where it stopped
+    pong = next(row for row in first.summary["tasks"] if row["name"] == "Pong")
+    assert pong["history"][-1][0] == steps["Pong"] > pong["history"][0][0] == 0
     assert dps["total_env_steps"] == first.summary["total_env_steps"] == sum(steps.values())
     assert "task1/loss_total" in first.last_learn_log and "task0/loss_total" not in first.last_learn_log
     before = load_checkpoint(tmp_path / "exp" / "ckpt" / "rank0")

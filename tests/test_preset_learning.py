@@ -55,3 +55,47 @@ def test_smoke_preset_over_two_seeds_writes_the_report_and_reuses_its_runs(tmp_p
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("reusing") == 2 and ": training" not in again.stdout
     assert Path(out / "runs" / "seed1" / "summary.json").is_file()
+
+
+def test_lightzero_evaluates_near_each_quarter_of_the_budget():
+    from easydict import EasyDict
+
+    from lzero_ext.bench.preset_learning import lightzero_eval_freq
+
+    # the cpu preset: 40 updates per 8 segments of 20 steps, 12,000 env steps -> 3,000 iterations, every 750
+    per_round = EasyDict(update_per_collect=40, collector_env_num=8, game_segment_length=20)
+    assert lightzero_eval_freq(per_round, 12_000) == 750
+    assert lightzero_eval_freq(EasyDict(update_per_collect=None, replay_ratio=0.5), 400) == 50  # from the ratio
+
+
+def test_unizero_arm_trains_lightzero_per_game_and_reuses_finished_games(tmp_path):
+    out = tmp_path / "report"
+    command = [sys.executable, "-m", "lzero_ext.bench", "preset_learning", "--preset", "smoke", "--seeds", "0", "1",
+               "--unizero", "--out", str(out)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.strip().splitlines()[-1].startswith(
+        "preset learning: minatar smoke unizero, learned 0 of 5 games (95% CI over 2 seeds), ")
+    seed0 = out / "runs" / "seed0"
+    summary = json.loads((seed0 / "summary.json").read_text())
+    assert [row["name"] for row in summary["tasks"]] == ["Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders"]
+    for row in summary["tasks"]:
+        assert row["env_steps"] >= 40 and row["train_iter"] > 0  # each game its own lightzero run over its budget
+        assert row["history"][0][0] == 0 and row["history"][-1] == [row["env_steps"], row["eval_return"]]
+        assert row["eval_episodes"] == 1  # the smoke preset's final evaluation: one episode per evaluator env
+        assert (seed0 / row["name"] / "log").is_dir()  # lightzero's own files, per game
+    assert summary["total_env_steps"] == sum(row["env_steps"] for row in summary["tasks"])
+
+    # a game finished before an interruption is not trained again
+    (seed0 / "summary.json").unlink()
+    (seed0 / "Freeway.json").unlink()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "seed 0 Freeway:" in again.stdout and "seed 0 Breakout:" not in again.stdout
+    assert "seed 1 " not in again.stdout.replace("seed 1: reusing", "")
+
+
+def test_unizero_arm_refuses_the_multitask_flags():
+    result = subprocess.run([sys.executable, "-m", "lzero_ext.bench", "preset_learning", "--unizero", "--dps"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--unizero is lightzero's single-task UniZero" in result.stderr

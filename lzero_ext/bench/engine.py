@@ -29,6 +29,7 @@ from tabulate import tabulate
 
 from lzero_ext.bench.common import (create_policy_for, lightzero_segment_collector, lightzero_unizero_config,
                                     machine_load, median, set_threads, time_interleaved)
+from lzero_ext.bench.learning_configs import GRID_UNIZERO_MODEL
 
 SUITES = ("minatar", "atari")
 SEARCH_BATCHES = (1, 2, 5, 10, 20, 40)
@@ -53,8 +54,8 @@ def lightzero_side(task_config: Any, suite: str, seed: int) -> Dict[str, Any]:
     main, create = lightzero_unizero_config(task_config)
     for key in ("diagnostics_freq", "dps", "engine", "amp", "compile", "cache_clear_interval"):
         main.policy.pop(key, None)
-    if suite == "minatar":  # lightzero's UniZero model with the grid encoder
-        main.policy.model.update(type="GridUniZeroModel", import_names=["lzero_ext.model.grid_encoder"])
+    if suite == "minatar":
+        main.policy.model.update(GRID_UNIZERO_MODEL)
     policy, cfg = create_policy_for((main, create), seed=seed, enable_field=("learn", "collect"))
     return dict(policy=policy, cfg=cfg, collector=lightzero_segment_collector(policy, cfg, "bench_unizero"),
                 buffer=UniZeroGameBuffer(cfg.policy))

@@ -12,6 +12,8 @@ from easydict import EasyDict
 from lzero_ext.entry.run_config import RunConfig, TaskEnvSpec, build_task_configs
 
 TaskConfig = Tuple[EasyDict, EasyDict]
+# lightzero's UniZero model with the grid encoder: arm ``unizero``'s model on MinAtar's 10x10 grids
+GRID_UNIZERO_MODEL = dict(type="GridUniZeroModel", import_names=["lzero_ext.model.grid_encoder"])
 
 
 def trainer_task_name(task: Any) -> str:
@@ -38,8 +40,8 @@ def run_configs(spec: Any) -> List[TaskConfig]:
     if spec.arm == "unizero":
         (config,) = build(spec.tasks, spec.settings, moe=False, **kw)
         config = lightzero_arm_config(config)
-        if spec.tasks[0].kind == "minatar":  # lightzero's UniZero model with the grid encoder
-            config[0].policy.model.update(type="GridUniZeroModel", import_names=["lzero_ext.model.grid_encoder"])
+        if spec.tasks[0].kind == "minatar":
+            config[0].policy.model.update(GRID_UNIZERO_MODEL)
         return [config]
     return build(spec.tasks, spec.settings, moe=spec.arm in ("moe", "dps"), dps=spec.arm == "dps", **kw)
 

@@ -10,8 +10,7 @@
 * ``dps``: ``moe`` with Dynamic Parameter Scaling (``policy.dps``): a task whose eval return reaches
   its ``target_return`` is solved and stops collecting and training; staged LoRA adapters take over
   the frozen transformer as tasks get solved (or a stage times out). The trainer's final evaluation
-  skips solved tasks; the benchmark gives them the same one on the final model (:func:`evaluate_solved`),
-  so every task's final return comes from the same episode count.
+  covers solved tasks too, on the final model, so every task's final return comes from the same episode count.
 
 All arms share the env (``classic_control_scalezero``, or ``minatar_scalezero`` for the MinAtar suite:
 ``lzero_ext.bench.learning_minatar``), the transformer's width, depth and heads,
@@ -189,25 +188,34 @@ def _handlers_removed_after() -> Iterator[None]:
                 handler.close()
 
 
-def run(spec: RunSpec) -> RunResult:
-    """Trains one arm for one seed (quietly) and returns its eval curves."""
+@contextlib.contextmanager
+def quiet_run(out_dir: str, log_name: str, threads: int = 1) -> Iterator[None]:
+    """Runs the block in ``out_dir`` (lightzero writes ``./<exp_name>/...`` relative to it) with ``threads`` torch
+    threads, everything lightzero prints going to ``<out_dir>/<log_name>.log``, and its logging handlers removed
+    after."""
     import torch
 
     import lzero_ext.registry  # noqa: F401  (registers envs, models, policies)
 
-    if spec.arm not in ARMS:
-        raise ValueError(f"unknown arm {spec.arm!r}; expected one of {ARMS}")
-    torch.set_num_threads(spec.threads)
+    torch.set_num_threads(threads)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.WARNING)  # lightzero's workers log every collection and evaluation at INFO
-    start = time.perf_counter()
-    try:  # everything lightzero prints goes to <out_dir>/<exp_name>.log
-        with _working_dir(spec.out_dir), open(f"{spec.exp_name}.log", "w") as log, _handlers_removed_after(), \
+    try:
+        with _working_dir(out_dir), open(f"{log_name}.log", "w") as log, _handlers_removed_after(), \
                 contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            result = _run_unizero(spec) if spec.arm == "unizero" else _run_multitask(spec)
+            yield
     finally:
         root.setLevel(level)
+
+
+def run(spec: RunSpec) -> RunResult:
+    """Trains one arm for one seed (quietly) and returns its eval curves."""
+    if spec.arm not in ARMS:
+        raise ValueError(f"unknown arm {spec.arm!r}; expected one of {ARMS}")
+    start = time.perf_counter()
+    with quiet_run(spec.out_dir, spec.exp_name, spec.threads):
+        result = _run_unizero(spec) if spec.arm == "unizero" else _run_multitask(spec)
     result.wall_s = time.perf_counter() - start
     return result
 
@@ -220,7 +228,6 @@ def _run_multitask(spec: RunSpec) -> RunResult:
                                save_replay_buffer=False, progress=False)
     try:
         result = trainer.run()
-        evaluate_solved(trainer)
     finally:
         trainer.close()
     names = {i: t.name for i, t in enumerate(spec.tasks)}
@@ -230,16 +237,6 @@ def _run_multitask(spec: RunSpec) -> RunResult:
                 for task in trainer.tasks}
     return RunResult(spec.arm, spec.seed, curves, steps, 0.0, result.train_iter, result.summary.get("diagnostics", {}),
                      result.summary.get("dps") or {}, episodes)
-
-
-def evaluate_solved(trainer: Any) -> None:
-    """Gives the tasks DPS solved the final evaluation the trainer skips (it evaluates active tasks only):
-    ``final_eval_episodes`` episodes of the final model, recorded at the env step where the task stopped. Without
-    it a solved task's last return would be the (short, selected) evaluation that reached its target."""
-    active = {task.task_id for task in trainer.active}
-    episodes = trainer.cfg.final_eval_episodes
-    trainer.policy.run_workers("eval", {task.task_id: functools.partial(task.evaluate, trainer.train_iter, episodes)
-                                        for task in trainer.tasks if task.task_id not in active})
 
 
 def eval_episodes(env_cfg: Any, episodes: Optional[int]) -> int:
@@ -252,22 +249,41 @@ def eval_episodes(env_cfg: Any, episodes: Optional[int]) -> int:
 
 
 def _run_unizero(spec: RunSpec) -> RunResult:
-    """lightzero's ``train_unizero_segment`` (the UniZero entry with the segment collector our trainer
-    uses too), with its evaluator and collector swapped for recording subclasses so that the eval
-    history and the final env step can be read back."""
     (task,) = spec.tasks
     ((main, create),) = run_configs(spec)
+    trained = train_lightzero_unizero((main, create), seed=spec.seed, max_env_step=spec.settings.env_steps)
+    return RunResult(spec.arm, spec.seed, {task.name: trained.history}, {task.name: trained.env_steps}, 0.0,
+                     trained.train_iter, final_episodes={task.name: trained.final_episodes})
+
+
+@dataclass
+class LightZeroRun:
+    """What a run of lightzero's own UniZero entry leaves: its eval curve (the final evaluation last), env steps,
+    learner iterations and the final evaluation's episode count."""
+
+    history: Curve
+    env_steps: int
+    train_iter: int
+    final_episodes: int
+
+
+def train_lightzero_unizero(config: Tuple[Any, Any], *, seed: int, max_env_step: int) -> LightZeroRun:
+    """lightzero's ``train_unizero_segment`` (the UniZero entry with the segment collector our trainer
+    uses too) on one task's config, with its evaluator and collector swapped for recording subclasses so that
+    the eval history and the final env step can be read back, then a final evaluation of the config's
+    ``final_eval_episodes`` (the multi-task trainer's; the entry itself ends with its last regular one)."""
+    main, create = config
     recorder = _Recorder()
     with recorder.hooked(importlib.import_module("lzero.entry.train_unizero_segment")) as entry:
-        entry.train_unizero_segment((main, create), seed=spec.seed, max_env_step=spec.settings.env_steps)
+        entry.train_unizero_segment((main, create), seed=seed, max_env_step=max_env_step)
     collector, evaluator = recorder.collector, recorder.evaluator
-    try:  # the entry ends with its last regular evaluation; the final one is the multi-task arms' (same episodes)
+    try:
         evaluator.final_eval(main.policy.get("final_eval_episodes"), recorder.last_train_iter, collector.envstep)
     finally:
         collector.close()
         evaluator.close()
-    return RunResult(spec.arm, spec.seed, {task.name: list(recorder.history)}, {task.name: int(collector.envstep)},
-                     0.0, recorder.last_train_iter, final_episodes={task.name: recorder.last_episodes})
+    return LightZeroRun(list(recorder.history), int(collector.envstep), recorder.last_train_iter,
+                        recorder.last_episodes)
 
 
 class _Recorder:

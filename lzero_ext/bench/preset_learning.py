@@ -1,11 +1,13 @@
 """Does a zoo preset learn? Its runs over several seeds, each game judged by the learned rule.
 
-``python -m lzero_ext.bench preset_learning --suite minatar --preset cpu --seeds 0 1 2 --out docs/results/minatar_cpu``
+``python -m lzero_ext.bench preset_learning --suite minatar --preset cpu --seeds 0 1 2 [--dense | --dps | --unizero]``
 
 Every seed is the preset's normal training run (the zoo config's ``build_configs`` and ``train_scalezero``, exactly
 what ``python -m zoo.minatar.config.scalezero_minatar_multitask_config --preset cpu --seed S`` runs) in
 ``<out>/runs/seed<S>``; a run with a ``summary.json`` is reused, so an interrupted benchmark continues where it
-stopped. Each game is judged by :func:`~lzero_ext.bench.learning_report.learned`: the final evaluations (at least 10
+stopped. ``--unizero`` is the single-task baseline instead: lightzero's own UniZero (its ``train_unizero_segment``
+entry, collector, evaluator and learner), one model per game at the preset's sizes, simulations, replay buffer and
+epsilon schedule, the games one after another (:func:`run_seed_lightzero`). Each game is judged by :func:`~lzero_ext.bench.learning_report.learned`: the final evaluations (at least 10
 episodes per seed) of at least two seeds, their 95% Student-t interval above both the random policy's and the best
 constant action's return. Writes ``results.json`` (per game: final return, episodes and curve per seed, the
 interval, the verdict; per run: wall seconds, env steps per second, evaluation and collection shares),
@@ -24,9 +26,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from tabulate import tabulate
 
+from lzero_ext.bench.learning_configs import GRID_UNIZERO_MODEL, lightzero_arm_config
 from lzero_ext.bench.learning_report import Verdict, learned, plot_curves
+from lzero_ext.checkpoint import atomic_write
 
 ZOO_MODULES = {"minatar": "zoo.minatar.config.scalezero_minatar_multitask_config"}
+# suite -> the model lightzero's UniZero takes in the ``--unizero`` arm (its observations as the zoo config's)
+LIGHTZERO_MODELS = {"minatar": GRID_UNIZERO_MODEL}
 
 
 def minatar_bars(game: str) -> Tuple[float, float]:
@@ -61,6 +67,59 @@ def run_seed(suite: str, preset: str, seed: int, exp: Path, max_env_step: Option
     seconds = time.monotonic() - start
     print(f"seed {seed}: {seconds:.0f} s", flush=True)
     return json.loads((exp / "summary.json").read_text()), seconds
+
+
+def lightzero_eval_freq(policy: Mapping[str, Any], budget: int, fraction: float = 0.25) -> int:
+    """Learner iterations between lightzero's own evaluations so that they fall near every ``fraction`` of the env-step
+    budget: lightzero evaluates by iterations, ``update_per_collect`` per round of full segments (games whose episodes
+    end mid-segment train more iterations per env step and so evaluate a little more often), else ``replay_ratio``
+    per env step."""
+    if policy.get("update_per_collect"):
+        per_env_step = policy.update_per_collect / (policy.collector_env_num * policy.game_segment_length)
+    else:
+        per_env_step = policy.replay_ratio
+    return max(1, round(fraction * budget * per_env_step))
+
+
+def run_seed_lightzero(suite: str, preset: str, seed: int, exp: Path, max_env_step: Optional[int]
+                       ) -> Tuple[Dict[str, Any], Optional[float]]:
+    """The single-task baseline for one seed: lightzero's UniZero trained on each game of the preset alone, at the
+    preset's settings, with the multi-task trainer's final evaluation. Returns a summary shaped like the trainer's
+    (``tasks`` with ``eval_return``, ``eval_episodes`` and ``history``; ``extra.wall_seconds``: the games' training
+    summed) and the seconds this call took (None: reused). Each finished game is kept in ``<exp>/<game>.json`` and
+    reused."""
+    if (exp / "summary.json").is_file():
+        return json.loads((exp / "summary.json").read_text()), None
+    from lzero_ext.bench.learning_runs import quiet_run, train_lightzero_unizero
+
+    module = importlib.import_module(ZOO_MODULES[suite])
+    settings = module.PRESETS[preset]
+    budget = max_env_step or settings.max_env_step
+    exp.mkdir(parents=True, exist_ok=True)
+    start, rows = time.monotonic(), []
+    for game in settings.tasks:
+        done = exp / f"{game}.json"
+        if not done.is_file():
+            ((main, create),) = module.build_configs(preset, exp_name=game, cuda=False, dense=True,  # under <exp>
+                                                     **{module.SUITE.task_keyword: [game]})
+            main, create = lightzero_arm_config((main, create))
+            main.policy.model.update(LIGHTZERO_MODELS[suite])
+            main.policy.eval_freq = lightzero_eval_freq(main.policy, budget)
+            game_start = time.monotonic()
+            with quiet_run(str(exp), game, threads=settings.torch_threads or 1):
+                trained = train_lightzero_unizero((main, create), seed=seed, max_env_step=budget)
+            seconds = time.monotonic() - game_start
+            print(f"seed {seed} {game}: {seconds:.0f} s, final return {trained.history[-1][1]:.2f}", flush=True)
+            row = dict(name=game, eval_return=trained.history[-1][1], eval_episodes=trained.final_episodes,
+                       history=trained.history, env_steps=trained.env_steps, train_iter=trained.train_iter,
+                       seconds=seconds)
+            atomic_write(done, lambda f, row=row: f.write(json.dumps(row).encode()))
+        rows.append(json.loads(done.read_text()))
+    summary = {"tasks": rows, "total_env_steps": sum(row["env_steps"] for row in rows),
+               "extra": {"wall_seconds": sum(row["seconds"] for row in rows),
+                         "arm": "lightzero UniZero (train_unizero_segment), one model per game"}}
+    atomic_write(exp / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    return summary, time.monotonic() - start
 
 
 def run_figures(summary: Mapping[str, Any]) -> Dict[str, Optional[float]]:
@@ -116,6 +175,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--max-env-step", type=int, help="per-game budget (default: the preset's)")
     parser.add_argument("--dense", action="store_true", help="dense FFN instead of MoE (the multi-task UniZero arm)")
     parser.add_argument("--dps", action="store_true", help="Dynamic Parameter Scaling with the suite's targets")
+    parser.add_argument("--unizero", action="store_true",
+                        help="the single-task baseline: lightzero's own UniZero, one model per game, at the preset's settings")
     parser.add_argument("--out", type=Path, help="output directory (default data_scalezero/preset_learning_<suite>_"
                                                   "<preset>)")
     args = parser.parse_args(argv)
@@ -124,15 +185,20 @@ def main(argv: Optional[List[str]] = None) -> None:
     module = importlib.import_module(ZOO_MODULES[args.suite])
     if args.preset not in module.PRESETS:
         parser.error(f"unknown preset {args.preset!r} of {args.suite}; choose from {sorted(module.PRESETS)}")
-    variant = ("dense" if args.dense else "moe") + ("_dps" if args.dps else "")
+    if args.unizero and (args.dense or args.dps):
+        parser.error("--unizero is lightzero's single-task UniZero: it takes neither --dense nor --dps")
+    variant = "unizero" if args.unizero else ("dense" if args.dense else "moe") + ("_dps" if args.dps else "")
     out = args.out or Path(f"data_scalezero/preset_learning_{args.suite}_{args.preset}_{variant}")
 
     summaries, run_seconds = {}, {}
     for seed in args.seeds:
         exp = out / "runs" / f"seed{seed}"
         print(f"seed {seed}: {'reusing' if (exp / 'summary.json').is_file() else 'training'} {exp}", flush=True)
-        summaries[seed], run_seconds[seed] = run_seed(args.suite, args.preset, seed, exp, args.max_env_step,
-                                                      dense=args.dense, dps=args.dps)
+        if args.unizero:
+            summaries[seed], run_seconds[seed] = run_seed_lightzero(args.suite, args.preset, seed, exp, args.max_env_step)
+        else:
+            summaries[seed], run_seconds[seed] = run_seed(args.suite, args.preset, seed, exp, args.max_env_step,
+                                                          dense=args.dense, dps=args.dps)
     made = [seed for seed in args.seeds if run_seconds[seed] is not None]
     games = judge(summaries, BARS[args.suite])
     figures = {seed: dict(run_figures(summary), run_seconds=run_seconds[seed]) for seed, summary in summaries.items()}

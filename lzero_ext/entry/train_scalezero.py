@@ -111,8 +111,10 @@ class MultiTaskTrainer:
         return active_tasks(self.tasks, self.dps)
 
     def evaluate(self, final: bool = False) -> None:
-        """Evaluates the tasks that are due (every active task when ``final``, with ``final_eval_episodes``)."""
-        tasks = [task for task in self.active if final or self._eval_due(task)]
+        """Evaluates the tasks that are due, or, when ``final``, every task with ``final_eval_episodes`` on the final
+        model: DPS's solved tasks too, so each task's last return comes from the same episode count and shows whether
+        a solved task kept its return (not the short evaluation that reached its target)."""
+        tasks = self.tasks if final else [task for task in self.active if self._eval_due(task)]
         episodes = self.cfg.final_eval_episodes if final else None
         returns = self.policy.run_workers("eval", {task.task_id: partial(self._evaluate_task, task, episodes, final)
                                            for task in tasks})
