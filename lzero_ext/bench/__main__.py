@@ -27,6 +27,7 @@ BENCHMARKS: Dict[str, str] = {
     "multidomain": "lzero_ext.bench.multidomain",  # one model over several domains vs one per domain: step costs
     "multidomain_learning": "lzero_ext.bench.multidomain_learning",  # the same comparison's returns, several seeds
     "preset_learning": "lzero_ext.bench.preset_learning",  # a zoo preset over seeds: which games it learns
+    "preset_arms": "lzero_ext.bench.preset_arms",  # the four arms' preset_learning reports side by side
     "baselines": "lzero_ext.bench.baselines",  # MinAtar returns of the random policy and of every constant action
 }
 

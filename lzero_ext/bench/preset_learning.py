@@ -133,6 +133,29 @@ def run_figures(summary: Mapping[str, Any]) -> Dict[str, Optional[float]]:
             "eval_share": share("eval"), "collect_share": share("collect")}
 
 
+def run_diagnostics(summary: Mapping[str, Any]) -> Dict[str, Any]:
+    """A multi-task run's diagnostics, each averaged over the run's records (``summary.json``'s ``diagnostics``):
+    gradient conflict on the shared transformer (mean cosine of per-task gradients, share of negative pairs), dormant
+    ratio, and per game the routers' expert-usage entropy and busiest expert's share (MoE); with DPS, the env steps it
+    used and the games it solved. Empty for a run without them (lightzero's single-task arm)."""
+    diagnostics = summary.get("diagnostics") or {}
+    mean = (lambda key: diagnostics[key]["mean"] if key in diagnostics else None)
+    out: Dict[str, Any] = {}
+    if diagnostics:
+        out.update(grad_cos_mean=mean("grad_cos_mean"), grad_neg_frac=mean("grad_neg_frac"),
+                   dormant_ratio=mean("dormant_ratio"))
+        names = {task["task_id"]: task["name"] for task in summary["tasks"] if "task_id" in task}
+        for key in ("expert_entropy", "expert_max_share"):
+            per_game = {name: mean(f"{key}/task{task_id}") for task_id, name in names.items()}
+            if any(v is not None for v in per_game.values()):
+                out[key] = per_game
+    if summary.get("dps"):
+        dps = summary["dps"]
+        out["dps"] = dict(solved=dps["solved"], stage=dps["stage"], env_steps=dps["env_steps"],
+                          total_env_steps=dps["total_env_steps"])
+    return out
+
+
 def judge(summaries: Mapping[int, Mapping[str, Any]], bars: Callable[[str], Tuple[float, float]]
           ) -> Dict[str, Dict[str, Any]]:
     """Per game: every seed's final return, episode count and curve, and its :class:`Verdict`."""
@@ -201,7 +224,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                                                           dense=args.dense, dps=args.dps)
     made = [seed for seed in args.seeds if run_seconds[seed] is not None]
     games = judge(summaries, BARS[args.suite])
-    figures = {seed: dict(run_figures(summary), run_seconds=run_seconds[seed]) for seed, summary in summaries.items()}
+    figures = {seed: dict(run_figures(summary), run_seconds=run_seconds[seed], env_steps=summary["total_env_steps"],
+                          diagnostics=run_diagnostics(summary))
+               for seed, summary in summaries.items()}
     verdicts: Dict[str, Verdict] = {name: game["verdict"] for name, game in games.items()}
 
     rows = [[name] + [f"{game['finals'][s]:.2f} ({game['episodes'][s] or '?'})" for s in args.seeds]
@@ -209,11 +234,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     table = tabulate(rows, headers=["game"] + [f"seed {s}: final (episodes)" for s in args.seeds]
                      + ["mean", "learned: 95% CI > max(random, best constant)"], disable_numparse=True)
     minutes = (lambda seconds: seconds and seconds / 60)
+    diag = (lambda s, key: figures[s]["diagnostics"].get(key))
     run_rows = [[s, *(_fmt(v) for v in (
         minutes(figures[s]["run_seconds"]), minutes(figures[s]["wall_seconds"]), figures[s]["env_steps_per_s"],
-        figures[s]["eval_share"], figures[s]["collect_share"]))] for s in args.seeds]
+        figures[s]["eval_share"], figures[s]["collect_share"], diag(s, "grad_cos_mean"), diag(s, "grad_neg_frac"))),
+        "-" if diag(s, "dormant_ratio") is None else f"{diag(s, 'dormant_ratio'):.1e}",
+        figures[s]["env_steps"]] for s in args.seeds]
     runs_table = tabulate(run_rows, headers=["seed", "whole run min", "training loop min", "env steps/s",
-                                             "eval share", "collect share"], disable_numparse=True)
+                                             "eval share", "collect share", "grad cos", "grad < 0 share",
+                                             "dormant ratio", "env steps used"], disable_numparse=True)
     out.mkdir(parents=True, exist_ok=True)
     results = {"suite": args.suite, "preset": args.preset, "variant": variant, "seeds": args.seeds, "runs": figures,
                "games": {name: dict(game, verdict=vars(verdicts[name])) for name, game in games.items()}}
