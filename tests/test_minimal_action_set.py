@@ -12,10 +12,13 @@ GAMES = ("Breakout", "Freeway")  # 3 of 6 actions legal each
 
 
 def test_minimal_action_sets_keep_search_and_policy_targets_on_legal_actions(tmp_path):
-    configs = build_configs("smoke", games=list(GAMES), exp_name=str(tmp_path), cuda=False)
+    # the preset's option (--set minimal_action_set=True), with epsilon-greedy collection drawing random actions too
+    configs = build_configs("smoke", games=list(GAMES), exp_name=str(tmp_path), cuda=False,
+                            overrides=dict(minimal_action_set=True, collect_epsilon_decay=1000))
     for main, _ in configs:
-        main.env.minimal_action_set = True
-        main.policy.action_type = "varied_action_space"  # lightzero maps legal-action visit counts to all 6 actions
+        assert main.env.minimal_action_set and main.policy.eps.eps_greedy_exploration_in_collect
+        # lightzero maps legal-action visit counts back to all 6 actions
+        assert main.policy.action_type == "varied_action_space"
     trainer = MultiTaskTrainer(configs, seed=0, exp_name=str(tmp_path), score_kind="raw", max_env_step=10 ** 6,
                                max_train_iter=10 ** 6, checkpoint_freq=10 ** 6, save_replay_buffer=False, progress=False)
     try:

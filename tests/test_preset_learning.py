@@ -99,3 +99,14 @@ def test_unizero_arm_refuses_the_multitask_flags():
     result = subprocess.run([sys.executable, "-m", "lzero_ext.bench", "preset_learning", "--unizero", "--dps"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--unizero is lightzero's single-task UniZero" in result.stderr
+
+
+def test_set_makes_a_variant_of_its_own(tmp_path):
+    command = [sys.executable, "-m", "lzero_ext.bench", "preset_learning", "--preset", "smoke", "--seeds", "0",
+               "--max-env-step", "20", "--set", "num_simulations=3", "--out", str(tmp_path / "report")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1].startswith("preset learning: minatar smoke moe_num_simulations3, ")
+    assert json.loads((tmp_path / "report" / "results.json").read_text())["overrides"] == {"num_simulations": 3}
+    wrong = subprocess.run(command[:-2] + ["--set", "num_simulations=many"], capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "num_simulations takes int" in wrong.stderr

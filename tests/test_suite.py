@@ -57,3 +57,40 @@ def test_jericho_dps_needs_targets_on_the_command_line(capsys):
     assert stop.value.code == 2 and "needs --dps-target GAME=SCORE" in capsys.readouterr().err
     with pytest.raises(ValueError, match="GAME=SCORE"):
         parse_targets(["detective:5"])
+
+
+def test_set_overrides_preset_fields_by_type_and_names_mistakes():
+    from lzero_ext.entry.suite import override_preset, parse_overrides
+
+    overrides = parse_overrides(["num_simulations=8", "learning_rate=1", "eval_env_step_fractions=[0.5]",
+                                 "final_eval_episodes=None", "minimal_action_set=True"])
+    preset = override_preset(zoo_module("minatar").PRESETS["cpu"], overrides)
+    assert (preset.num_simulations, preset.eval_env_step_fractions, preset.final_eval_episodes) == (8, (0.5,), None)
+    assert preset.learning_rate == 1.0 and isinstance(preset.learning_rate, float) and preset.minimal_action_set
+    cpu = zoo_module("minatar").PRESETS["cpu"]
+    with pytest.raises(ValueError, match=r"unknown preset field\(s\) \['sims'\]"):
+        override_preset(cpu, dict(sims=8))
+    with pytest.raises(ValueError, match="num_simulations takes int"):
+        override_preset(cpu, parse_overrides(["num_simulations=eight"]))
+    with pytest.raises(ValueError, match="num_simulations takes int"):
+        override_preset(cpu, dict(num_simulations=True))  # a bool is not a count
+    with pytest.raises(ValueError, match="--games"):
+        override_preset(cpu, dict(tasks=("Breakout",)))
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_overrides(["num_simulations"])
+    with pytest.raises(ValueError, match="final_eval_episodes=2 must be at least evaluator_env_num=5"):
+        override_preset(cpu, dict(final_eval_episodes=2))  # the preset's own checks still run
+
+
+def test_set_reaches_the_configs_and_the_default_experiment_name():
+    minatar = zoo_module("minatar")
+    (main, _), = minatar.build_configs("smoke", games=["Breakout"], cuda=False,
+                                       overrides=dict(num_simulations=3, minimal_action_set=True))
+    assert main.policy.num_simulations == 3 and main.env.minimal_action_set
+    assert main.exp_name == "data_scalezero/minatar_smoke_minimal_action_setTrue_num_simulations3_moe_1games"
+
+
+def test_set_on_the_command_line_is_checked_before_training(capsys):
+    with pytest.raises(SystemExit):
+        zoo_module("minatar").main(["--preset", "smoke", "--set", "num_simulations=eight"])
+    assert "--set num_simulations='eight': num_simulations takes int" in capsys.readouterr().err

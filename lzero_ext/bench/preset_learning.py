@@ -7,7 +7,8 @@ what ``python -m zoo.minatar.config.scalezero_minatar_multitask_config --preset 
 ``<out>/runs/seed<S>``; a run with a ``summary.json`` is reused, so an interrupted benchmark continues where it
 stopped. ``--unizero`` is the single-task baseline instead: lightzero's own UniZero (its ``train_unizero_segment``
 entry, collector, evaluator and learner), one model per game at the preset's sizes, simulations, replay buffer and
-epsilon schedule, the games one after another (:func:`run_seed_lightzero`). Each game is judged by :func:`~lzero_ext.bench.learning_report.learned`: the final evaluations (at least 10
+epsilon schedule, the games one after another (:func:`run_seed_lightzero`). ``--set KEY=VALUE`` replaces a preset
+field as the zoo config's ``--set`` does (a settings search: ``--set num_simulations=8``); the variant's name carries it. Each game is judged by :func:`~lzero_ext.bench.learning_report.learned`: the final evaluations (at least 10
 episodes per seed) of at least two seeds, their 95% Student-t interval above both the random policy's and the best
 constant action's return. Writes ``results.json`` (per game: final return, episodes and curve per seed, the
 interval, the verdict; per run: wall seconds, env steps per second, evaluation and collection shares),
@@ -29,6 +30,7 @@ from tabulate import tabulate
 from lzero_ext.bench.learning_configs import GRID_UNIZERO_MODEL, lightzero_arm_config
 from lzero_ext.bench.learning_report import Verdict, learned, plot_curves
 from lzero_ext.checkpoint import atomic_write
+from lzero_ext.entry.suite import override_preset, overrides_suffix, parse_overrides
 
 ZOO_MODULES = {"minatar": "zoo.minatar.config.scalezero_minatar_multitask_config"}
 # suite -> the model lightzero's UniZero takes in the ``--unizero`` arm (its observations as the zoo config's)
@@ -47,7 +49,7 @@ BARS: Dict[str, Callable[[str], Tuple[float, float]]] = {"minatar": minatar_bars
 
 
 def run_seed(suite: str, preset: str, seed: int, exp: Path, max_env_step: Optional[int], *, dense: bool = False,
-             dps: bool = False) -> Tuple[Dict[str, Any], Optional[float]]:
+             dps: bool = False, overrides: Optional[Mapping[str, Any]] = None) -> Tuple[Dict[str, Any], Optional[float]]:
     """One training run's summary (reused when its directory already holds one) and the seconds the whole run took
     here, trainer build and final evaluation included (None: reused)."""
     if (exp / "summary.json").is_file():
@@ -55,13 +57,14 @@ def run_seed(suite: str, preset: str, seed: int, exp: Path, max_env_step: Option
     from lzero_ext.entry.train_scalezero import train_scalezero
 
     module = importlib.import_module(ZOO_MODULES[suite])
-    configs = module.build_configs(preset, exp_name=str(exp), cuda=False, dense=dense, dps=dps)
-    threads = module.PRESETS[preset].torch_threads
+    configs = module.build_configs(preset, exp_name=str(exp), cuda=False, dense=dense, dps=dps, overrides=overrides)
+    settings = override_preset(module.PRESETS[preset], overrides or {})
+    threads = settings.torch_threads
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    budget = max_env_step or module.PRESETS[preset].max_env_step
+    budget = max_env_step or settings.max_env_step
     start = time.monotonic()
     train_scalezero(configs, seed=seed, max_env_step=budget, exp_name=str(exp), overwrite=True)
     seconds = time.monotonic() - start
@@ -81,8 +84,8 @@ def lightzero_eval_freq(policy: Mapping[str, Any], budget: int, fraction: float 
     return max(1, round(fraction * budget * per_env_step))
 
 
-def run_seed_lightzero(suite: str, preset: str, seed: int, exp: Path, max_env_step: Optional[int]
-                       ) -> Tuple[Dict[str, Any], Optional[float]]:
+def run_seed_lightzero(suite: str, preset: str, seed: int, exp: Path, max_env_step: Optional[int],
+                       overrides: Optional[Mapping[str, Any]] = None) -> Tuple[Dict[str, Any], Optional[float]]:
     """The single-task baseline for one seed: lightzero's UniZero trained on each game of the preset alone, at the
     preset's settings, with the multi-task trainer's final evaluation. Returns a summary shaped like the trainer's
     (``tasks`` with ``eval_return``, ``eval_episodes`` and ``history``; ``extra.wall_seconds``: the games' training
@@ -93,7 +96,7 @@ def run_seed_lightzero(suite: str, preset: str, seed: int, exp: Path, max_env_st
     from lzero_ext.bench.learning_runs import quiet_run, train_lightzero_unizero
 
     module = importlib.import_module(ZOO_MODULES[suite])
-    settings = module.PRESETS[preset]
+    settings = override_preset(module.PRESETS[preset], overrides or {})
     budget = max_env_step or settings.max_env_step
     exp.mkdir(parents=True, exist_ok=True)
     start, rows = time.monotonic(), []
@@ -101,7 +104,7 @@ def run_seed_lightzero(suite: str, preset: str, seed: int, exp: Path, max_env_st
         done = exp / f"{game}.json"
         if not done.is_file():
             ((main, create),) = module.build_configs(preset, exp_name=game, cuda=False, dense=True,  # under <exp>
-                                                     **{module.SUITE.task_keyword: [game]})
+                                                     overrides=overrides, **{module.SUITE.task_keyword: [game]})
             main, create = lightzero_arm_config((main, create))
             main.policy.model.update(LIGHTZERO_MODELS[suite])
             main.policy.eval_freq = lightzero_eval_freq(main.policy, budget)
@@ -196,6 +199,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-env-step", type=int, help="per-game budget (default: the preset's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="replace a preset field, as the zoo config's --set (repeatable), e.g. --set num_simulations=8; "
+                             "the variant's name and default output directory say so")
     parser.add_argument("--dense", action="store_true", help="dense FFN instead of MoE (the multi-task UniZero arm)")
     parser.add_argument("--dps", action="store_true", help="Dynamic Parameter Scaling with the suite's targets")
     parser.add_argument("--unizero", action="store_true",
@@ -210,7 +216,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         parser.error(f"unknown preset {args.preset!r} of {args.suite}; choose from {sorted(module.PRESETS)}")
     if args.unizero and (args.dense or args.dps):
         parser.error("--unizero is lightzero's single-task UniZero: it takes neither --dense nor --dps")
-    variant = "unizero" if args.unizero else ("dense" if args.dense else "moe") + ("_dps" if args.dps else "")
+    try:
+        overrides = parse_overrides(args.set)
+        settings = override_preset(module.PRESETS[args.preset], overrides)
+    except ValueError as error:
+        parser.error(str(error))
+    variant = ("unizero" if args.unizero else ("dense" if args.dense else "moe") + ("_dps" if args.dps else "")) \
+        + overrides_suffix(overrides)
     out = args.out or Path(f"data_scalezero/preset_learning_{args.suite}_{args.preset}_{variant}")
 
     summaries, run_seconds = {}, {}
@@ -218,10 +230,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         exp = out / "runs" / f"seed{seed}"
         print(f"seed {seed}: {'reusing' if (exp / 'summary.json').is_file() else 'training'} {exp}", flush=True)
         if args.unizero:
-            summaries[seed], run_seconds[seed] = run_seed_lightzero(args.suite, args.preset, seed, exp, args.max_env_step)
+            summaries[seed], run_seconds[seed] = run_seed_lightzero(args.suite, args.preset, seed, exp, args.max_env_step,
+                                                                    overrides)
         else:
             summaries[seed], run_seconds[seed] = run_seed(args.suite, args.preset, seed, exp, args.max_env_step,
-                                                          dense=args.dense, dps=args.dps)
+                                                          dense=args.dense, dps=args.dps, overrides=overrides)
     made = [seed for seed in args.seeds if run_seconds[seed] is not None]
     games = judge(summaries, BARS[args.suite])
     figures = {seed: dict(run_figures(summary), run_seconds=run_seconds[seed], env_steps=summary["total_env_steps"],
@@ -244,13 +257,14 @@ def main(argv: Optional[List[str]] = None) -> None:
                                              "eval share", "collect share", "grad cos", "grad < 0 share",
                                              "dormant ratio", "env steps used"], disable_numparse=True)
     out.mkdir(parents=True, exist_ok=True)
-    results = {"suite": args.suite, "preset": args.preset, "variant": variant, "seeds": args.seeds, "runs": figures,
+    results = {"suite": args.suite, "preset": args.preset, "variant": variant, "overrides": overrides,
+               "seeds": args.seeds, "runs": figures,
                "games": {name: dict(game, verdict=vars(verdicts[name])) for name, game in games.items()}}
     (out / "results.json").write_text(json.dumps(results, indent=2, default=_plain) + "\n")
     (out / "table.txt").write_text(table + "\n\n" + runs_table + "\n")
     curves = {"preset": {name: {s: [tuple(p) for p in game["curves"][s]] for s in args.seeds}
                          for name, game in games.items()}}
-    budget = args.max_env_step or module.PRESETS[args.preset].max_env_step
+    budget = args.max_env_step or settings.max_env_step
     plot_curves(out / "learning_curves.png", curves, budget=budget,
                 arm_labels={"preset": f"{args.preset} preset ({variant})"},
                 title=f"{args.suite} {args.preset} ({variant}): {len(args.seeds)} seed(s)",

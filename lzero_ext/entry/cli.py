@@ -33,6 +33,9 @@ def scalezero_arg_parser(doc: str, *, presets: Mapping[str, Any], default_preset
     parser.add_argument("--preset", choices=sorted(presets), default=default_preset, help=f"(default here: {default_preset})")
     parser.add_argument(task_flag, dest="tasks", nargs="+", help=task_help)
     parser.add_argument("--max-env-step", type=int, help="per-task env-step budget (default: the preset's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="replace a field of the preset (repeatable; a Python literal), e.g. --set num_simulations=8; "
+                             "the fields are the preset's (docs/presets.md)")
     parser.add_argument("--max-train-iter", type=int, default=int(1e10), help="stop after this many learner iterations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--exp-name", help="experiment directory (default: data_scalezero/<benchmark>_<preset>_...)")

@@ -13,7 +13,11 @@ Example::
     ['Pong']
 """
 import argparse
+import ast
+import dataclasses
 import importlib
+import re
+import typing
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -86,6 +90,62 @@ class SuitePreset:
         return dict(batch_size=self.batch_size, collector_env_num=self.collector_env_num,
                     evaluator_env_num=self.evaluator_env_num, n_evaluator_episode=self.n_evaluator_episode,
                     env_manager="subprocess" if self.collector_env_num > 1 else "base")
+
+
+def parse_overrides(pairs: Sequence[str]) -> Dict[str, Any]:
+    """``['num_simulations=8', 'minimal_action_set=True']`` (``--set``) -> ``{'num_simulations': 8, ...}``: each value
+    a Python literal (``8``, ``1e-3``, ``True``, ``None``, ``(0.5,)``), else the plain string."""
+    overrides: Dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--set takes KEY=VALUE (a preset field and a Python literal), got {pair!r}")
+        try:
+            overrides[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[key] = text
+    return overrides
+
+
+def _checked(name: str, annotation: Any, value: Any) -> Any:
+    """``value`` as the preset field ``name`` of type ``annotation`` takes it (an int for a float, a list for a
+    tuple); a ValueError naming the field and the type otherwise."""
+    choices = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Union else (annotation,)
+    for choice in choices:
+        kind = typing.get_origin(choice) or choice
+        if value is None and choice is type(None):
+            return None
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind is tuple and isinstance(value, (tuple, list)):
+            return tuple(value)
+        if kind is str and isinstance(value, str):
+            return value
+    expected = " or ".join(getattr(c, "__name__", str(c)) for c in choices).replace("NoneType", "None")
+    raise ValueError(f"--set {name}={value!r}: {name} takes {expected}")
+
+
+def override_preset(preset: "SuitePreset", overrides: Mapping[str, Any]) -> "SuitePreset":
+    """``preset`` with some fields replaced (``--set KEY=VALUE``), each checked against the field's type; an unknown
+    field or a wrong type is a ValueError that names it."""
+    fields = {f.name: f for f in dataclasses.fields(preset)}
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ValueError(f"--set: unknown preset field(s) {unknown}; {type(preset).__name__} has {sorted(fields)}")
+    if "tasks" in overrides:
+        raise ValueError("--set tasks=...: name the tasks with the suite's own flag (--games / --tasks)")
+    hints = typing.get_type_hints(type(preset))
+    return dataclasses.replace(preset, **{key: _checked(key, hints[key], value) for key, value in overrides.items()})
+
+
+def overrides_suffix(overrides: Mapping[str, Any]) -> str:
+    """A file-name-safe tag of the overrides for default experiment names: ``{'num_simulations': 8}`` ->
+    ``'_num_simulations8'``."""
+    return "".join(re.sub(r"[^A-Za-z0-9_.+-]", "", f"_{key}{value}") for key, value in sorted(overrides.items()))
 
 
 @dataclass(frozen=True)
@@ -165,13 +225,14 @@ class Suite:
     def build_configs(self, preset_name: str, *, dense: bool = False, exp_name: Optional[str] = None,
                       cuda: Optional[bool] = None, dps: bool = False, dps_targets: Optional[Mapping[str, float]] = None,
                       amp: Optional[str] = None, compile: Optional[bool] = None,
-                      **keys: Any) -> List[Tuple[EasyDict, EasyDict]]:
+                      overrides: Optional[Mapping[str, Any]] = None, **keys: Any) -> List[Tuple[EasyDict, EasyDict]]:
         """All tasks' config pairs for a preset. ``keys``: the task list under the suite's task keyword
         (``games`` or ``tasks``; default: the preset's) and the suite's own flags (e.g. Jericho's ``games_dir``);
-        ``amp`` and ``compile`` are :class:`RunConfig`'s, None: the policy's defaults."""
+        ``amp`` and ``compile`` are :class:`RunConfig`'s, None: the policy's defaults; ``overrides`` replace preset
+        fields (:func:`override_preset`, ``--set``)."""
         import torch
 
-        preset = self.preset(preset_name)
+        preset = override_preset(self.preset(preset_name), overrides or {})
         allowed = {self.task_keyword} | {f.keyword for f in self.flags}
         unknown = sorted(set(keys) - allowed)
         if unknown:
@@ -194,7 +255,8 @@ class Suite:
             resolve_targets([s.name for s in specs], DPS_TARGETS.get(self.dps.get("suite"), {}),
                             {**self.dps.get("targets", {}), **(dps_targets or {})})
         variant = ("dense" if dense else "moe") + ("_dps" if dps_on else "")
-        exp_name = exp_name or f"data_scalezero/{self.name}_{preset_name}_{variant}_{len(specs)}{self.task_keyword}"
+        exp_name = exp_name or (f"data_scalezero/{self.name}_{preset_name}{overrides_suffix(overrides or {})}_{variant}_"
+                                f"{len(specs)}{self.task_keyword}")
         run = self.run_config(preset, exp_name=exp_name, cuda=cuda, dense=dense, dps=dps, dps_targets=dps_targets,
                               amp=amp, compile=compile)
         return build_task_configs(run, specs)
@@ -231,11 +293,15 @@ class Suite:
                 targets = parse_targets(args.dps_target)
             except ValueError as error:
                 parser.error(str(error))
+        try:
+            overrides = parse_overrides(args.set)
+            preset = override_preset(self.presets[args.preset], overrides)
+        except ValueError as error:
+            parser.error(str(error))
         keys = {self.task_keyword: args.tasks, **{f.keyword: getattr(args, f.keyword) for f in self.flags}}
-        preset = self.presets[args.preset]
         run_cli(args, lambda **run_keys: self.build_configs(
                     args.preset, dense=args.dense, exp_name=args.exp_name, cuda=args.cuda,
-                    dps=args.dps, dps_targets=targets, **keys, **run_keys),
+                    dps=args.dps, dps_targets=targets, overrides=overrides, **keys, **run_keys),
                 torch_threads=preset.torch_threads, max_env_step=args.max_env_step or preset.max_env_step,
                 score_kind=self.score_kind, checkpoint_freq=preset.checkpoint_freq)
 

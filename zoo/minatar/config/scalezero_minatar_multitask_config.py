@@ -33,6 +33,10 @@ class Preset(SuitePreset):
     # epsilon-greedy collection (lightzero's ``policy.eps``): epsilon falls linearly from 1.0 to 0.05 over this many
     # env steps of each game, then stays; None: off (actions from the visit counts only)
     collect_epsilon_decay: Optional[int] = None
+    # each game's own legal actions only (MinAtar's minimal action set, a mask over the shared 6; Breakout and Freeway
+    # have 3): the search spreads its simulations over fewer actions, and lightzero maps the visit counts back to the 6
+    # (``action_type='varied_action_space'``)
+    minimal_action_set: bool = False
 
 
 PRESETS: Dict[str, Preset] = {
@@ -77,6 +81,9 @@ def task_spec(game: str, preset: Preset, **env_keys: Any) -> TaskEnvSpec:
     env = dict(env_id=game, observation_shape=OBSERVATION_SHAPE, max_episode_steps=preset.max_episode_steps)
     sizes = dict(preset.task_sizes(),
                  env_manager="base")  # MinAtar steps take microseconds: subprocesses would only add overhead
+    if preset.minimal_action_set:  # legal actions as a mask; lightzero maps their visit counts back to all 6
+        env["minimal_action_set"] = True
+        sizes["policy_extras"] = dict(action_type="varied_action_space")
     return TaskEnvSpec(env_type="minatar_scalezero", env_import_names=("lzero_ext.envs.minatar_env",),
                        env={**env, **env_keys}, observation_shape=OBSERVATION_SHAPE, action_space_size=NUM_ACTIONS,
                        obs_type="image", **sizes)

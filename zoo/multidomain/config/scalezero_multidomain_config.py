@@ -126,7 +126,8 @@ def _minatar(game: str, preset: Preset, width: int) -> TaskEnvSpec:
     from lzero_ext.envs.minatar_env import game_name
     from zoo.minatar.config.scalezero_minatar_multitask_config import task_spec
 
-    spec = task_spec(game_name(game), _domain_preset(preset, max_episode_steps=preset.minatar_episode_steps),
+    spec = task_spec(game_name(game), _domain_preset(preset, max_episode_steps=preset.minatar_episode_steps,
+                                                     minimal_action_set=False),
                      action_space_size=width)
     # env id 'MinAtar/<Game>-v1': its own name beside Atari's game of the same name (Breakout, Seaquest, ...)
     return dataclasses.replace(spec, env={**spec.env, "env_id": f"MinAtar/{game_name(game)}-v1"},
