@@ -94,3 +94,24 @@ def test_set_on_the_command_line_is_checked_before_training(capsys):
     with pytest.raises(SystemExit):
         zoo_module("minatar").main(["--preset", "smoke", "--set", "num_simulations=eight"])
     assert "--set num_simulations='eight': num_simulations takes int" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, initial_eval, labels", [
+    (["--preset", "cpu"], False, {"preset": "cpu"}),  # the Atari cpu preset evaluates after training only
+    (["--preset", "cpu", "--set", "initial_eval=True"], True, {"preset": "cpu", "set": ["initial_eval=True"]}),
+    (["--preset", "smoke"], True, {"preset": "smoke"}),
+    (["--preset", "smoke", "--no-initial-eval"], False, {"preset": "smoke"}),
+])
+def test_the_baseline_evaluation_follows_the_preset_and_the_flag(monkeypatch, argv, initial_eval, labels):
+    import importlib
+
+    import lzero_ext.entry.cli as cli
+
+    trainer = importlib.import_module("lzero_ext.entry.train_scalezero")  # the module (the package exports the function)
+
+    seen = {}
+    monkeypatch.setattr(cli, "exit_on_signals_outside_training", lambda: None)
+    monkeypatch.setattr(cli, "ignore_signals_after_the_run", lambda: None)
+    monkeypatch.setattr(trainer, "train_scalezero", lambda configs, **kw: seen.update(kw, configs=configs))
+    zoo_module("atari").main(argv + ["--device", "cpu"])
+    assert seen["initial_eval"] is initial_eval and seen["run_labels"] == labels

@@ -108,7 +108,8 @@ def run_cli(args: argparse.Namespace, build_configs: Callable[..., Sequence[Any]
             configs = build_configs(**run_keys(args))
             train_scalezero(configs, seed=args.seed, max_train_iter=args.max_train_iter, resume=args.resume,
                             save_replay_buffer=args.save_replay_buffer, overwrite=args.overwrite,
-                            run_labels={"preset": args.preset}, initial_eval=args.initial_eval,
+                            run_labels={"preset": args.preset, **({"set": sorted(args.set)} if args.set else {})},
+                            initial_eval=args.initial_eval,
                             init_from=init_from, bar_stream=bar_stream, **train_kwargs)
         except (ValueError, CheckpointError, OSError, RunLockError, DivergenceError,
                 RunInterrupted, KeyboardInterrupt) as error:  # one clear line (rank 0 only), no traceback

@@ -65,6 +65,7 @@ class SuitePreset:
     # every eval_freq learner iterations
     eval_env_step_fractions: Optional[Tuple[float, ...]] = (0.25, 0.5, 0.75)
     final_eval_episodes: Optional[int] = 10  # episodes of each task's final evaluation; None: n_evaluator_episode
+    initial_eval: bool = True  # the baseline evaluation before training (--no-initial-eval turns it off too)
     # env steps per task and round (every task the same, whatever its episode lengths); None: one segment per env
     collect_env_steps_per_round: Optional[int] = None
     replay_buffer_size: int  # per task
@@ -299,6 +300,7 @@ class Suite:
         except ValueError as error:
             parser.error(str(error))
         keys = {self.task_keyword: args.tasks, **{f.keyword: getattr(args, f.keyword) for f in self.flags}}
+        args.initial_eval = args.initial_eval and preset.initial_eval
         run_cli(args, lambda **run_keys: self.build_configs(
                     args.preset, dense=args.dense, exp_name=args.exp_name, cuda=args.cuda,
                     dps=args.dps, dps_targets=targets, overrides=overrides, **keys, **run_keys),
