@@ -73,3 +73,17 @@ def test_a_report_of_another_preset_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         preset_arms.main(["--preset", "full", "--report", f"moe={report}", "--out", str(tmp_path / "arms")])
     assert "reports minatar cpu, not minatar full" in capsys.readouterr().err
+
+
+def test_other_variants_join_by_name_and_only_reports_drops_the_defaults(tmp_path, capsys):
+    moe = _report(tmp_path, "moe", [], breakout=3.0)
+    sims = _report(tmp_path, "sims", ["--set", "num_simulations=8"], breakout=0.2)
+    capsys.readouterr()
+    preset_arms.main(["--only-reports", "--report", f"moe={moe}", "--report", f"sims8={sims}",
+                      "--out", str(tmp_path / "search")])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == \
+        "preset arms: minatar cpu, games learned (c) 1, sims8 0 of 5 (95% CI over 2 seeds)"
+    results = json.loads((tmp_path / "search" / "results.json").read_text())
+    assert set(results["arms"]) == {"moe", "sims8"} and results["missing"] == []
+    with pytest.raises(SystemExit):
+        preset_arms.main(["--only-reports", "--report", "sims8", "--out", str(tmp_path / "x")])

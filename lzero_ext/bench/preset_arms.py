@@ -3,7 +3,8 @@
 ``python -m lzero_ext.bench preset_arms --suite minatar --preset cpu --out docs/results/minatar_cpu_arms``
 
 Arms (each one ``preset_learning`` report, by default ``data_scalezero/preset_learning_<suite>_<preset>_<variant>``;
-``--report ARM=DIR`` points an arm elsewhere):
+``--report ARM=DIR`` points an arm elsewhere, ``--report NAME=DIR`` adds another variant, e.g. a run of a settings
+search made with ``preset_learning --set``, and ``--only-reports`` shows the given reports alone):
 
 * (a) ``unizero``: lightzero's own UniZero, one model per game (``preset_learning --unizero``);
 * (b) ``dense``: one multi-task model with dense FFNs (``--dense``);
@@ -16,7 +17,7 @@ return, at least 10 episodes per seed, above both the random policy's and the be
 gradient conflict, dormant ratio, expert usage), ``table.txt`` and ``learning_curves.png``. An arm without a report is
 left out and named. The last line is
 ``preset arms: <suite> <preset>, games learned (a) A, (b) B, (c) C, (d) D of N (95% CI over S seeds)``
-(``-`` for an arm without a report; S: the seeds of the arms, or their range).
+(``-`` for an arm without a report, other variants by name; S: the seeds of the arms, or their range).
 """
 import argparse
 import importlib
@@ -84,19 +85,24 @@ def main(argv: Optional[List[str]] = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", default="minatar")
     parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--report", action="append", default=[], metavar="ARM=DIR",
-                        help=f"an arm's preset_learning output directory; arms: {sorted(ARMS)}")
+    parser.add_argument("--report", action="append", default=[], metavar="NAME=DIR",
+                        help=f"a preset_learning output directory: one of the arms {sorted(ARMS)}, or another variant "
+                             "(a settings search: --report sims8=DIR) shown after them under its NAME")
+    parser.add_argument("--only-reports", action="store_true",
+                        help="show only the --report directories, not the four arms' default ones")
     parser.add_argument("--out", type=Path, help="output directory (default data_scalezero/preset_arms_<suite>_<preset>)")
     args = parser.parse_args(argv)
-    dirs = {arm: Path(f"data_scalezero/preset_learning_{args.suite}_{args.preset}_{arm}") for arm in ARMS}
+    dirs = {} if args.only_reports else {arm: Path(f"data_scalezero/preset_learning_{args.suite}_{args.preset}_{arm}")
+                                         for arm in ARMS}
     for item in args.report:
-        arm, sep, path = item.partition("=")
-        if not sep or arm not in ARMS:
-            parser.error(f"--report takes ARM=DIR with ARM one of {sorted(ARMS)}, got {item!r}")
-        dirs[arm] = Path(path)
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"--report takes NAME=DIR, got {item!r}")
+        dirs[name] = Path(path)
+    labels = {name: ARMS.get(name, name) for name in dirs}
     reports = {arm: json.loads((path / "results.json").read_text()) for arm, path in dirs.items()
                if (path / "results.json").is_file()}
-    missing = [arm for arm in ARMS if arm not in reports]
+    missing = [arm for arm in dirs if arm not in reports]
     if not reports:
         parser.error(f"no arm has a report: looked for results.json in {[str(p) for p in dirs.values()]}")
     for arm, report in reports.items():
@@ -113,22 +119,22 @@ def main(argv: Optional[List[str]] = None) -> None:
         game_rows.append([name, f"{bar:.2f}"] + [
             "-" if arm not in verdicts else (
                 f"{_fmt(verdicts[arm]['mean'])} [{_fmt(verdicts[arm]['ci_low'])}, {_fmt(verdicts[arm]['ci_high'])}]"
-                f" {'yes' if verdicts[arm]['passed'] else 'no'}") for arm in ARMS])
-    game_table = tabulate(game_rows, headers=["game", "bar"] + [ARMS[arm] for arm in ARMS], disable_numparse=True)
-    arm_rows = [[ARMS[arm], len(figures[arm]["seeds"]), f"{len(figures[arm]['learned'])} of {len(games)}",
+                f" {'yes' if verdicts[arm]['passed'] else 'no'}") for arm in dirs])
+    game_table = tabulate(game_rows, headers=["game", "bar"] + [labels[arm] for arm in dirs], disable_numparse=True)
+    arm_rows = [[labels[arm], len(figures[arm]["seeds"]), f"{len(figures[arm]['learned'])} of {len(games)}",
                  _fmt(figures[arm]["env_steps_per_s"], ".1f"), _fmt(figures[arm]["minutes_per_run"], ".1f"),
                  _fmt(figures[arm]["env_steps_used"], ".0f"), _fmt(figures[arm]["dps_env_step_saving"], ".0%"),
                  _fmt(figures[arm]["grad_cos_mean"], ".3f"), _fmt(figures[arm]["grad_neg_frac"]),
-                 _fmt(figures[arm]["dormant_ratio"], ".1e")] for arm in ARMS if arm in figures]
+                 _fmt(figures[arm]["dormant_ratio"], ".1e")] for arm in dirs if arm in figures]
     arm_table = tabulate(arm_rows, headers=["arm", "seeds", "learned", "env steps/s", "min per run",
                                             "env steps used", "DPS saving", "grad cos", "grad < 0 share",
                                             "dormant ratio"], disable_numparse=True)
-    expert_arms = [arm for arm in ARMS if arm in figures and "expert_entropy" in figures[arm]]
+    expert_arms = [arm for arm in dirs if arm in figures and "expert_entropy" in figures[arm]]
     expert_table = tabulate(
         [[name] + [f"{_fmt(figures[arm]['expert_entropy'][name])} / {_fmt(figures[arm]['expert_max_share'][name])}"
                    for arm in expert_arms] for name in games],
-        headers=["game"] + [f"{ARMS[arm]}: entropy / top share" for arm in expert_arms], disable_numparse=True)
-    note = f"no report for {', '.join(ARMS[arm] for arm in missing)}" if missing else "all four arms"
+        headers=["game"] + [f"{labels[arm]}: entropy / top share" for arm in expert_arms], disable_numparse=True)
+    note = f"no report for {', '.join(labels[arm] for arm in missing)}" if missing else "every report found"
     text = "\n\n".join([f"{args.suite} {args.preset} preset, final evaluations: mean [95% CI over seeds] learned "
                         f"(CI above bar = max(random, best constant action)); {note}", game_table, arm_table,
                         "expert usage (routers' normalised entropy / busiest expert's share, means over the run)",
@@ -145,12 +151,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     first = next(iter(reports.values()))["games"]
     curves = {arm: {name: {int(s): [tuple(p) for p in c] for s, c in report["games"][name]["curves"].items()}
                     for name in games} for arm, report in reports.items()}
-    plot_curves(out / "learning_curves.png", curves, budget=budget, arm_labels=ARMS,
-                title=f"{args.suite} {args.preset} preset: the four arms ({_seeds_text(reports)} seeds)",
+    plot_curves(out / "learning_curves.png", curves, budget=budget, arm_labels=labels,
+                title=f"{args.suite} {args.preset} preset: {', '.join(reports)} ({_seeds_text(reports)} seeds)",
                 random_returns={name: max(first[name]["random"], first[name]["best_constant"]) for name in games},
                 random_label="max(random, best constant action)")
     print(text)
-    counts = ", ".join(f"{ARMS[arm][:3]} {len(figures[arm]['learned']) if arm in figures else '-'}" for arm in ARMS)
+    counts = ", ".join(f"{labels[arm][:3] if arm in ARMS else arm} {len(figures[arm]['learned']) if arm in figures else '-'}"
+                       for arm in dirs)
     print(f"preset arms: {args.suite} {args.preset}, games learned {counts} of {len(games)} "
           f"(95% CI over {_seeds_text(reports)} seeds)")
 
