@@ -52,7 +52,10 @@ PRESETS: Dict[str, Preset] = {
                   batch_size=32, collector_env_num=8, evaluator_env_num=5, n_evaluator_episode=5,
                   game_segment_length=20, num_unroll_steps=5, infer_context=4, eval_freq=100, max_episode_steps=500,
                   replay_buffer_size=100_000, checkpoint_freq=200, encoder_channels=16, update_per_collect=40,
-                  learning_rate=1e-3, dps_min_stage0_iters=300, dps_max_stage_iters=150, torch_threads=1),
+                  learning_rate=1e-3, torch_threads=1,
+                  # DPS switches at the paper's fractions of training (stage 0 about half, then about a fifth per
+                  # stage): 2,880 learner iterations at 12,000 env steps per game
+                  dps_min_stage0_iters=1200, dps_max_stage_iters=600),
     # A bigger machine (GPU): 8 experts, 50 simulations, 1M frames per game (MinAtar papers train 5M).
     "full": Preset(max_env_step=1_000_000, embed_dim=256, num_layers=4, num_heads=8, num_experts=8, num_simulations=50,
                    batch_size=64, collector_env_num=8, evaluator_env_num=5, n_evaluator_episode=5,
