@@ -178,6 +178,27 @@ def judge(summaries: Mapping[int, Mapping[str, Any]], bars: Callable[[str], Tupl
     return out
 
 
+def report_tables(games: Mapping[str, Mapping[str, Any]], figures: Mapping[int, Mapping[str, Any]],
+                  seeds: List[int]) -> Tuple[str, str]:
+    """The report's two tables: per game every seed's final return, the mean and the verdict; per run its times,
+    speed, shares, gradient conflict, dormant ratio and env steps."""
+    rows = [[name] + [f"{game['finals'][s]:.2f} ({game['episodes'][s] or '?'})" for s in seeds]
+            + [_fmt(game["verdict"].mean), game["verdict"].cell()] for name, game in games.items()]
+    table = tabulate(rows, headers=["game"] + [f"seed {s}: final (episodes)" for s in seeds]
+                     + ["mean", "learned: 95% CI > max(random, best constant)"], disable_numparse=True)
+    minutes = (lambda seconds: seconds and seconds / 60)
+    diag = (lambda s, key: figures[s]["diagnostics"].get(key))
+    run_rows = [[s, *(_fmt(v) for v in (
+        minutes(figures[s]["run_seconds"]), minutes(figures[s]["wall_seconds"]), figures[s]["env_steps_per_s"],
+        figures[s]["eval_share"], figures[s]["collect_share"], diag(s, "grad_cos_mean"), diag(s, "grad_neg_frac"))),
+        "-" if diag(s, "dormant_ratio") is None else f"{diag(s, 'dormant_ratio'):.1e}",
+        figures[s]["env_steps"]] for s in seeds]
+    runs_table = tabulate(run_rows, headers=["seed", "whole run min", "training loop min", "env steps/s",
+                                             "eval share", "collect share", "grad cos", "grad < 0 share",
+                                             "dormant ratio", "env steps used"], disable_numparse=True)
+    return table, runs_table
+
+
 def _plain(value: Any) -> Any:
     """numpy scalars (a verdict's comparisons) as plain Python numbers for JSON."""
     return value.item() if hasattr(value, "item") else str(value)
@@ -242,21 +263,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                           diagnostics=run_diagnostics(summary))
                for seed, summary in summaries.items()}
     verdicts: Dict[str, Verdict] = {name: game["verdict"] for name, game in games.items()}
-
-    rows = [[name] + [f"{game['finals'][s]:.2f} ({game['episodes'][s] or '?'})" for s in args.seeds]
-            + [_fmt(verdicts[name].mean), verdicts[name].cell()] for name, game in games.items()]
-    table = tabulate(rows, headers=["game"] + [f"seed {s}: final (episodes)" for s in args.seeds]
-                     + ["mean", "learned: 95% CI > max(random, best constant)"], disable_numparse=True)
-    minutes = (lambda seconds: seconds and seconds / 60)
-    diag = (lambda s, key: figures[s]["diagnostics"].get(key))
-    run_rows = [[s, *(_fmt(v) for v in (
-        minutes(figures[s]["run_seconds"]), minutes(figures[s]["wall_seconds"]), figures[s]["env_steps_per_s"],
-        figures[s]["eval_share"], figures[s]["collect_share"], diag(s, "grad_cos_mean"), diag(s, "grad_neg_frac"))),
-        "-" if diag(s, "dormant_ratio") is None else f"{diag(s, 'dormant_ratio'):.1e}",
-        figures[s]["env_steps"]] for s in args.seeds]
-    runs_table = tabulate(run_rows, headers=["seed", "whole run min", "training loop min", "env steps/s",
-                                             "eval share", "collect share", "grad cos", "grad < 0 share",
-                                             "dormant ratio", "env steps used"], disable_numparse=True)
+    table, runs_table = report_tables(games, figures, args.seeds)
     out.mkdir(parents=True, exist_ok=True)
     results = {"suite": args.suite, "preset": args.preset, "variant": variant, "overrides": overrides,
                "seeds": args.seeds, "runs": figures,
