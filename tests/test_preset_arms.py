@@ -60,11 +60,12 @@ def test_arms_side_by_side_with_verdicts_savings_and_a_missing_arm_named(tmp_pat
     assert results["games"]["Breakout"]["moe"]["passed"] and not results["games"]["Breakout"]["unizero"]["passed"]
     dps = results["arms"]["moe_dps"]
     assert dps["env_steps_used"] == 51_000 and dps["dps_env_step_saving"] == pytest.approx(0.15)
+    assert dps["env_steps_vs_moe"] == pytest.approx(51_000 / 60_000)  # the paper's comparison: against arm (c)
     assert results["arms"]["moe"]["dps_env_step_saving"] is None and results["arms"]["moe"]["learned"] == ["Breakout"]
     assert results["arms"]["moe"]["grad_cos_mean"] == pytest.approx(0.15)  # seeds 0 and 1: 0.1 and 0.2
     assert "expert_entropy" not in results["arms"]["unizero"] and results["arms"]["unizero"]["grad_cos_mean"] is None
     table = (out / "table.txt").read_text()
-    assert "no report for (b) multi-task, dense FFN" in table and "15%" in table
+    assert "no report for (b) multi-task, dense FFN" in table and "15.0%" in table and "85.0%" in table
     assert (out / "learning_curves.png").stat().st_size > 0
 
 

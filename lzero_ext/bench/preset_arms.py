@@ -13,9 +13,9 @@ search made with ``preset_learning --set``, and ``--only-reports`` shows the giv
 
 Every arm is judged game by game by the same rule (the 95% Student-t interval over seeds of the final evaluation's
 return, at least 10 episodes per seed, above both the random policy's and the best constant action's return). Writes
-``results.json`` (per game and arm: mean, interval, verdict; per arm: games learned, speed, env steps used,
-gradient conflict, dormant ratio, expert usage), ``table.txt`` and ``learning_curves.png``. An arm without a report is
-left out and named. The last line is
+``results.json`` (per game and arm: mean, interval, verdict; per arm: games learned, speed, env steps used and their
+share of arm (c)'s (the paper's DPS comparison), gradient conflict, dormant ratio, expert usage), ``table.txt`` and
+``learning_curves.png``. An arm without a report is left out and named. The last line is
 ``preset arms: <suite> <preset>, games learned (a) A, (b) B, (c) C, (d) D of N (95% CI over S seeds)``
 (``-`` for an arm without a report, other variants by name; S: the seeds of the arms, or their range).
 """
@@ -111,6 +111,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     budget = importlib.import_module(ZOO_MODULES[args.suite]).PRESETS[args.preset].max_env_step
     games = list(next(iter(reports.values()))["games"])
     figures = {arm: arm_figures(report, budget) for arm, report in reports.items()}
+    for row in figures.values():  # the paper's DPS comparison: env steps against ScaleZero without DPS, arm (c)
+        moe = figures.get("moe", {}).get("env_steps_used")
+        row["env_steps_vs_moe"] = row["env_steps_used"] / moe if moe and row["env_steps_used"] is not None else None
 
     game_rows = []
     for name in games:
@@ -123,11 +126,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     game_table = tabulate(game_rows, headers=["game", "bar"] + [labels[arm] for arm in dirs], disable_numparse=True)
     arm_rows = [[labels[arm], len(figures[arm]["seeds"]), f"{len(figures[arm]['learned'])} of {len(games)}",
                  _fmt(figures[arm]["env_steps_per_s"], ".1f"), _fmt(figures[arm]["minutes_per_run"], ".1f"),
-                 _fmt(figures[arm]["env_steps_used"], ".0f"), _fmt(figures[arm]["dps_env_step_saving"], ".0%"),
+                 _fmt(figures[arm]["env_steps_used"], ".0f"), _fmt(figures[arm]["env_steps_vs_moe"], ".1%"),
+                 _fmt(figures[arm]["dps_env_step_saving"], ".1%"),
                  _fmt(figures[arm]["grad_cos_mean"], ".3f"), _fmt(figures[arm]["grad_neg_frac"]),
                  _fmt(figures[arm]["dormant_ratio"], ".1e")] for arm in dirs if arm in figures]
     arm_table = tabulate(arm_rows, headers=["arm", "seeds", "learned", "env steps/s", "min per run",
-                                            "env steps used", "DPS saving", "grad cos", "grad < 0 share",
+                                            "env steps used", "vs (c)", "DPS saving", "grad cos", "grad < 0 share",
                                             "dormant ratio"], disable_numparse=True)
     expert_arms = [arm for arm in dirs if arm in figures and "expert_entropy" in figures[arm]]
     expert_table = tabulate(
