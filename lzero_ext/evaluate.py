@@ -282,7 +282,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[TaskEval]:
     from lzero_ext.entry.run_logging import run_console
     from lzero_ext.entry.run_signals import RunInterrupted, RunSignals
 
-    with run_console(verbose=args.verbose), RunSignals():  # SIGINT / SIGTERM / SIGHUP: one line, 130 / 143 / 129
+    # SIGINT / SIGTERM / SIGHUP: one line, 130 / 143 / 129
+    with run_console(verbose=args.verbose), RunSignals() as signals:
         try:
             results = evaluate_run(args.exp_name, checkpoint=args.checkpoint, episodes=args.episodes, games=args.games,
                                    video_dir=args.video, device=args.device)
@@ -290,7 +291,12 @@ def main(argv: Optional[Sequence[str]] = None) -> List[TaskEval]:
             raise SystemExit(f"error: {error}") from None
         except OSError as error:
             raise SystemExit(f"error: {describe_os_error(error)}") from None
-        except RunInterrupted as stop:
+        except (RunInterrupted, Exception) as error:
+            if not isinstance(error, RunInterrupted) and signals.received is None:
+                raise
+            # ding's in-process env manager wraps whatever an env step raised, the signal's RunInterrupted too, into a
+            # RuntimeError: after a signal, any error is that signal
+            stop = error if isinstance(error, RunInterrupted) else RunInterrupted(signals.received)
             print(f"interrupted by {stop.signal_name} during the evaluation: nothing to save", file=sys.stderr)
             raise SystemExit(stop.exit_code) from None
         except KeyboardInterrupt:

@@ -136,3 +136,19 @@ def test_a_dead_env_worker_stops_the_run_with_one_line_and_a_final_checkpoint(tm
     while session_members(proc.pid) and time.time() < deadline:
         time.sleep(0.2)
     assert session_members(proc.pid) == []
+
+
+def test_a_signal_that_ding_wraps_in_an_env_step_still_ends_evaluate_as_that_signal(monkeypatch, capsys):
+    import lzero_ext.evaluate as evaluate
+
+    def evaluate_run(*args, **kwargs):  # the signal lands inside ding's in-process env step, which wraps it
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except BaseException as error:
+            raise RuntimeError(f"Env 0 step has exceeded max retries(1), and the latest exception is: {error}")
+
+    monkeypatch.setattr(evaluate, "evaluate_run", evaluate_run)
+    with pytest.raises(SystemExit) as stopped:
+        evaluate.main(["--exp-name", "anything"])
+    assert stopped.value.code == 143
+    assert "interrupted by SIGTERM during the evaluation" in capsys.readouterr().err
