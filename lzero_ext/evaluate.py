@@ -266,6 +266,12 @@ def evaluate_run(exp_dir: str, *, checkpoint: Optional[str] = None, episodes: in
     return [evaluate_task(run, t, episodes=episodes, video_dir=video_dir) for t in task_ids]
 
 
+def _interrupted(stop: Any) -> SystemExit:
+    """The one line and exit status of an evaluation stopped by a signal (``stop``: a ``RunInterrupted``)."""
+    print(f"interrupted by {stop.signal_name} during the evaluation: nothing to save", file=sys.stderr)
+    return SystemExit(stop.exit_code)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> List[TaskEval]:
     parser = argparse.ArgumentParser(prog="python -m lzero_ext.evaluate", description=__doc__.split("\n")[0],
                                      epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -291,14 +297,14 @@ def main(argv: Optional[Sequence[str]] = None) -> List[TaskEval]:
             raise SystemExit(f"error: {error}") from None
         except OSError as error:
             raise SystemExit(f"error: {describe_os_error(error)}") from None
-        except (RunInterrupted, Exception) as error:
-            if not isinstance(error, RunInterrupted) and signals.received is None:
+        except RunInterrupted as stop:
+            raise _interrupted(stop) from None
+        except Exception:
+            if signals.received is None:
                 raise
             # ding's in-process env manager wraps whatever an env step raised, the signal's RunInterrupted too, into a
-            # RuntimeError: after a signal, any error is that signal
-            stop = error if isinstance(error, RunInterrupted) else RunInterrupted(signals.received)
-            print(f"interrupted by {stop.signal_name} during the evaluation: nothing to save", file=sys.stderr)
-            raise SystemExit(stop.exit_code) from None
+            # RuntimeError: after a signal, any error is that signal (as in the trainer's run guard)
+            raise _interrupted(RunInterrupted(signals.received)) from None
         except KeyboardInterrupt:
             print("interrupted by SIGINT during the evaluation: nothing to save", file=sys.stderr)
             raise SystemExit(130) from None

@@ -38,6 +38,9 @@ MULTITASK_POLICY_KEYS = dict(
     # always run; a task that has spent its budget is not evaluated again until the final one. None: lightzero's
     # ``eval_freq`` (every N learner iterations).
     eval_env_step_fractions=None,
+    # (bool) Evaluate every task once before training (the baseline of its learning curve); the trainer's
+    # ``initial_eval=False`` (``--no-initial-eval``) turns it off too.
+    initial_eval=True,
     # (int | None) Episodes of the final evaluation of each task (its evaluator's envs run them in parallel, reused
     # when there are more episodes than envs); None: the env's ``n_evaluator_episode``, as in training.
     final_eval_episodes=None,

@@ -96,22 +96,23 @@ def test_set_on_the_command_line_is_checked_before_training(capsys):
     assert "--set num_simulations='eight': num_simulations takes int" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, initial_eval, labels", [
-    (["--preset", "cpu"], False, {"preset": "cpu"}),  # the Atari cpu preset evaluates after training only
-    (["--preset", "cpu", "--set", "initial_eval=True"], True, {"preset": "cpu", "set": ["initial_eval=True"]}),
-    (["--preset", "smoke"], True, {"preset": "smoke"}),
-    (["--preset", "smoke", "--no-initial-eval"], False, {"preset": "smoke"}),
+@pytest.mark.parametrize("argv, baseline, flag, labels", [
+    (["--preset", "cpu"], False, True, {"preset": "cpu"}),  # the Atari cpu preset evaluates after training only
+    (["--preset", "cpu", "--set", "initial_eval=True"], True, True, {"preset": "cpu", "set": ["initial_eval=True"]}),
+    (["--preset", "smoke"], True, True, {"preset": "smoke"}),
+    (["--preset", "smoke", "--no-initial-eval"], True, False, {"preset": "smoke"}),
 ])
-def test_the_baseline_evaluation_follows_the_preset_and_the_flag(monkeypatch, argv, initial_eval, labels):
+def test_the_baseline_evaluation_follows_the_preset_and_the_flag(monkeypatch, argv, baseline, flag, labels):
     import importlib
 
     import lzero_ext.entry.cli as cli
 
     trainer = importlib.import_module("lzero_ext.entry.train_scalezero")  # the module (the package exports the function)
-
     seen = {}
     monkeypatch.setattr(cli, "exit_on_signals_outside_training", lambda: None)
     monkeypatch.setattr(cli, "ignore_signals_after_the_run", lambda: None)
     monkeypatch.setattr(trainer, "train_scalezero", lambda configs, **kw: seen.update(kw, configs=configs))
     zoo_module("atari").main(argv + ["--device", "cpu"])
-    assert seen["initial_eval"] is initial_eval and seen["run_labels"] == labels
+    # the preset's choice travels in the config (policy.initial_eval), the flag as the trainer's argument
+    assert all(main.policy.initial_eval is baseline for main, _ in seen["configs"])
+    assert seen["initial_eval"] is flag and seen["run_labels"] == labels

@@ -120,6 +120,20 @@ def test_no_initial_eval_skips_the_baseline(tmp_path, monkeypatch):
         trainer.close()
 
 
+def test_a_preset_without_the_baseline_turns_it_off_through_the_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from lzero_ext.entry.train_scalezero import MultiTaskTrainer
+
+    configs = build_configs("smoke", exp_name=str(tmp_path / "exp"), cuda=False, overrides=dict(initial_eval=False))
+    assert configs[0][0].policy.initial_eval is False
+    trainer = MultiTaskTrainer(configs, seed=0, exp_name=str(tmp_path / "exp"), score_kind="atari", max_env_step=16,
+                               max_train_iter=1, checkpoint_freq=100, save_replay_buffer=False, progress=False)
+    try:
+        assert not trainer.initial_eval  # every caller of build_configs gets the preset's choice, not only the CLI
+    finally:
+        trainer.close()
+
+
 def test_progress_bar_counts_eval_steps_as_they_happen():
     from types import SimpleNamespace
 

@@ -111,8 +111,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     budget = importlib.import_module(ZOO_MODULES[args.suite]).PRESETS[args.preset].max_env_step
     games = list(next(iter(reports.values()))["games"])
     figures = {arm: arm_figures(report, budget) for arm, report in reports.items()}
+    moe = figures.get("moe", {}).get("env_steps_used")
     for row in figures.values():  # the paper's DPS comparison: env steps against ScaleZero without DPS, arm (c)
-        moe = figures.get("moe", {}).get("env_steps_used")
         row["env_steps_vs_moe"] = row["env_steps_used"] / moe if moe and row["env_steps_used"] is not None else None
 
     game_rows = []

@@ -8,7 +8,8 @@ what ``python -m zoo.minatar.config.scalezero_minatar_multitask_config --preset 
 stopped. ``--unizero`` is the single-task baseline instead: lightzero's own UniZero (its ``train_unizero_segment``
 entry, collector, evaluator and learner), one model per game at the preset's sizes, simulations, replay buffer and
 epsilon schedule, the games one after another (:func:`run_seed_lightzero`). ``--set KEY=VALUE`` replaces a preset
-field as the zoo config's ``--set`` does (a settings search: ``--set num_simulations=8``); the variant's name carries it. Each game is judged by :func:`~lzero_ext.bench.learning_report.learned`: the final evaluations (at least 10
+field as the zoo config's ``--set`` does (a settings search: ``--set num_simulations=8``); the variant's name carries it.
+Each game is judged by :func:`~lzero_ext.bench.learning_report.learned`: the final evaluations (at least 10
 episodes per seed) of at least two seeds, their 95% Student-t interval above both the random policy's and the best
 constant action's return. Writes ``results.json`` (per game: final return, episodes and curve per seed, the
 interval, the verdict; per run: wall seconds, env steps per second, evaluation and collection shares),
@@ -66,8 +67,7 @@ def run_seed(suite: str, preset: str, seed: int, exp: Path, max_env_step: Option
         torch.set_num_threads(threads)
     budget = max_env_step or settings.max_env_step
     start = time.monotonic()
-    train_scalezero(configs, seed=seed, max_env_step=budget, exp_name=str(exp), overwrite=True,
-                    initial_eval=settings.initial_eval)
+    train_scalezero(configs, seed=seed, max_env_step=budget, exp_name=str(exp), overwrite=True)
     seconds = time.monotonic() - start
     print(f"seed {seed}: {seconds:.0f} s", flush=True)
     return json.loads((exp / "summary.json").read_text()), seconds

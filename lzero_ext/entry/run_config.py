@@ -86,6 +86,7 @@ class RunConfig:
     cache_clear_interval: Optional[int] = None  # env steps between KV-cache clears of a task
     eval_env_step_fractions: Optional[Tuple[float, ...]] = None  # evaluate at these fractions of the env-step budget
     final_eval_episodes: Optional[int] = None  # episodes of each task's final evaluation
+    initial_eval: Optional[bool] = None  # the baseline evaluation before training
     collect_env_steps_per_round: Optional[int] = None  # env steps every task collects per round
     amp: Optional[str] = None  # 'off' or 'bf16' autocast (lzero_ext.amp)
     compile: Optional[bool] = None  # torch.compile the world model
@@ -223,7 +224,8 @@ def _score_kinds() -> FrozenSet[str]:
 # Optional RunConfig learner fields, written under main_config.policy when set.
 _OPTIONAL_POLICY_FIELDS = ("weight_decay", "grad_clip_value", "replay_ratio", "update_per_collect", "target_update_theta",
                            "cos_lr_scheduler", "diagnostics_freq", "cache_clear_interval", "amp", "compile",
-                           "eval_env_step_fractions", "final_eval_episodes", "collect_env_steps_per_round")
+                           "eval_env_step_fractions", "final_eval_episodes", "initial_eval",
+                           "collect_env_steps_per_round")
 
 
 def build_task_configs(run: RunConfig, tasks: Sequence[TaskEnvSpec]) -> List[TaskConfig]:

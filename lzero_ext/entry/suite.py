@@ -65,7 +65,7 @@ class SuitePreset:
     # every eval_freq learner iterations
     eval_env_step_fractions: Optional[Tuple[float, ...]] = (0.25, 0.5, 0.75)
     final_eval_episodes: Optional[int] = 10  # episodes of each task's final evaluation; None: n_evaluator_episode
-    initial_eval: bool = True  # the baseline evaluation before training (--no-initial-eval turns it off too)
+    initial_eval: bool = True  # the baseline evaluation before training (policy.initial_eval; --no-initial-eval too)
     # env steps per task and round (every task the same, whatever its episode lengths); None: one segment per env
     collect_env_steps_per_round: Optional[int] = None
     replay_buffer_size: int  # per task
@@ -218,7 +218,7 @@ class Suite:
                       learning_rate=preset.learning_rate, update_per_collect=preset.update_per_collect,
                       eval_freq=preset.eval_freq, replay_buffer_size=preset.replay_buffer_size,
                       eval_env_step_fractions=preset.eval_env_step_fractions,
-                      final_eval_episodes=preset.final_eval_episodes,
+                      final_eval_episodes=preset.final_eval_episodes, initial_eval=preset.initial_eval,
                       collect_env_steps_per_round=preset.collect_env_steps_per_round or preset.round_env_steps,
                       amp=amp, compile=compile, dps=dps_block)
         return RunConfig(**{**fields, **self.run_fields(preset, cuda)})
@@ -300,7 +300,6 @@ class Suite:
         except ValueError as error:
             parser.error(str(error))
         keys = {self.task_keyword: args.tasks, **{f.keyword: getattr(args, f.keyword) for f in self.flags}}
-        args.initial_eval = args.initial_eval and preset.initial_eval
         run_cli(args, lambda **run_keys: self.build_configs(
                     args.preset, dense=args.dense, exp_name=args.exp_name, cuda=args.cuda,
                     dps=args.dps, dps_targets=targets, overrides=overrides, **keys, **run_keys),

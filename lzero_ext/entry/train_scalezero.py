@@ -78,7 +78,7 @@ class MultiTaskTrainer:
         self.max_env_step, self.max_train_iter = max_env_step, max_train_iter
         self.checkpoint_freq, self.save_replay_buffer = checkpoint_freq, save_replay_buffer
         self.progress = progress and self.dist.rank == 0
-        self.initial_eval, self.bar_stream = initial_eval, bar_stream  # False: no baseline evaluation before training
+        self.bar_stream = bar_stream
         self.batch_transform = batch_transform  # a test seam (lzero_ext.entry.fault_injection); None in production
         self.bar = RunProgress(total=0, enabled=False)  # the run's bar, made in run()
         self.score_kind = score_kind
@@ -98,6 +98,8 @@ class MultiTaskTrainer:
             for t in self.local_task_ids
         ]
         self.cfg = cfgs[0].policy
+        # the baseline evaluation before training: the config's (policy.initial_eval) unless the caller turns it off
+        self.initial_eval = initial_eval and self.cfg.get("initial_eval", True)
         task_names = self.task_names = [_task_name(cfg, t) for t, cfg in enumerate(cfgs)]
         # a run over several domains: each task's domain, for the cross-domain diagnostics (None: one domain)
         self.task_domains = {t: cfg.policy.domain for t, cfg in enumerate(cfgs) if cfg.policy.get("domain")} or None
