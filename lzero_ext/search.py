@@ -25,6 +25,7 @@ from lzero.mcts.ctree.ctree_muzero import mz_tree
 from lzero.mcts.ctree.ctree_sampled_muzero import smz_tree
 
 from lzero_ext.model.cached_inference import InferenceCache, recurrent_inference, task_rows
+from lzero_ext.model.inference_layers import InferenceLayers
 
 
 @dataclass
@@ -84,9 +85,10 @@ class BatchedSearch:
 
     @torch.no_grad()
     def run(self, roots: Any, world_model: torch.nn.Module, cache: InferenceCache, slots: np.ndarray,
-            task_ids: Sequence[int], to_play: Sequence[int]) -> None:
+            task_ids: Sequence[int], to_play: Sequence[int], layers: Optional[InferenceLayers] = None) -> None:
         """``num_simulations`` simulations on prepared ``roots``; the roots' contexts are ``cache.root``'s
-        ``slots`` (stored by the initial inference of this step)."""
+        ``slots`` (stored by the initial inference of this step). ``layers``: the model's ``InferenceLayers``, e.g.
+        those of this step's initial inference (None: taken now, once for every simulation)."""
         batch = roots.num
         store = cache.begin_search(batch)
         store.copy_entries(cache.root, slots, np.arange(batch))
@@ -94,6 +96,7 @@ class BatchedSearch:
         stats.set_delta(self.value_delta_max)
         rows = np.arange(batch)
         tasks = task_rows(task_ids)  # once per search, not per simulation
+        layers = InferenceLayers.of(world_model) if layers is None else layers  # weight lookups: once per search
         for simulation in range(self.num_simulations):
             results = self._tree.ResultsWrapper(num=batch)
             traverse_args = (roots, self.pb_c_base, self.pb_c_init, self.discount_factor, stats, results, list(to_play))
@@ -103,7 +106,7 @@ class BatchedSearch:
             parents = np.asarray(parent_depth, dtype=np.int64) * batch + np.asarray(parent_row, dtype=np.int64)
             actions = torch.from_numpy(np.asarray(actions, dtype=np.float32 if self.continuous else np.int64))
             out = recurrent_inference(world_model, store, parents, (simulation + 1) * batch + rows,
-                                      actions.to(store.device), tasks)
+                                      actions.to(store.device), tasks, layers)
             policy = out.policy_logits[:, :self.policy_width]
             # the one host transfer of a simulation: what the C++ tree needs, in one tensor
             scalars = self.scalars(torch.cat([out.reward, out.value]))                  # (2B,)

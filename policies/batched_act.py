@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from lzero_ext.model.cached_inference import InferenceCache, initial_inference
+from lzero_ext.model.inference_layers import InferenceLayers
 from lzero_ext.search import BatchedSearch
 
 MODES = frozenset({"collect", "eval"})
@@ -51,8 +52,9 @@ def act(world_model: torch.nn.Module, search: BatchedSearch, cache: InferenceCac
     task_ids = np.asarray(task_ids, dtype=np.int64)
     n = len(task_ids)
     slots = cache.slots(task_ids, env_ids)
+    layers = InferenceLayers.of(world_model)  # the weights as they are now, for the inference and the search
     out = initial_inference(world_model, obs, task_ids, cache, slots, last_obs=last_obs, last_actions=last_actions,
-                            first_step=first_step)
+                            first_step=first_step, layers=layers)
     pred_values = search.scalars(out.value)                                           # (B,)
     logits = out.policy_logits[:, :search.policy_width]
     host = torch.cat([pred_values[:, None], logits], dim=1).cpu().numpy()             # one transfer: (B, 1 + A)
@@ -69,7 +71,7 @@ def act(world_model: torch.nn.Module, search: BatchedSearch, cache: InferenceCac
         roots.prepare(weight, noises, [0.0] * n, policy_logits, to_play)
     else:
         roots.prepare_no_noise([0.0] * n, policy_logits, to_play)
-    search.run(roots, world_model, cache, slots, task_ids, to_play)
+    search.run(roots, world_model, cache, slots, task_ids, to_play, layers)
 
     distributions, values = roots.get_distributions(), roots.get_values()
     sampled = roots.get_sampled_actions() if search.continuous else None

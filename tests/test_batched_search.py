@@ -53,8 +53,8 @@ class LightZeroOracle:
         self.node_latents = {(0, i): latents[i].numpy() for i in range(latents.shape[0])}
         self.calls = 0
 
-    def __call__(self, world_model, store, parents, children, actions, task_ids):
-        ours = self._batched(world_model, store, parents, children, actions, task_ids)
+    def __call__(self, world_model, store, parents, children, actions, task_ids, layers=None):
+        ours = self._batched(world_model, store, parents, children, actions, task_ids, layers)
         row = 0
         for task_id, n in zip(self.tasks, self.envs):
             rows = slice(row, row + n)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from ding.utils import deep_merge_dicts
 
+from lzero_ext.dps import apply_staged_lora, set_dps_stage
 from lzero_ext.model.cached_inference import InferenceCache, initial_inference, recurrent_inference
 from lzero_ext.model.action_kinds import cat_actions
 from lzero_ext.model.modalities import cat_observations
@@ -243,3 +244,19 @@ def test_heads_changed_between_calls_are_used_not_a_stale_stacked_copy():
     new = torch.nn.Linear(old.in_features, old.out_features)
     world_model.head_rewards.per_task[1].head_module[0] = new  # a replaced layer (same shapes, new weights)
     _run_scenario(model, episodes, steps=2, width_act=1, clear_at=(0,), seed=1)
+
+
+@pytest.mark.parametrize("moe", [False, True])
+def test_dps_adapters_in_stage_1_equal_lightzero(moe):
+    """With DPS's LoRA adapters active (stage 1, trained-looking adapters) every adapted linear of the transformer and
+    the heads enters the inference through its merged weight; the outputs stay lightzero's."""
+    model = _discrete(moe)
+    apply_staged_lora(model, num_stages=3, rank=4, alpha=4.0, dropout=0.0)
+    set_dps_stage(model, 1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if 'lora_B' in name:
+                param.normal_(0.0, 0.1)
+    model.eval()
+    episodes = [Episode(model, task_id=0, obs_dim=4, envs=2, seed=1), Episode(model, task_id=1, obs_dim=6, envs=3)]
+    _run_scenario(model, episodes, steps=5, width_act=1, reset_at=(3,))

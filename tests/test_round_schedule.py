@@ -112,6 +112,21 @@ def test_lightzero_eps_config_sets_the_collect_epsilon_by_env_step(tmp_path):
     assert seen[0] == 1.0 and 0.1 <= seen[1] < 1.0
 
 
+def test_minatar_collect_temperature_is_lightzeros_default_unless_the_preset_sets_one(tmp_path):
+    from lzero.policy import visit_count_temperature
+
+    from lzero_ext.entry.configs import compile_task_configs
+    from zoo.minatar.config.scalezero_minatar_multitask_config import build_configs
+
+    def temperature(**overrides) -> float:
+        configs = build_configs("smoke", exp_name=str(tmp_path), games=["Breakout"], overrides=overrides)
+        policy = compile_task_configs(configs, seed=0, exp_name=str(tmp_path), save_cfg=False)[0].policy
+        return visit_count_temperature(policy.manual_temperature_decay, policy.fixed_temperature_value,
+                                       policy.threshold_training_steps_for_final_temperature, trained_steps=10 ** 6)
+    assert temperature() == 0.25
+    assert temperature(collect_temperature=1.0) == 1.0
+
+
 def test_more_final_episodes_than_envs_run_in_rounds_of_one_per_env(tmp_path):
     """Episodes of different lengths over several envs: lightzero's evaluator alone fails on more episodes than
     envs when a fast env takes a slow one's share; rounds of one episode per env do not."""

@@ -1,9 +1,9 @@
 """The multi-task engine against lightzero's own UniZero run one game after another, at the same sizes.
 
-``python -m lzero_ext.bench engine --suite minatar`` (or ``--suite atari``) ``[--rounds 3 --learn-repeats 5]``
+``python -m lzero_ext.bench engine --suite minatar`` (or ``--suite atari``) ``[--rounds 3 --learn-repeats 5 --dense]``
 
 * **ours**: one ScaleZero trainer on the suite's ``cpu`` preset (MinAtar: 5 games x 8 envs; Atari: the main
-  job's 3 games), default engine: every task's envs step together, one initial inference and one C++ search
+  job's 3 games; MoE FFN, or with ``--dense`` lightzero's dense MLP as the other side has), default engine: every task's envs step together, one initial inference and one C++ search
   over every task's roots per step on the batched KV cache, one learn step for every task's batch.
 * **lightzero**: lightzero's ``unizero`` policy (``GridUniZeroModel`` for MinAtar's grids), its own
   ``MuZeroSegmentCollector`` and learn step, one policy per game, the games one after another: what a
@@ -35,13 +35,14 @@ SUITES = ("minatar", "atari")
 SEARCH_BATCHES = (1, 2, 5, 10, 20, 40)
 
 
-def suite_configs(suite: str, exp_name: str) -> Tuple[List[Any], Optional[int]]:
-    """The suite's ``cpu`` preset configs (without its collect exploration) and the preset's torch thread count."""
+def suite_configs(suite: str, exp_name: str, dense: bool = False) -> Tuple[List[Any], Optional[int]]:
+    """The suite's ``cpu`` preset configs (without its collect exploration; ``dense``: the dense FFN) and the
+    preset's torch thread count."""
     if suite == "minatar":
         from zoo.minatar.config.scalezero_minatar_multitask_config import PRESETS, build_configs
     else:
         from zoo.atari.config.scalezero_multitask_config import PRESETS, build_configs
-    configs = build_configs("cpu", exp_name=exp_name, cuda=False)
+    configs = build_configs("cpu", exp_name=exp_name, cuda=False, dense=dense)
     for main, _ in configs:  # both sides collect without epsilon-greedy exploration: the same episodes' dynamics
         main.policy.pop("eps", None)
     return configs, PRESETS["cpu"].torch_threads
@@ -130,6 +131,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--learn-repeats", type=int, default=5, help="timed learn steps per side")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dense", action="store_true",
+                        help="our model with lightzero's dense MLP instead of the MoE FFN: the engine alone, same arithmetic")
     args = parser.parse_args(argv)
 
     import lzero_ext.registry  # noqa: F401  (registers envs, models, policies)
@@ -138,7 +141,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     load_before = machine_load()
     logging.getLogger().setLevel(logging.WARNING)  # lightzero's collectors log every round at INFO
     with tempfile.TemporaryDirectory(prefix="scalezero_bench_engine_") as exp:
-        configs, preset_threads = suite_configs(args.suite, exp)
+        configs, preset_threads = suite_configs(args.suite, exp, dense=args.dense)
         threads = set_threads(args.threads or preset_threads)
         trainer = MultiTaskTrainer(configs, seed=args.seed, exp_name=exp, score_kind="raw", max_env_step=10 ** 9,
                                    max_train_iter=10 ** 9, checkpoint_freq=10 ** 9, save_replay_buffer=False,
@@ -154,7 +157,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 side["collector"].close()
     games = [task.name for task in trainer.tasks]
     rates = {name: steps / seconds for name, (steps, seconds) in collect.items()}
-    print(f"\nengine benchmark, {args.suite} cpu preset: {len(games)} games ({', '.join(games)}); "
+    print(f"\nengine benchmark, {args.suite} cpu preset ({'dense' if args.dense else 'MoE'} FFN): {len(games)} games ({', '.join(games)}); "
           f"threads {threads}, load {load_before} -> {machine_load()}")
     print(tabulate([[name, collect[name][0], f"{collect[name][1]:.1f}", f"{rates[name]:.1f}",
                      f"{learn[name] * 1e3:.0f}"] for name in ("ours", "lightzero")],

@@ -23,19 +23,19 @@ the tree (what lightzero's C++ tree reports as ``latent_state_index_in_search_pa
 copied to the host. Sizes are host integers (a child has its parent's tokens plus two), so the only host
 transfers are the outputs the C++ tree needs.
 """
-import functools
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from lzero_ext.model.action_kinds import discrete_rows
+from lzero_ext.model.inference_layers import InferenceLayers
 from lzero_ext.model.kv_store import KVStore
-from lzero_ext.model.sequence_forward import action_embeddings, encode, route
-from lzero_ext.model.task_routing import TaskRows, TaskSwitch
+from lzero_ext.model.sequence_forward import action_embeddings, encode
+from lzero_ext.model.task_routing import TaskRows
 
 
 @dataclass
@@ -122,117 +122,6 @@ def _per_task_max(values: np.ndarray, rows: TaskRows) -> np.ndarray:
     return out
 
 
-Layer = Callable[[Tensor, Optional[Tensor]], Tensor]  # (h (T, R, in), task index (T,) or None: all) -> (T, R, out)
-
-
-def _pick(stacked: Tensor, tasks: Optional[Tensor]) -> Tensor:
-    """The rows of per-task ``stacked`` weights for ``tasks`` (None: every task in order, no copy)."""
-    return stacked if tasks is None else stacked.index_select(0, tasks)
-
-
-def _head_layout(switch: TaskSwitch) -> Tuple[int, ...]:
-    """Identities of the per-task heads' layers: changes when a layer is replaced (e.g. wrapped by DPS)."""
-    return tuple(id(layer) for head in switch.per_task._modules.values()
-                 for layer in getattr(head.head_module, '_modules', {}).values())
-
-
-def _stackable_layers(switch: TaskSwitch) -> Optional[Tuple[List[type], List[nn.Sequential], List[Tensor]]]:
-    """The layer kinds, per-task sequences and parameters of heads of the form Linear -> GELU -> Linear
-    [-> LayerNorm]; None for any other head (shared, continuous, wrapped by DPS adapters)."""
-    if switch.shared or switch.input_widths is not None:
-        return None
-    sequences = [head.head_module for head in switch.per_task]
-    if any(type(seq) is not nn.Sequential for seq in sequences):
-        return None
-    kinds = [type(layer) for layer in sequences[0]]
-    if kinds[:3] != [nn.Linear, nn.GELU, nn.Linear] or kinds[3:] not in ([], [nn.LayerNorm]) or \
-            any([type(layer) for layer in seq] != kinds for seq in sequences):
-        return None
-    return kinds, sequences, [p for seq in sequences for p in seq.parameters()]
-
-
-def _stacked_head(switch: TaskSwitch) -> Optional[List[Layer]]:
-    """Per-task heads of the form Linear -> GELU -> Linear [-> LayerNorm] as layers over stacked per-task weights
-    (``(T, in, out)`` matrices, ``(T, 1, out)`` biases and gains), cached until a weight changes or a layer is
-    replaced; None for any other head. A call costs a few attribute reads: it runs twice per simulation."""
-    layout = _head_layout(switch)
-    cached = switch.__dict__.get('_stacked_head')
-    if cached is None or cached['layout'] != layout:
-        cached = switch.__dict__['_stacked_head'] = dict(layout=layout, stackable=_stackable_layers(switch),
-                                                         stamp=None, layers=None)
-    if cached['stackable'] is None:
-        return None
-    kinds, sequences, params = cached['stackable']
-    stamp = [(p.data_ptr(), p._version) for p in params]
-    if cached['stamp'] != stamp:
-        layers: List[Layer] = []
-        with torch.no_grad():
-            for index, kind in enumerate(kinds):
-                modules = [seq[index] for seq in sequences]
-                if kind is nn.GELU:
-                    layers.append(lambda h, tasks, approximate=modules[0].approximate: F.gelu(h, approximate=approximate))
-                    continue
-                weight = torch.stack([m.weight.T if kind is nn.Linear else m.weight[None] for m in modules])
-                bias = torch.stack([m.bias[None] for m in modules])                 # (T, 1, out)
-                if kind is nn.Linear:                                               # weight (T, in, out)
-                    layers.append(lambda h, tasks, w=weight, b=bias: torch.baddbmm(_pick(b, tasks), h, _pick(w, tasks)))
-                else:                                                               # LayerNorm gain (T, 1, D)
-                    layers.append(lambda h, tasks, w=weight, b=bias, eps=modules[0].eps:
-                                  torch.addcmul(_pick(b, tasks), F.layer_norm(h, h.shape[-1:], eps=eps), _pick(w, tasks)))
-        cached.update(stamp=stamp, layers=layers)
-    return cached['layers']
-
-
-@functools.lru_cache(maxsize=256)
-def _task_layout(rows: TaskRows, num_tasks: int, device: torch.device) -> Tuple[Tensor, Optional[Tensor], int, int]:
-    """Where each row of a mixed batch sits in a ``(T, R)`` layout (every task padded to the most rows), the
-    tasks' ids (None when they are all ``num_tasks`` in order: the stacked weights need no selection), T and R."""
-    longest = max(stop - start for _, start, stop in rows.segments)
-    slots = torch.cat([torch.arange(start, stop) - start + i * longest for i, (_, start, stop) in enumerate(rows.segments)])
-    every_task = list(rows.tasks) == list(range(num_tasks))
-    tasks = None if every_task else torch.as_tensor(rows.tasks, device=device)
-    return slots.to(device), tasks, len(rows.tasks), longest
-
-
-def _batched_head(layers: List[Layer], x: Tensor, rows: TaskRows, num_tasks: int) -> Tensor:
-    """Every task's head on its rows at once, one batched matmul per layer: ``(B, 1, D) -> (B, out)``."""
-    slots, tasks, count, longest = _task_layout(rows, num_tasks, x.device)
-    h = x.new_zeros(count * longest, x.shape[-1]).index_copy_(0, slots, x[:, 0]).view(count, longest, -1)
-    for layer in layers:
-        h = layer(h, tasks)                                                           # (T, R, out)
-    return h.reshape(count * longest, -1).index_select(0, slots)                      # (B, out)
-
-
-def _head(switch: TaskSwitch, x: Tensor, rows: TaskRows) -> Tensor:
-    """A lightzero head (``Head`` or continuous ``PolicyHeadCont``) on one token per row: ``(B, 1, D) -> (B, out)``."""
-    stacked = _stacked_head(switch) if len(rows.segments) > 1 else None
-    if stacked is not None:
-        return _batched_head(stacked, x, rows, len(switch.per_task))
-
-    def run(head, x_t):
-        out = _sequential(head.head_module, x_t)
-        if isinstance(out, dict):  # ReparameterizationHead: lightzero concatenates [mu, sigma]
-            out = torch.cat([out['mu'], out['sigma']], dim=-1)
-        return out[:, 0]
-    return route(switch, x, rows, run)
-
-
-def _sequential(module: nn.Module, x: Tensor) -> Any:
-    """A head's ``nn.Sequential`` with the fast paths of :func:`_linear` / :func:`_layer_norm`."""
-    if type(module) is not nn.Sequential:
-        return module(x)
-    for layer in module:
-        if type(layer) is nn.Linear:
-            x = F.linear(x, layer.weight, layer.bias)
-        elif type(layer) is nn.LayerNorm:
-            x = _layer_norm(layer, x)
-        elif type(layer) is nn.GELU:
-            x = F.gelu(x, approximate=layer.approximate)
-        else:
-            x = layer(x)
-    return x
-
-
 def _action_tokens(world_model: torch.nn.Module, actions: Tensor, rows: TaskRows) -> Tensor:
     """``(B,)`` discrete or ``(B, a_max)`` continuous actions (both kinds: ``(B, a_max)``, a discrete task's id in
     column 0) -> ``(B, 1, D)`` action tokens."""
@@ -241,62 +130,25 @@ def _action_tokens(world_model: torch.nn.Module, actions: Tensor, rows: TaskRows
     return action_embeddings(world_model, actions if world_model.continuous_action_space else actions.long(), rows)[:, None]
 
 
-def _linear(module: nn.Module, x: Tensor) -> Tensor:
-    """``module(x)``, through ``F.linear`` for a plain ``nn.Linear`` (saves the module-call overhead, which on a
-    CPU is most of the cost of a one-token layer); wrapped linears (DPS adapters) keep their own forward."""
-    if type(module) is nn.Linear:
-        return F.linear(x, module.weight, module.bias)
-    return module(x)
-
-
-def _layer_norm(module: nn.Module, x: Tensor) -> Tensor:
-    if type(module) is nn.LayerNorm:
-        return F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
-    return module(x)
-
-
-def _fused_qkv(attn: nn.Module) -> Optional[Tuple[Tensor, Tensor]]:
-    """One ``(3D, D)`` weight and ``(3D,)`` bias for lightzero's query, key and value linears, rebuilt only when
-    a weight changed (the optimizer bumps the tensors' versions); None when one of them is wrapped (DPS)."""
-    linears = (attn.query, attn.key, attn.value)
-    if any(type(m) is not nn.Linear or m.bias is None for m in linears):
-        return None
-    stamp = tuple((m.weight.data_ptr(), m.weight._version, m.bias._version) for m in linears)
-    cached = attn.__dict__.get('_fused_qkv')
-    if cached is None or cached[0] != stamp:
-        with torch.no_grad():
-            weight = torch.cat([m.weight for m in linears])                            # (3D, D)
-            bias = torch.cat([m.bias for m in linears])                                # (3D,)
-        cached = attn.__dict__['_fused_qkv'] = (stamp, weight, bias)
-    return cached[1], cached[2]
-
-
-def _token_pass(world_model: torch.nn.Module, x: Tensor, kv_buf: Tensor, column: int, key_valid: Tensor,
+def _token_pass(layers: InferenceLayers, x: Tensor, kv_buf: Tensor, column: int, key_valid: Tensor,
                 rows: TaskRows) -> Tensor:
     """One token per row through the transformer: its keys and values are written at ``column`` of the
     ``(2, L, B, H, W, d)`` buffer and it attends to the columns ``< column + 1`` that ``key_valid`` (B, W) allows.
     lightzero's ``SelfAttention`` with a KV cache, in eval mode (dropout is the identity). Returns ``(B, 1, D)``."""
-    if world_model.task_embed_option == 'add':
-        x = x + world_model.task_embedding(rows.task_ids(x.device))[:, None]
-    transformer = world_model.transformer
+    if layers.task_embedding is not None:
+        x = x + layers.task_embedding.index_select(0, rows.task_ids(x.device))[:, None]
     B, _, D = x.shape
-    H = world_model.num_heads
+    H = kv_buf.shape[3]
     allowed = key_valid[:, None, None, :column + 1]                                   # (B, 1, 1, column + 1)
-    for layer, block in enumerate(transformer.blocks):
-        attn = block.attn
-        h = _layer_norm(block.ln1, x)                                                 # (B, 1, D)
-        fused = _fused_qkv(attn)
-        if fused is not None:
-            q, k, v = F.linear(h, *fused).view(B, 3, H, D // H).unbind(1)             # 3 x (B, H, d)
-        else:
-            q, k, v = (_linear(m, h).view(B, H, D // H) for m in (attn.query, attn.key, attn.value))
+    for layer, block in enumerate(layers.blocks):
+        q, k, v = block.qkv(block.ln1(x)).view(B, 3, H, D // H).unbind(1)             # 3 x (B, H, d)
         kv_buf[0, layer, :, :, column] = k
         kv_buf[1, layer, :, :, column] = v
         keys, values = kv_buf[0, layer, :, :, :column + 1], kv_buf[1, layer, :, :, :column + 1]  # (B, H, c + 1, d)
         y = F.scaled_dot_product_attention(q[:, :, None], keys, values, attn_mask=allowed)  # (B, H, 1, d)
-        x = x + _linear(attn.proj, y.reshape(B, 1, D))
-        x = x + block._feed_forward(_layer_norm(block.ln2, x))
-    return _layer_norm(transformer.ln_f, x)
+        x = x + block.proj(y.reshape(B, 1, D))
+        x = x + block.ffn(block.ln2(x))
+    return layers.ln_f(x)
 
 
 def _position_correction(world_model: torch.nn.Module) -> Tensor:
@@ -324,8 +176,8 @@ def _window(size_before: np.ndarray, own_start: np.ndarray, context_length: int)
 
 # ---------------------------------------------------------------------------------------------- inference
 @torch.no_grad()
-def _fill_missing_roots(world_model: torch.nn.Module, cache: InferenceCache, slots: np.ndarray, last_obs: Tensor,
-                        task_ids: np.ndarray) -> None:
+def _fill_missing_roots(world_model: torch.nn.Module, layers: InferenceLayers, cache: InferenceCache,
+                        slots: np.ndarray, last_obs: Tensor, task_ids: np.ndarray) -> None:
     """Slots without a stored context restart from their last observation alone (lightzero's cache miss):
     one token at position 0, stored with size 1."""
     rows = task_rows(task_ids)
@@ -333,8 +185,8 @@ def _fill_missing_roots(world_model: torch.nn.Module, cache: InferenceCache, slo
     n, L = latent.shape[0], world_model.config.num_layers
     H = world_model.num_heads
     kv_buf = latent.new_zeros(2, L, n, H, 1, world_model.embed_dim // H)
-    x = latent + world_model.pos_emb.weight[0]
-    _token_pass(world_model, x, kv_buf, 0, torch.ones(n, 1, dtype=torch.bool, device=x.device), rows)
+    x = latent + layers.pos_emb[0]
+    _token_pass(layers, x, kv_buf, 0, torch.ones(n, 1, dtype=torch.bool, device=x.device), rows)
     cache.root.store(slots, kv_buf, offsets=np.zeros(n, dtype=np.int64), sizes=np.ones(n, dtype=np.int64))
     cache.root_valid[slots] = True
 
@@ -342,15 +194,18 @@ def _fill_missing_roots(world_model: torch.nn.Module, cache: InferenceCache, slo
 @torch.no_grad()
 def initial_inference(world_model: torch.nn.Module, obs: Tensor, task_ids: Sequence[int], cache: InferenceCache,
                       slots: np.ndarray, *, last_obs: Optional[Tensor] = None, last_actions: Optional[Tensor] = None,
-                      first_step: Optional[np.ndarray] = None) -> InferenceOutput:
+                      first_step: Optional[np.ndarray] = None, layers: Optional[InferenceLayers] = None
+                      ) -> InferenceOutput:
     """Root inference for a mixed batch of env slots; stores each slot's new context in ``cache.root``.
 
     ``obs``: (B, *obs) current observations (vector observations zero-padded to the widest task's);
     ``task_ids``: (B,) task of each row, contiguous per task; ``slots``: (B,) ``cache.slots(...)`` of the rows;
     ``last_obs`` / ``last_actions``: the previous step's observations and actions ((B,) discrete, (B, a_max)
     continuous), read for rows that are not ``first_step`` (True: the episode starts, no context; lightzero
-    decides this per task: every last action -1). Returns the roots' latents, policy and value logits.
+    decides this per task: every last action -1); ``layers``: the model's ``InferenceLayers`` (None: taken now).
+    Returns the roots' latents, policy and value logits.
     """
+    layers = InferenceLayers.of(world_model) if layers is None else layers
     task_ids = np.asarray(task_ids, dtype=np.int64)
     slots = np.asarray(slots, dtype=np.int64)
     B = len(task_ids)
@@ -368,7 +223,7 @@ def initial_inference(world_model: torch.nn.Module, obs: Tensor, task_ids: Seque
         if last_obs is None:
             raise ValueError("last_obs is needed for rows whose env slot has no stored context")
         index = torch.from_numpy(np.flatnonzero(missing)).to(device)
-        _fill_missing_roots(world_model, cache, slots[missing], last_obs.index_select(0, index), task_ids[missing])
+        _fill_missing_roots(world_model, layers, cache, slots[missing], last_obs.index_select(0, index), task_ids[missing])
 
     sizes = np.where(continuing, cache.root.size[slots], 0)                           # (B,) context tokens
     longest = _per_task_max(sizes, rows)                                              # (B,) lightzero's padded length
@@ -393,10 +248,10 @@ def initial_inference(world_model: torch.nn.Module, obs: Tensor, task_ids: Seque
         elif not world_model.continuous_action_space:
             actions = actions.clamp(min=0)  # first-step rows carry -1; their action token is masked out
         positions = torch.from_numpy(longest).to(device)
-        x = _action_tokens(world_model, actions, rows) + world_model.pos_emb(positions)[:, None]
-        _token_pass(world_model, x, kv_buf, W, act_valid, rows)
+        x = _action_tokens(world_model, actions, rows) + layers.positions(positions)
+        _token_pass(layers, x, kv_buf, W, act_valid, rows)
     obs_positions = torch.from_numpy(np.where(continuing, longest + 1, 0)).to(device)
-    out = _token_pass(world_model, latent + world_model.pos_emb(obs_positions)[:, None], kv_buf, W + 1,
+    out = _token_pass(layers, latent + layers.positions(obs_positions), kv_buf, W + 1,
                       key_valid, rows)
 
     total = np.where(continuing, longest + 2, 1)                                      # tokens after this step
@@ -404,18 +259,21 @@ def initial_inference(world_model: torch.nn.Module, obs: Tensor, task_ids: Seque
     cache.root.store(slots, kv_buf, offsets=offsets, sizes=new_sizes,
                      correction=_position_correction(world_model), corrected=trimmed)
     cache.root_valid[slots] = True
-    return InferenceOutput(latent=latent, policy_logits=_head(world_model.head_policy, out, rows),
-                           value=_head(world_model.head_value, out, rows))
+    return InferenceOutput(latent=latent, policy_logits=layers.head('policy', out, rows),
+                           value=layers.head('value', out, rows))
 
 
 @torch.no_grad()
 def recurrent_inference(world_model: torch.nn.Module, store: KVStore, parents: np.ndarray, children: np.ndarray,
-                        actions: Tensor, task_ids: Union[Sequence[int], TaskRows]) -> InferenceOutput:
+                        actions: Tensor, task_ids: Union[Sequence[int], TaskRows],
+                        layers: Optional[InferenceLayers] = None) -> InferenceOutput:
     """One search step for every leaf: the action token and the predicted next latent appended to each parent's
     context (entries ``parents`` of ``store``); the new contexts are stored at ``children``.
 
-    ``actions``: (B,) discrete or (B, a_max) continuous (zero-padded per task). Returns the next latents,
-    rewards, policy and value logits."""
+    ``actions``: (B,) discrete or (B, a_max) continuous (zero-padded per task); ``layers``: the model's
+    ``InferenceLayers`` (None: taken now; a search takes them once for all its simulations). Returns the next
+    latents, rewards, policy and value logits."""
+    layers = InferenceLayers.of(world_model) if layers is None else layers
     parents, children = np.asarray(parents, dtype=np.int64), np.asarray(children, dtype=np.int64)
     rows = task_rows(task_ids)
     C = world_model.context_length
@@ -429,15 +287,15 @@ def recurrent_inference(world_model: torch.nn.Module, store: KVStore, parents: n
     positions = torch.from_numpy(sizes).to(device)
 
     x = _action_tokens(world_model, torch.as_tensor(actions, device=device), rows) \
-        + world_model.pos_emb(positions)[:, None]
-    act_out = _token_pass(world_model, x, kv_buf, W, key_valid, rows)
-    reward = _head(world_model.head_rewards, act_out, rows)
-    latent = _head(world_model.head_observations, act_out, rows)[:, None]            # (B, 1, D)
-    obs_out = _token_pass(world_model, latent + world_model.pos_emb(positions + 1)[:, None], kv_buf, W + 1,
+        + layers.positions(positions)
+    act_out = _token_pass(layers, x, kv_buf, W, key_valid, rows)
+    reward = layers.head('rewards', act_out, rows)
+    latent = layers.head('observations', act_out, rows)[:, None]                      # (B, 1, D)
+    obs_out = _token_pass(layers, latent + layers.positions(positions + 1), kv_buf, W + 1,
                           key_valid, rows)
 
     offsets, new_sizes, trimmed = _window(sizes + 2, W - sizes, C)
     store.store(children, kv_buf, offsets=offsets, sizes=new_sizes,
                 correction=_position_correction(world_model), corrected=trimmed)
-    return InferenceOutput(latent=latent, policy_logits=_head(world_model.head_policy, obs_out, rows),
-                           value=_head(world_model.head_value, obs_out, rows), reward=reward)
+    return InferenceOutput(latent=latent, policy_logits=layers.head('policy', obs_out, rows),
+                           value=layers.head('value', obs_out, rows), reward=reward)

@@ -5,7 +5,8 @@ up by hashing latent states, and trims, pads and copies them one environment at 
 Here every entry of one kind lives in one preallocated pair of tensors::
 
     kv: (2, L, N, H, C, d)    keys and values; L layers, N entries, H heads, C = context_length tokens, d head width
-    size: (N,) numpy ints     valid tokens of each entry, left-aligned in [0, size)
+    size: (N,) numpy ints     valid tokens of each entry, left-aligned in [0, size); the columns after are
+                              never read (``gather_right_aligned`` masks them)
 
 Sizes live on the host: they follow from the search tree's structure (a child holds its parent's
 tokens plus two), so no device value is ever read back to decide a shape.
@@ -79,13 +80,12 @@ class KVStore:
         C = self.context_length
         if int(sizes.max(initial=0)) > C:
             raise ValueError(f"an entry of {int(sizes.max())} tokens does not fit a context of {C}")
-        column = offsets[:, None] + np.arange(C)[None, :]                              # (B, C) source column
-        valid = np.arange(C)[None, :] < sizes[:, None]
-        index = torch.from_numpy(np.where(valid, np.minimum(column, kv.shape[4] - 1), 0)).to(self.device)
+        # source column of each stored column; those past an entry's size hold whatever lies there (any column of
+        # the buffer): they are never read, gather_right_aligned masks them out
+        index = torch.from_numpy(np.minimum(offsets[:, None] + np.arange(C)[None, :], kv.shape[4] - 1)).to(self.device)
         _, L, B, H, _, d = kv.shape
         gather_index = index[None, None, :, None, :, None].expand(2, L, -1, H, -1, d)  # (2, L, B, H, C, d)
-        mask = torch.from_numpy(valid).to(self.device, kv.dtype)[None, None, :, None, :, None]
-        new = kv.gather(4, gather_index) * mask                                       # (2, L, B, H, C, d)
+        new = kv.gather(4, gather_index)                                              # (2, L, B, H, C, d)
         if correction is not None and corrected is not None and corrected.any():
             n = correction.shape[3]
             rows = torch.from_numpy(np.flatnonzero(corrected)).to(self.device)

@@ -39,7 +39,7 @@ Expert linears are plain ``nn.Linear`` modules named ``w1``/``w2``/``w3`` (SwiGL
 ``fc1``/``fc2`` (GELU) so a LoRA pass can wrap them by name; the router is named ``gate`` and the
 always-on experts live in ``shared_experts`` so the same pass can exclude them.
 """
-from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -79,11 +79,18 @@ class SwiGLUExpert(nn.Module):
         return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
 
     def inference_forward(self, x: Tensor) -> Tensor:
-        """``forward`` in eval mode without module dispatch; falls back to ``self(x)`` (see :func:`_inference_weight`)."""
-        w1, w3, w2 = _inference_weight(self.w1), _inference_weight(self.w3), _inference_weight(self.w2)
+        """``forward`` in eval mode without module dispatch; falls back to ``self(x)`` (see :func:`inference_weight`)."""
+        w1, w3, w2 = inference_weight(self.w1), inference_weight(self.w3), inference_weight(self.w2)
         if w1 is None or w3 is None or w2 is None or not _has_no_hooks(self):
             return self(x)
         return F.linear(F.silu(F.linear(x, w1)) * F.linear(x, w3), w2)
+
+    def inference_fn(self) -> Callable[[Tensor], Tensor]:
+        """``inference_forward`` with the weights looked up now (for a search's many calls)."""
+        w1, w3, w2 = inference_weight(self.w1), inference_weight(self.w3), inference_weight(self.w2)
+        if w1 is None or w3 is None or w2 is None or not _has_no_hooks(self):
+            return self
+        return lambda x: F.linear(F.silu(F.linear(x, w1)) * F.linear(x, w3), w2)
 
 
 class GELUExpert(nn.Module):
@@ -106,18 +113,26 @@ class GELUExpert(nn.Module):
         return self.dropout(self.fc2(F.gelu(self.fc1(x))))
 
     def inference_forward(self, x: Tensor) -> Tensor:
-        """``forward`` in eval mode without module dispatch; falls back to ``self(x)`` (see :func:`_inference_weight`)."""
-        w1, w2 = _inference_weight(self.fc1), _inference_weight(self.fc2)
+        """``forward`` in eval mode without module dispatch; falls back to ``self(x)`` (see :func:`inference_weight`)."""
+        w1, w2 = inference_weight(self.fc1), inference_weight(self.fc2)
         if w1 is None or w2 is None or not _has_no_hooks(self):
             return self(x)
         return F.linear(F.gelu(F.linear(x, w1, self.fc1.bias)), w2, self.fc2.bias)
+
+    def inference_fn(self) -> Callable[[Tensor], Tensor]:
+        """``inference_forward`` with the weights looked up now (for a search's many calls)."""
+        w1, w2 = inference_weight(self.fc1), inference_weight(self.fc2)
+        if w1 is None or w2 is None or not _has_no_hooks(self):
+            return self
+        b1, b2 = self.fc1.bias, self.fc2.bias
+        return lambda x: F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2)
 
 
 def _has_no_hooks(module: nn.Module) -> bool:
     return not (module._forward_hooks or module._forward_pre_hooks)
 
 
-def _inference_weight(linear: nn.Module) -> Optional[Tensor]:
+def inference_weight(linear: nn.Module) -> Optional[Tensor]:
     """The weight ``W`` with ``F.linear(x, W, linear.bias) == linear(x)`` in eval mode, or None when the
     module must be called: a hooked linear (the dormant-neuron probe) or a subclass without an
     ``inference_weight()`` answer (e.g. a LoRA layer in train mode)."""
@@ -317,16 +332,18 @@ class MoEFeedForward(nn.Module):
         return torch.cat(expert_outputs, dim=0)                          # (N*k, D), still sorted by expert
 
     def _dense_fits(self, flat: Tensor) -> bool:
-        """Whether the sync-free dense path serves these ``(N, D)`` tokens: at most ``SYNC_FREE_TOKENS``, and on the
-        CPU at most ``CPU_DENSE_MACS`` multiply-adds for all experts."""
-        if flat.shape[0] > SYNC_FREE_TOKENS:
-            return False
-        if flat.device.type != "cpu":
-            return True
+        """Whether the sync-free dense path serves these ``(N, D)`` tokens (see :meth:`_dense_token_limit`)."""
+        return flat.shape[0] <= self._dense_token_limit(flat.device.type)
+
+    def _dense_token_limit(self, device_type: str) -> int:
+        """The most tokens the sync-free dense path serves: ``SYNC_FREE_TOKENS``, and on the CPU at most
+        ``CPU_DENSE_MACS`` multiply-adds for all experts."""
+        if device_type != "cpu":
+            return SYNC_FREE_TOKENS
         first = self.experts[0]
         hidden = first.w1.out_features if isinstance(first, SwiGLUExpert) else first.fc1.out_features
         per_token = (3 if isinstance(first, SwiGLUExpert) else 2) * self.embed_dim * hidden
-        return flat.shape[0] * self.num_experts * per_token <= CPU_DENSE_MACS
+        return min(SYNC_FREE_TOKENS, CPU_DENSE_MACS // (self.num_experts * per_token))
 
     def _expert_sources(self) -> Optional[List[Tensor]]:
         """Every routed expert's inference weights (and GELU biases) in expert order, or None when an expert must
@@ -339,7 +356,7 @@ class MoEFeedForward(nn.Module):
                 return None
             linears = expert._modules
             for name in roles:
-                weight = _inference_weight(linears[name])
+                weight = inference_weight(linears[name])
                 if weight is None:
                     return None
                 sources.append(weight)
@@ -378,6 +395,10 @@ class MoEFeedForward(nn.Module):
     def _dense_inference(self, flat: Tensor, weights: Tensor, expert_ids: Tensor, stacked: List[Tensor]) -> Tensor:
         """Eval / no-grad path without host reads: every expert on all N tokens (batched matmuls over the
         stacked weights), then each token's k chosen outputs, gate-weighted; the same result as ``_sorted_dispatch``."""
+        return self._shared_output(flat, inference=True) + self._routed_dense(flat, weights, expert_ids, stacked)
+
+    def _routed_dense(self, flat: Tensor, weights: Tensor, expert_ids: Tensor, stacked: List[Tensor]) -> Tensor:
+        """The routed experts' part of :meth:`_dense_inference`, ``(N, D)``."""
         num_experts, num_tokens = self.num_experts, flat.shape[0]
         tokens = flat.unsqueeze(0).expand(num_experts, num_tokens, self.embed_dim)  # (E, N, D), a view
         if not stacked:  # under torch.compile: one traced call per expert
@@ -391,9 +412,36 @@ class MoEFeedForward(nn.Module):
             hidden = F.gelu(torch.baddbmm(b1, tokens, w1))  # (E, N, H)
             routed = torch.baddbmm(b2, hidden, w2)       # (E, N, D)
         chosen = torch.take_along_dim(routed.transpose(0, 1), expert_ids.unsqueeze(-1), dim=1)  # (N, k, D)
-        routed = (chosen * weights.unsqueeze(-1).to(chosen.dtype)).sum(dim=1)  # (N, D)
-        return self._shared_output(flat, inference=True) + routed
+        return (chosen * weights.unsqueeze(-1).to(chosen.dtype)).sum(dim=1)  # (N, D)
 
+    def inference_fn(self) -> Callable[[Tensor], Tensor]:
+        """This layer's eval / no-grad forward ``x (..., D) -> (..., D)`` (no router logits) as one function over
+        the weights as they are now: the sync-free dense path with the gate, the stacked experts and the shared
+        experts looked up once, for a search's many small calls. Calls the dense path does not serve (more tokens,
+        autograd, experts that must be called as modules) run :meth:`forward`."""
+        def forward(x: Tensor) -> Tensor:
+            return self(x)[0]
+        gate = inference_weight(self.gate)
+        stacked = None if self.training else self._stacked_weights()
+        if not stacked or gate is None:  # module calls needed ([] under torch.compile: forward traces its own path)
+            return forward
+        shared = [expert.inference_fn() for expert in self.shared_experts]
+        max_tokens = self._dense_token_limit(gate.device.type)
+        embed_dim, top_k = self.embed_dim, self.top_k
+
+        def dense(x: Tensor) -> Tensor:
+            flat = x.reshape(-1, embed_dim)                              # (N, D)
+            if flat.shape[0] > max_tokens or torch.is_grad_enabled() or flat.shape[0] == 0:
+                return forward(x)
+            probs = torch.softmax(F.linear(flat, gate).float(), dim=-1)  # (N, E), as route()
+            weights, expert_ids = probs.topk(top_k, dim=-1)              # (N, k)
+            if top_k > 1:
+                weights = weights / weights.sum(dim=-1, keepdim=True)
+            output = shared[0](flat) if shared else torch.zeros_like(flat)
+            for extra in shared[1:]:
+                output = output + extra(flat)
+            return (output + self._routed_dense(flat, weights, expert_ids, stacked)).reshape(x.shape)
+        return dense
 
     def _few_tokens_inference(self, flat: Tensor, weights: Tensor, expert_ids: Tensor) -> Tensor:
         """CPU top-1 eval / no-grad path for at most ``FEW_TOKENS`` tokens of a layer too large for the dense

@@ -33,6 +33,9 @@ class Preset(SuitePreset):
     # epsilon-greedy collection (lightzero's ``policy.eps``): epsilon falls linearly from 1.0 to 0.05 over this many
     # env steps of each game, then stays; None: off (actions from the visit counts only)
     collect_epsilon_decay: Optional[int] = None
+    # the visit-count temperature of collection's action sampling, fixed for the whole run; None: lightzero's
+    # UniZero default (a fixed 0.25)
+    collect_temperature: Optional[float] = None
     # each game's own legal actions only (MinAtar's minimal action set, a mask over the shared 6; Breakout and Freeway
     # have 3): the search spreads its simulations over fewer actions, and lightzero maps the visit counts back to the 6
     # (``action_type='varied_action_space'``)
@@ -69,7 +72,9 @@ def run_fields(preset: Preset, cuda: bool) -> Dict[str, Any]:
     """MinAtar's RunConfig fields: the grid encoder (no downsampling, LayerNorm, the preset's channels)."""
     eps = {} if preset.collect_epsilon_decay is None else dict(eps=dict(
         eps_greedy_exploration_in_collect=True, type="linear", start=1.0, end=0.05, decay=preset.collect_epsilon_decay))
-    return dict(discount_factor=0.99, policy_extras=dict(use_augmentation=False, **eps),
+    temperature = {} if preset.collect_temperature is None else dict(
+        manual_temperature_decay=False, fixed_temperature_value=preset.collect_temperature)
+    return dict(discount_factor=0.99, policy_extras=dict(use_augmentation=False, **eps, **temperature),
                 model_extras=dict(
                     image_channel=OBSERVATION_SHAPE[0],  # lightzero slices stacked frames by it (its default is RGB's 3)
                     frame_stack_num=1,
