@@ -65,7 +65,8 @@ class LightZeroOracle:
             for name, got, want in (("value", ours.value[rows], theirs.value), ("reward", ours.reward[rows], theirs.reward),
                                     ("policy", ours.policy_logits[rows, :width], theirs.policy_logits),
                                     ("latent", ours.latent[rows], theirs.latent_state)):
-                assert torch.allclose(got, want, atol=ATOL), f"call {self.calls} task {task_id} {name}"
+                assert torch.allclose(got, want, atol=ATOL), \
+                    f"call {self.calls} task {task_id} {name}: max difference {(got - want).abs().max().item():.2e}"
             for i, latent in zip(range(rows.start, rows.stop), theirs.latent_state):  # lightzero hashes these bits
                 self.node_latents[(self.calls + 1, i)] = latent.numpy()
             row += n

@@ -389,3 +389,40 @@ def test_dense_path_sees_weights_changed_in_place_or_replaced():
             expert.w1 = replacement                              # a module swapped in (e.g. a LoRA wrapper)
         torch.testing.assert_close(moe(x)[0], _reference(moe, x), rtol=1e-5, atol=1e-6)
     assert "_stacked_cache" not in moe.state_dict()
+
+
+@pytest.mark.parametrize("expert_type", sorted(moe_module.EXPERT_TYPES))
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_inference_fn_matches_the_training_path_below_and_above_the_dense_limit(expert_type, top_k):
+    """A search's MoE function (weights looked up once) gives the sorted dispatch's output whether the tokens go
+    through every expert (few tokens) or to their chosen experts only (more than the CPU's dense limit)."""
+    moe = MoEFeedForward(16, num_experts=4, top_k=top_k, num_shared_experts=1, expert_type=expert_type).eval()
+    limit = moe._dense_token_limit("cpu")
+    fn = moe.inference_fn()
+    for num_tokens in (1, limit, limit + 1, 3 * limit):
+        x = torch.randn(num_tokens, 1, 16) * 3
+        with torch.no_grad():
+            lean = fn(x)
+        reference, _ = moe(x)  # autograd on: the sorted dispatch
+        assert lean.shape == x.shape
+        torch.testing.assert_close(lean, reference.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_inference_fn_above_the_dense_limit_calls_only_the_chosen_experts(monkeypatch):
+    moe = MoEFeedForward(8, num_experts=4, top_k=1, num_shared_experts=0, hidden_dim=2 ** 14).eval()
+    assert moe._dense_token_limit("cpu") < 5  # a layer too large for the dense path on this many tokens
+    with torch.no_grad():
+        moe.gate.weight.zero_()
+        moe.gate.weight[2, 0] = 10.0                                # every token with x[0] > 0 -> expert 2
+    calls = {i: [] for i in range(4)}
+    original = SwiGLUExpert.inference_fn
+
+    def counted(expert):
+        index, fn = list(moe.experts).index(expert), original(expert)
+        return lambda x: calls[index].append(x.shape[0]) or fn(x)
+    monkeypatch.setattr(SwiGLUExpert, "inference_fn", counted)
+    x = torch.rand(5, 8) + 0.1
+    with torch.no_grad():
+        out = moe.inference_fn()(x)
+    assert calls == {0: [], 1: [], 2: [5], 3: []}
+    torch.testing.assert_close(out, moe(x)[0].detach(), rtol=1e-5, atol=1e-5)

@@ -117,7 +117,8 @@ def search_overhead(trainer: Any, repeats: int) -> Tuple[float, float]:
 
     cfg = trainer.policy._cfg
     num_tasks = len(trainer.tasks)
-    path = BatchedPath(trainer.policy._collect_model, cfg, {t: max(SEARCH_BATCHES) for t in range(num_tasks)})
+    model = trainer.policy._collect_model.eval()  # as collection runs it (the learn steps left it in train mode)
+    path = BatchedPath(model, cfg, {t: max(SEARCH_BATCHES) for t in range(num_tasks)})
     obs_shape = tuple(trainer.tasks[0].cfg.policy.model.observation_shape)
     seconds = [time_search(path, spread_rows(batch, num_tasks), obs_shape, repeats) for batch in SEARCH_BATCHES]
     return fit(SEARCH_BATCHES, seconds)

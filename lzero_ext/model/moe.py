@@ -318,15 +318,18 @@ class MoEFeedForward(nn.Module):
         return any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.experts.modules())
 
     @torch.compiler.disable  # split sizes are data: traced, every new set of counts would recompile
-    def _expert_slices(self, sorted_tokens: Tensor, flat_expert_ids: Tensor) -> Tensor:
-        """Each expert module on its contiguous slice of the sorted tokens, ``(N*k, D)``. Reads the per-expert
-        counts on the host (``torch.split`` sizes); runs eagerly under ``torch.compile``."""
+    def _expert_slices(self, sorted_tokens: Tensor, flat_expert_ids: Tensor,
+                       experts: Optional[Sequence[Callable[[Tensor], Tensor]]] = None) -> Tensor:
+        """Each expert module (or its function in ``experts``) on its contiguous slice of the sorted tokens,
+        ``(N*k, D)``. Reads the per-expert counts on the host (``torch.split`` sizes); runs eagerly under
+        ``torch.compile``."""
         counts = torch.bincount(flat_expert_ids, minlength=self.num_experts).tolist()  # E ints, sum N*k
+        experts = self.experts if experts is None else experts
 
         # torch.split (not slicing) so that backward concatenates the slice grads once instead of
         # scattering each into an (N*k, D) zero tensor.
         expert_outputs = [expert(tokens)                                 # (count_e, D)
-                          for expert, tokens in zip(self.experts, sorted_tokens.split(counts)) if tokens.shape[0]]
+                          for expert, tokens in zip(experts, sorted_tokens.split(counts)) if tokens.shape[0]]
         if not expert_outputs:
             return sorted_tokens                                         # (0, D): no tokens at all
         return torch.cat(expert_outputs, dim=0)                          # (N*k, D), still sorted by expert
@@ -417,8 +420,10 @@ class MoEFeedForward(nn.Module):
     def inference_fn(self) -> Callable[[Tensor], Tensor]:
         """This layer's eval / no-grad forward ``x (..., D) -> (..., D)`` (no router logits) as one function over
         the weights as they are now: the sync-free dense path with the gate, the stacked experts and the shared
-        experts looked up once, for a search's many small calls. Calls the dense path does not serve (more tokens,
-        autograd, experts that must be called as modules) run :meth:`forward`."""
+        experts looked up once, for a search's many small calls. On the CPU, where reading the expert ids is no
+        device sync, more tokens than the dense path takes go to their chosen experts only (sorted, each expert's
+        function on its slice). Other calls the dense path does not serve (more tokens on a GPU, autograd, experts
+        that must be called as modules) run :meth:`forward`."""
         def forward(x: Tensor) -> Tensor:
             return self(x)[0]
         gate = inference_weight(self.gate)
@@ -426,12 +431,15 @@ class MoEFeedForward(nn.Module):
         if not stacked or gate is None:  # module calls needed ([] under torch.compile: forward traces its own path)
             return forward
         shared = [expert.inference_fn() for expert in self.shared_experts]
+        on_cpu = gate.device.type == "cpu"
+        experts = [expert.inference_fn() for expert in self.experts] if on_cpu else None
         max_tokens = self._dense_token_limit(gate.device.type)
         embed_dim, top_k = self.embed_dim, self.top_k
 
-        def dense(x: Tensor) -> Tensor:
+        def lean(x: Tensor) -> Tensor:
             flat = x.reshape(-1, embed_dim)                              # (N, D)
-            if flat.shape[0] > max_tokens or torch.is_grad_enabled() or flat.shape[0] == 0:
+            num_tokens = flat.shape[0]
+            if torch.is_grad_enabled() or num_tokens == 0 or (num_tokens > max_tokens and not on_cpu):
                 return forward(x)
             probs = torch.softmax(F.linear(flat, gate).float(), dim=-1)  # (N, E), as route()
             weights, expert_ids = probs.topk(top_k, dim=-1)              # (N, k)
@@ -440,8 +448,15 @@ class MoEFeedForward(nn.Module):
             output = shared[0](flat) if shared else torch.zeros_like(flat)
             for extra in shared[1:]:
                 output = output + extra(flat)
-            return (output + self._routed_dense(flat, weights, expert_ids, stacked)).reshape(x.shape)
-        return dense
+            if num_tokens <= max_tokens:
+                return (output + self._routed_dense(flat, weights, expert_ids, stacked)).reshape(x.shape)
+            flat_ids = expert_ids.reshape(-1)                            # (N*k,), as _sorted_dispatch
+            order = torch.argsort(flat_ids, stable=True)
+            token_ids = order // top_k
+            routed = self._expert_slices(flat.index_select(0, token_ids), flat_ids, experts)  # (N*k, D)
+            routed = routed * weights.reshape(-1).index_select(0, order).unsqueeze(-1).to(routed.dtype)
+            return output.index_add_(0, token_ids, routed.to(output.dtype)).reshape(x.shape)
+        return lean
 
     def _few_tokens_inference(self, flat: Tensor, weights: Tensor, expert_ids: Tensor) -> Tensor:
         """CPU top-1 eval / no-grad path for at most ``FEW_TOKENS`` tokens of a layer too large for the dense
