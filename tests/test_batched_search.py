@@ -21,7 +21,7 @@ from tests.test_cached_inference import NUM_ACTIONS, _continuous, _discrete, _pa
 SIMULATIONS = 8
 # A leaf's latent is computed from its parent's on each path (up to SIMULATIONS model calls deep, each feeding the
 # next), so float32 rounding differences of ~1e-7 per op compound with depth: 1e-5 per call was seen to fail about
-# once in twenty runs (1.3e-5 on a value logit; the C++ tree's clock-seeded tie-breaking picks different paths).
+# once in fifteen runs (1.3e-5 on a value logit; the C++ tree's clock-seeded tie-breaking picks different paths).
 ATOL = 5e-5
 
 
