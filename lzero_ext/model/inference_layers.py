@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lzero_ext.model.moe import inference_weight
 from lzero_ext.model.sequence_forward import route
 from lzero_ext.model.task_routing import TaskRows, TaskSwitch
 
@@ -38,17 +39,6 @@ HEADS = ('policy', 'value', 'rewards', 'observations')
 
 
 # ---------------------------------------------------------------------------------------------- single layers
-def inference_weight(linear: nn.Module) -> Optional[Tensor]:
-    """``W`` with ``F.linear(x, W, linear.bias) == linear(x)`` for inference, or None when the module must be called:
-    a hooked linear, or a subclass without an ``inference_weight()`` answer (e.g. a DPS adapter in train mode)."""
-    if linear._forward_hooks or linear._forward_pre_hooks:
-        return None
-    if type(linear) is nn.Linear:
-        return linear._parameters['weight']
-    weight_of = getattr(linear, 'inference_weight', None)  # e.g. StagedLoRALinear (lzero_ext.dps): its merged weight
-    return weight_of() if callable(weight_of) else None
-
-
 def linear_fn(module: nn.Module) -> Fn:
     """A linear layer as ``F.linear`` over its (merged) weight, or the module itself when it must be called."""
     weight = inference_weight(module) if isinstance(module, nn.Linear) else None

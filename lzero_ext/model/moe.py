@@ -80,13 +80,10 @@ class SwiGLUExpert(nn.Module):
 
     def inference_forward(self, x: Tensor) -> Tensor:
         """``forward`` in eval mode without module dispatch; falls back to ``self(x)`` (see :func:`inference_weight`)."""
-        w1, w3, w2 = inference_weight(self.w1), inference_weight(self.w3), inference_weight(self.w2)
-        if w1 is None or w3 is None or w2 is None or not _has_no_hooks(self):
-            return self(x)
-        return F.linear(F.silu(F.linear(x, w1)) * F.linear(x, w3), w2)
+        return self.inference_fn()(x)
 
     def inference_fn(self) -> Callable[[Tensor], Tensor]:
-        """``inference_forward`` with the weights looked up now (for a search's many calls)."""
+        """:meth:`inference_forward` with the weights looked up now (for a search's many calls)."""
         w1, w3, w2 = inference_weight(self.w1), inference_weight(self.w3), inference_weight(self.w2)
         if w1 is None or w3 is None or w2 is None or not _has_no_hooks(self):
             return self
@@ -114,13 +111,10 @@ class GELUExpert(nn.Module):
 
     def inference_forward(self, x: Tensor) -> Tensor:
         """``forward`` in eval mode without module dispatch; falls back to ``self(x)`` (see :func:`inference_weight`)."""
-        w1, w2 = inference_weight(self.fc1), inference_weight(self.fc2)
-        if w1 is None or w2 is None or not _has_no_hooks(self):
-            return self(x)
-        return F.linear(F.gelu(F.linear(x, w1, self.fc1.bias)), w2, self.fc2.bias)
+        return self.inference_fn()(x)
 
     def inference_fn(self) -> Callable[[Tensor], Tensor]:
-        """``inference_forward`` with the weights looked up now (for a search's many calls)."""
+        """:meth:`inference_forward` with the weights looked up now (for a search's many calls)."""
         w1, w2 = inference_weight(self.fc1), inference_weight(self.fc2)
         if w1 is None or w2 is None or not _has_no_hooks(self):
             return self
@@ -220,11 +214,15 @@ class MoEFeedForward(nn.Module):
     def route(self, flat: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Router for flat tokens ``(N, D)``: logits ``(N, E)``, float32 top-k weights and expert ids ``(N, k)``."""
         router_logits = self.gate(flat)                                  # (N, E)
+        return (router_logits, *self._top_k(router_logits))
+
+    def _top_k(self, router_logits: Tensor) -> Tuple[Tensor, Tensor]:
+        """Float32 top-k weights and expert ids ``(N, k)`` of router logits ``(N, E)``."""
         probs = torch.softmax(router_logits.float(), dim=-1)             # (N, E) float32, over all experts
         weights, expert_ids = probs.topk(self.top_k, dim=-1)             # (N, k), (N, k)
         if self.top_k > 1:
             weights = weights / weights.sum(dim=-1, keepdim=True)        # (N, k), rows sum to 1
-        return router_logits, weights, expert_ids
+        return weights, expert_ids
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """``x (..., D)`` -> ``(output (..., D), router_logits (N_tokens, E))``; output includes shared experts."""
@@ -251,18 +249,23 @@ class MoEFeedForward(nn.Module):
             output = output + extra
         return output
 
-    def _sorted_dispatch(self, flat: Tensor, weights: Tensor, expert_ids: Tensor) -> Tensor:
-        """Training / large-batch path: sort assignments by expert, one contiguous slice per expert."""
+    def _sorted_dispatch(self, flat: Tensor, weights: Tensor, expert_ids: Tensor,
+                         experts: Optional[Sequence[Callable[[Tensor], Tensor]]] = None,
+                         shared: Optional[Tensor] = None) -> Tensor:
+        """Training / large-batch path: sort assignments by expert, one contiguous slice per expert. ``experts``: the
+        experts' functions, each called on its slice (None: ``F.grouped_mm`` where it serves, else the modules);
+        ``shared``: the shared experts' output, when already computed."""
         flat_expert_ids = expert_ids.reshape(-1)                         # (N*k,)
         order = torch.argsort(flat_expert_ids, stable=True)              # (N*k,) assignment ids, grouped by expert
         token_ids = order // self.top_k                                  # (N*k,) token of each sorted assignment
         sorted_weights = weights.reshape(-1)[order].unsqueeze(-1)        # (N*k, 1)
         sorted_tokens = flat.index_select(0, token_ids)                  # (N*k, D)
-        routed = self._grouped_experts(sorted_tokens, flat_expert_ids, order)
+        routed = None if experts is not None else self._grouped_experts(sorted_tokens, flat_expert_ids, order)
         if routed is None:
-            routed = self._expert_slices(sorted_tokens, flat_expert_ids)
+            routed = self._expert_slices(sorted_tokens, flat_expert_ids, experts)
         routed = routed * sorted_weights.to(routed.dtype)                # (N*k, D), gate-weighted
-        output = self._shared_output(flat, inference=not (self.training or torch.is_grad_enabled()))  # (N, D)
+        output = self._shared_output(flat, inference=not (self.training or torch.is_grad_enabled())) \
+            if shared is None else shared                                # (N, D)
         output.index_add_(0, token_ids, routed.to(output.dtype))         # (N, D), adds the k experts of each token
         return output
 
@@ -434,28 +437,22 @@ class MoEFeedForward(nn.Module):
         on_cpu = gate.device.type == "cpu"
         experts = [expert.inference_fn() for expert in self.experts] if on_cpu else None
         max_tokens = self._dense_token_limit(gate.device.type)
-        embed_dim, top_k = self.embed_dim, self.top_k
+        embed_dim = self.embed_dim
 
         def lean(x: Tensor) -> Tensor:
             flat = x.reshape(-1, embed_dim)                              # (N, D)
             num_tokens = flat.shape[0]
             if torch.is_grad_enabled() or num_tokens == 0 or (num_tokens > max_tokens and not on_cpu):
                 return forward(x)
-            probs = torch.softmax(F.linear(flat, gate).float(), dim=-1)  # (N, E), as route()
-            weights, expert_ids = probs.topk(top_k, dim=-1)              # (N, k)
-            if top_k > 1:
-                weights = weights / weights.sum(dim=-1, keepdim=True)
+            weights, expert_ids = self._top_k(F.linear(flat, gate))       # (N, k) each
             output = shared[0](flat) if shared else torch.zeros_like(flat)
             for extra in shared[1:]:
                 output = output + extra(flat)
             if num_tokens <= max_tokens:
-                return (output + self._routed_dense(flat, weights, expert_ids, stacked)).reshape(x.shape)
-            flat_ids = expert_ids.reshape(-1)                            # (N*k,), as _sorted_dispatch
-            order = torch.argsort(flat_ids, stable=True)
-            token_ids = order // top_k
-            routed = self._expert_slices(flat.index_select(0, token_ids), flat_ids, experts)  # (N*k, D)
-            routed = routed * weights.reshape(-1).index_select(0, order).unsqueeze(-1).to(routed.dtype)
-            return output.index_add_(0, token_ids, routed.to(output.dtype)).reshape(x.shape)
+                output = output + self._routed_dense(flat, weights, expert_ids, stacked)
+            else:  # the CPU: the chosen experts only
+                output = self._sorted_dispatch(flat, weights, expert_ids, experts, shared=output)
+            return output.reshape(x.shape)
         return lean
 
     def _few_tokens_inference(self, flat: Tensor, weights: Tensor, expert_ids: Tensor) -> Tensor:
