@@ -49,8 +49,9 @@ EXPERT_TYPES: FrozenSet[str] = frozenset({"swiglu", "gelu"})
 # Eval/no-grad calls with at most this many tokens take the sync-free dense path (MCTS: 1-2 tokens per env).
 SYNC_FREE_TOKENS = 64
 # On the CPU, where reading a tensor is no device sync, the dense path runs while it costs at most this many
-# multiply-adds (E * N * per-token expert cost: ~0.1-0.5 ms of one core); larger layers keep sparse expert calls.
-CPU_DENSE_MACS = 2 ** 22
+# multiply-adds (E * N * per-token expert cost: ~0.1 ms of one core); larger layers keep sparse expert calls. Measured
+# on the MinAtar cpu preset's layer (4 SwiGLU experts, D=64): per-expert calls win from about 10 tokens on.
+CPU_DENSE_MACS = 2 ** 21
 # Top-1 eval/no-grad calls on the CPU with at most this many tokens, too large for the dense path, call the
 # chosen experts one token at a time.
 FEW_TOKENS = 8
