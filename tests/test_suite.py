@@ -116,3 +116,28 @@ def test_the_baseline_evaluation_follows_the_preset_and_the_flag(monkeypatch, ar
     # the preset's choice travels in the config (policy.initial_eval), the flag as the trainer's argument
     assert all(main.policy.initial_eval is baseline for main, _ in seen["configs"])
     assert seen["initial_eval"] is flag and seen["run_labels"] == labels
+
+
+@pytest.mark.parametrize("argv, torch_threads, learn_threads", [
+    (["--preset", "cpu", "--device", "cpu"], 1, 2),  # the MinAtar cpu preset: one thread, two while learning
+    (["--preset", "cpu", "--device", "cpu", "--threads", "1"], 1, 1),  # --threads sets both
+    (["--preset", "cpu", "--device", "cpu", "--set", "learn_threads=None"], 1, None),
+])
+def test_the_presets_threads_reach_torch_and_the_learner(monkeypatch, argv, torch_threads, learn_threads):
+    import importlib
+
+    import torch
+
+    import lzero_ext.entry.cli as cli
+
+    trainer = importlib.import_module("lzero_ext.entry.train_scalezero")
+    seen = {}
+    monkeypatch.setattr(cli, "exit_on_signals_outside_training", lambda: None)
+    monkeypatch.setattr(cli, "ignore_signals_after_the_run", lambda: None)
+    monkeypatch.setattr(trainer, "train_scalezero", lambda configs, **kw: seen.update(kw, threads=torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        zoo_module("minatar").main(argv)
+    finally:
+        torch.set_num_threads(before)
+    assert seen["threads"] == torch_threads and seen["learn_threads"] == learn_threads

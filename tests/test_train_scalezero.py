@@ -1,6 +1,7 @@
 """The multi-task entry end to end (smoke preset), resume, and bad input."""
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 import lzero_ext  # noqa: F401
 from lzero_ext.checkpoint import CheckpointError, load_checkpoint
 from lzero_ext.entry import TaskConfigError, train_scalezero
+from lzero_ext.entry.train_scalezero import intra_op_threads
 from zoo.atari.config.scalezero_multitask_config import PRESETS, build_configs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,14 +55,45 @@ def test_smoke_preset_end_to_end(tmp_path, monkeypatch):
 
 def test_learn_losses_are_finite_and_per_task(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = train_scalezero(_smoke_configs(tmp_path), max_env_step=SMOKE.max_env_step, max_train_iter=2,
-                             exp_name=str(tmp_path / "exp"), progress=False)
+    threads_while_learning = []
+
+    def record_threads(iteration, batch):  # runs inside each learner iteration
+        threads_while_learning.append(torch.get_num_threads())
+        return batch
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train_scalezero(_smoke_configs(tmp_path), max_env_step=SMOKE.max_env_step, max_train_iter=2,
+                                 exp_name=str(tmp_path / "exp"), progress=False, learn_threads=2,
+                                 batch_transform=record_threads)
+        threads_after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads_before)
+    # learning ran on learn_threads (at most the CPUs this process may use); the rest of the run kept its one thread
+    assert set(threads_while_learning) == {min(2, len(os.sched_getaffinity(0)))} and threads_after == 1
     log = result.last_learn_log
     for task_id in (0, 1):
         assert math.isfinite(log[f"task{task_id}/loss_total"]) and log[f"task{task_id}/loss_total"] > 0
     assert math.isfinite(log["weighted_total_loss"]) and log["num_task_batches"] == 2
     events = list((tmp_path / "exp" / "log" / "tasks").glob("*/events.out.tfevents.*"))
     assert {p.parent.name for p in events} == {"Pong", "Breakout"}
+
+
+def test_intra_op_threads_sets_caps_and_restores():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with intra_op_threads(None):
+            assert torch.get_num_threads() == 1
+        with intra_op_threads(10_000):  # capped at the CPUs this process may use
+            assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+        assert torch.get_num_threads() == 1
+        with pytest.raises(RuntimeError), intra_op_threads(2):
+            raise RuntimeError("a failed learn step")
+        assert torch.get_num_threads() == 1  # put back after an error too
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_resume_continues_counters(tmp_path, monkeypatch):

@@ -67,7 +67,8 @@ def run_seed(suite: str, preset: str, seed: int, exp: Path, max_env_step: Option
         torch.set_num_threads(threads)
     budget = max_env_step or settings.max_env_step
     start = time.monotonic()
-    train_scalezero(configs, seed=seed, max_env_step=budget, exp_name=str(exp), overwrite=True)
+    train_scalezero(configs, seed=seed, max_env_step=budget, exp_name=str(exp), overwrite=True,
+                    learn_threads=settings.learn_threads)
     seconds = time.monotonic() - start
     print(f"seed {seed}: {seconds:.0f} s", flush=True)
     return json.loads((exp / "summary.json").read_text()), seconds

@@ -83,18 +83,20 @@ def run_keys(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def run_cli(args: argparse.Namespace, build_configs: Callable[..., Sequence[Any]], *,
-            torch_threads: Optional[int] = None, **train_kwargs: Any) -> None:
+            torch_threads: Optional[int] = None, learn_threads: Optional[int] = None, **train_kwargs: Any) -> None:
     """Builds the task configs (``build_configs(**run_keys(args))``: the zoo's ``build_configs`` takes the
     ``amp`` / ``compile`` keywords) and trains; bad input, a file-system failure (path and cause), divergence,
     a busy directory, SIGINT, SIGTERM and SIGHUP end with one line (exit status 1; 130 / 143 / 129 for the signals,
     after the final checkpoint).
 
-    ``torch_threads`` (the preset's; ``--threads`` overrides) is applied to CPU runs only. The run's console
+    ``torch_threads`` and ``learn_threads`` (the preset's; ``--threads`` sets both) apply to CPU runs only. The run's console
     is quiet (the project's lines and the bar) unless ``--verbose``: see ``run_logging.run_console``."""
     exit_on_signals_outside_training()
     threads = args.threads or torch_threads
-    if threads and not (args.cuda or (args.cuda is None and torch.cuda.is_available())):
+    on_cpu = not (args.cuda or (args.cuda is None and torch.cuda.is_available()))
+    if threads and on_cpu:
         torch.set_num_threads(threads)
+    learn_threads = (args.threads or learn_threads) if on_cpu else None
     from lzero_ext.checkpoint import CheckpointError
     from lzero_ext.divergence import DivergenceError
     from lzero_ext.entry.run_lock import RunLockError
@@ -110,7 +112,7 @@ def run_cli(args: argparse.Namespace, build_configs: Callable[..., Sequence[Any]
                             save_replay_buffer=args.save_replay_buffer, overwrite=args.overwrite,
                             run_labels={"preset": args.preset, **({"set": sorted(args.set)} if args.set else {})},
                             initial_eval=args.initial_eval,
-                            init_from=init_from, bar_stream=bar_stream, **train_kwargs)
+                            init_from=init_from, bar_stream=bar_stream, learn_threads=learn_threads, **train_kwargs)
         except (ValueError, CheckpointError, OSError, RunLockError, DivergenceError,
                 RunInterrupted, KeyboardInterrupt) as error:  # one clear line (rank 0 only), no traceback
             raise exit_for(error) from None

@@ -73,6 +73,10 @@ class SuitePreset:
     learning_rate: float = 1e-4
     update_per_collect: Optional[int] = None  # learner steps per collection round; None: replay ratio 0.25
     torch_threads: Optional[int] = None  # intra-op CPU threads of a CPU run (--threads overrides); None: torch's default
+    # intra-op CPU threads while the run learns (replay sampling and learner steps: large matmuls and convolutions, where
+    # a second core pays off, unlike the search's one-token passes); capped at the CPUs this process may use; None: as
+    # torch_threads. --threads sets both.
+    learn_threads: Optional[int] = None
     dps_min_stage0_iters: int = 50_000  # --dps: train iterations before the first stage switch (docs/dps.md)
     dps_max_stage_iters: int = 20_000  # --dps: a stage ends after this many iterations at the latest
 
@@ -303,7 +307,7 @@ class Suite:
         run_cli(args, lambda **run_keys: self.build_configs(
                     args.preset, dense=args.dense, exp_name=args.exp_name, cuda=args.cuda,
                     dps=args.dps, dps_targets=targets, overrides=overrides, **keys, **run_keys),
-                torch_threads=preset.torch_threads, max_env_step=args.max_env_step or preset.max_env_step,
+                torch_threads=preset.torch_threads, learn_threads=preset.learn_threads, max_env_step=args.max_env_step or preset.max_env_step,
                 score_kind=self.score_kind, checkpoint_freq=preset.checkpoint_freq)
 
 

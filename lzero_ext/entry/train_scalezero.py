@@ -10,13 +10,14 @@ Under ``torchrun`` each rank owns a contiguous block of tasks; ranks meet only i
 gradient averaging and in a few small agreements (number of updates, whether anyone has data, stop),
 so a rank whose tasks have no data yet never leaves the others waiting.
 """
+import contextlib
 import logging
 import math
 import os
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import torch
 from ding.policy import create_policy
@@ -61,6 +62,21 @@ def _checkpoint_dir(exp_dir: str, rank: int) -> str:
     return os.path.join(exp_dir, "ckpt", f"rank{rank}")
 
 
+@contextlib.contextmanager
+def intra_op_threads(threads: Optional[int]) -> Iterator[None]:
+    """torch's intra-op CPU threads set to ``threads`` (at most the CPUs this process may use) inside the block, and
+    put back after; None leaves them alone."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(int(threads), len(os.sched_getaffinity(0)))))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class MultiTaskTrainer:
     """Holds one run's state; :func:`train_scalezero` is the functional front door."""
 
@@ -70,7 +86,7 @@ class MultiTaskTrainer:
     def __init__(self, task_configs: Sequence[TaskConfig], *, seed: int, exp_name: str, score_kind: str,
                  max_env_step: int, max_train_iter: int, checkpoint_freq: int, save_replay_buffer: bool,
                  progress: bool, initial_eval: bool = True, bar_stream: Any = None,
-                 batch_transform: Optional[Callable[[int, Any], Any]] = None) -> None:
+                 batch_transform: Optional[Callable[[int, Any], Any]] = None, learn_threads: Optional[int] = None) -> None:
         validate_task_configs(task_configs)
         self.dist = init_distributed()
         self.local_task_ids = split_tasks(list(range(len(task_configs))), self.dist.rank, self.dist.world_size)
@@ -80,6 +96,7 @@ class MultiTaskTrainer:
         self.progress = progress and self.dist.rank == 0
         self.bar_stream = bar_stream
         self.batch_transform = batch_transform  # a test seam (lzero_ext.entry.fault_injection); None in production
+        self.learn_threads = learn_threads  # torch's CPU threads while learning (None: as the rest of the run)
         self.bar = RunProgress(total=0, enabled=False)  # the run's bar, made in run()
         self.score_kind = score_kind
         self.train_iter = 0
@@ -162,7 +179,7 @@ class MultiTaskTrainer:
         return max(1, int(math.ceil(total / self.cfg.task_num * self.cfg.replay_ratio)))
 
     def learn(self, num_updates: int) -> Optional[Dict[str, float]]:
-        with self.guard.updates():
+        with self.guard.updates(), intra_op_threads(self.learn_threads):
             return self._learn(num_updates)
 
     def _learn(self, num_updates: int) -> Optional[Dict[str, float]]:
@@ -308,7 +325,8 @@ def train_scalezero(task_configs: Sequence[TaskConfig], *, seed: int = 0, max_en
                     progress: bool = True, initial_eval: bool = True, init_from: Optional[FinetuneSpec] = None,
                     bar_stream: Any = None, overwrite: bool = False,
                     run_labels: Optional[Dict[str, Any]] = None,
-                    batch_transform: Optional[Callable[[int, Any], Any]] = None) -> TrainResult:
+                    batch_transform: Optional[Callable[[int, Any], Any]] = None,
+                    learn_threads: Optional[int] = None) -> TrainResult:
     """Trains one ScaleZero model on every task in ``task_configs`` (one ``(main, create)`` pair each).
 
     ``max_env_step`` is a per-task budget: a task that spent it stops collecting; the run ends when
@@ -320,7 +338,8 @@ def train_scalezero(task_configs: Sequence[TaskConfig], *, seed: int = 0, max_en
     the baseline evaluation before training; ``init_from`` starts from another run's checkpoint
     (:mod:`lzero_ext.entry.finetune`); ``bar_stream``: where the progress bar goes (default stderr);
     ``batch_transform``: ``(iteration, batch) -> batch`` on every sampled batch, for injected faults in tests
-    (:mod:`lzero_ext.entry.fault_injection`).
+    (:mod:`lzero_ext.entry.fault_injection`); ``learn_threads``: torch's CPU threads while learning (sampling and
+    learner steps; None: as the rest of the run).
 
     The run's console shows the project's lines and the bar only: lightzero's and ding's prints and log
     records go to ``<exp_name>/log/console.log`` (:func:`lzero_ext.entry.run_logging.run_console`; inside a
@@ -335,7 +354,7 @@ def train_scalezero(task_configs: Sequence[TaskConfig], *, seed: int = 0, max_en
                                    max_env_step=max_env_step, max_train_iter=max_train_iter,
                                    checkpoint_freq=checkpoint_freq, save_replay_buffer=save_replay_buffer,
                                    progress=progress, initial_eval=initial_eval, bar_stream=bar_stream,
-                                   batch_transform=batch_transform)
+                                   batch_transform=batch_transform, learn_threads=learn_threads)
         try:
             with guard.watch(trainer):  # final checkpoint on SIGINT/SIGTERM; divergence keeps the last good one
                 if init_from is not None:

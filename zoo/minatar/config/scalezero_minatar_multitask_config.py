@@ -56,6 +56,7 @@ PRESETS: Dict[str, Preset] = {
                   game_segment_length=20, num_unroll_steps=5, infer_context=4, eval_freq=100, max_episode_steps=500,
                   replay_buffer_size=100_000, checkpoint_freq=200, encoder_channels=16, update_per_collect=40,
                   learning_rate=1e-3, torch_threads=1,
+                  learn_threads=2,  # the learner's batched step (all five games' rows) uses a second core: 1.5x faster
                   # DPS switches at the paper's fractions of training (stage 0 about half, then about a fifth per
                   # stage): 2,880 learner iterations at 12,000 env steps per game
                   dps_min_stage0_iters=1200, dps_max_stage_iters=600),
