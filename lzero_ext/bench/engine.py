@@ -14,7 +14,9 @@ Figures (all from this one process, sides interleaved round by round):
 * **collect**: env steps per second over all games (ours: one round of every task; lightzero: one round of
   each game in turn), after a warm-up round each;
 * **learn**: seconds of our one multi-task learn step against the sum of lightzero's single-task learn steps
-  on batches of the same rows (``batch_size`` per game), median over ``--learn-repeats``;
+  on batches of the same rows (``batch_size`` per game), median over ``--learn-repeats``; the table also gives
+  replay sampling, which every learner iteration does before its step (ours: every game's batch with one target
+  forward; lightzero: each game's buffer in turn), not part of the ratio;
 * **search overhead**: the fixed cost of one search (``lzero_ext.bench.search``'s fit over 1-40 roots) of ours.
 
 The last line is ``engine: collect ours/lightzero X.XX, learn ours/lightzero Y.YY, search overhead Z.Z ms``.
@@ -89,7 +91,10 @@ def time_collection(trainer: Any, sides: Sequence[Dict[str, Any]], rounds: int) 
 
 
 def time_learning(trainer: Any, sides: Sequence[Dict[str, Any]], repeats: int) -> Dict[str, float]:
-    """Median seconds of our one multi-task learn step and of lightzero's learn steps of every game."""
+    """Median seconds of our one multi-task learn step and of lightzero's learn steps of every game (``ours``,
+    ``lightzero``), and of sampling every game's batch on each side (``ours sample``, ``lightzero sample``)."""
+    from lzero_ext.entry.multitask_sampling import sample_tasks
+
     while not all(task.has_enough_data() for task in trainer.tasks):
         trainer.collect()
     ours_batches = [task.sample(trainer.policy) for task in trainer.tasks]
@@ -107,7 +112,15 @@ def time_learning(trainer: Any, sides: Sequence[Dict[str, Any]], repeats: int) -
         for policy, batch in theirs:
             policy.learn_mode.forward(batch + [0] if len(batch) == 2 else batch)
 
-    times = time_interleaved({"ours": ours, "lightzero": lightzero}, warmup=1, repeats=repeats)
+    def ours_sample() -> None:
+        sample_tasks(trainer.tasks, trainer.policy)
+
+    def lightzero_sample() -> None:
+        for side in sides:
+            side["buffer"].sample(side["cfg"].policy.batch_size, side["policy"])
+
+    times = time_interleaved({"ours": ours, "lightzero": lightzero, "ours sample": ours_sample,
+                              "lightzero sample": lightzero_sample}, warmup=1, repeats=repeats)
     return {name: median(values) for name, values in times.items()}
 
 
@@ -161,8 +174,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"\nengine benchmark, {args.suite} cpu preset ({'dense' if args.dense else 'MoE'} FFN): {len(games)} games ({', '.join(games)}); "
           f"threads {threads}, load {load_before} -> {machine_load()}")
     print(tabulate([[name, collect[name][0], f"{collect[name][1]:.1f}", f"{rates[name]:.1f}",
-                     f"{learn[name] * 1e3:.0f}"] for name in ("ours", "lightzero")],
-                   headers=["side", "env steps", "collect s", "env steps / s", "learn step ms (all games)"]))
+                     f"{learn[name] * 1e3:.0f}", f"{learn[name + ' sample'] * 1e3:.0f}"] for name in ("ours", "lightzero")],
+                   headers=["side", "env steps", "collect s", "env steps / s", "learn step ms (all games)",
+                            "sampling ms (all games)"]))
     print(f"search: fixed {fixed * 1e3:.1f} ms + {per_root * 1e3:.2f} ms per root "
           f"({trainer.policy._cfg.num_simulations} simulations)")
     print(f"engine: collect ours/lightzero {rates['ours'] / rates['lightzero']:.2f}, "
