@@ -48,7 +48,7 @@ PRESETS: Dict[str, Preset] = {
                   collector_env_num=2, evaluator_env_num=5, n_evaluator_episode=5,
                   game_segment_length=50, num_unroll_steps=5, infer_context=2, eval_freq=500, max_episode_steps=None,
                   replay_buffer_size=100_000, checkpoint_freq=200, torch_threads=1, dps_min_stage0_iters=500,
-                  dps_max_stage_iters=250),
+                  dps_max_stage_iters=250, learn_threads=2),  # learner steps 1.1x faster on a second core
     # Paper settings (ScaleZero, arXiv 2509.07945): DMC-18, 768-wide backbone, 50 simulations, K=20; total batch 512 over 18
     # tasks (28 per task), 200 updates per collection round, buffer 1e6.
     "dmc18": Preset(tasks=DMC18_TASKS, max_env_step=500_000, embed_dim=768, num_layers=4, num_heads=24,
