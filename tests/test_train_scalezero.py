@@ -1,7 +1,6 @@
 """The multi-task entry end to end (smoke preset), resume, and bad input."""
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch
 import lzero_ext  # noqa: F401
 from lzero_ext.checkpoint import CheckpointError, load_checkpoint
 from lzero_ext.entry import TaskConfigError, train_scalezero
-from lzero_ext.entry.train_scalezero import intra_op_threads
+from lzero_ext.entry.train_scalezero import intra_op_threads, usable_cpus
 from zoo.atari.config.scalezero_multitask_config import PRESETS, build_configs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +70,7 @@ def test_learn_losses_are_finite_and_per_task(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(threads_before)
     # learning ran on learn_threads (at most the CPUs this process may use); the rest of the run kept its one thread
-    assert set(threads_while_learning) == {min(2, len(os.sched_getaffinity(0)))} and threads_after == 1
+    assert set(threads_while_learning) == {min(2, usable_cpus())} and threads_after == 1
     log = result.last_learn_log
     for task_id in (0, 1):
         assert math.isfinite(log[f"task{task_id}/loss_total"]) and log[f"task{task_id}/loss_total"] > 0
@@ -87,13 +86,20 @@ def test_intra_op_threads_sets_caps_and_restores():
         with intra_op_threads(None):
             assert torch.get_num_threads() == 1
         with intra_op_threads(10_000):  # capped at the CPUs this process may use
-            assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+            assert torch.get_num_threads() == usable_cpus()
         assert torch.get_num_threads() == 1
         with pytest.raises(RuntimeError), intra_op_threads(2):
             raise RuntimeError("a failed learn step")
         assert torch.get_num_threads() == 1  # put back after an error too
     finally:
         torch.set_num_threads(before)
+
+
+def test_usable_cpus_without_an_affinity_call(monkeypatch):
+    import os
+
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS has none
+    assert usable_cpus() == (os.cpu_count() or 1)
 
 
 def test_resume_continues_counters(tmp_path, monkeypatch):

@@ -62,6 +62,13 @@ def _checkpoint_dir(exp_dir: str, rank: int) -> str:
     return os.path.join(exp_dir, "ckpt", f"rank{rank}")
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity on Linux; every CPU where the OS has no affinity call, e.g. macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def intra_op_threads(threads: Optional[int]) -> Iterator[None]:
     """torch's intra-op CPU threads set to ``threads`` (at most the CPUs this process may use) inside the block, and
@@ -70,7 +77,7 @@ def intra_op_threads(threads: Optional[int]) -> Iterator[None]:
         yield
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(int(threads), len(os.sched_getaffinity(0)))))
+    torch.set_num_threads(max(1, min(int(threads), usable_cpus())))
     try:
         yield
     finally:
