@@ -1,6 +1,7 @@
 """The multi-task entry end to end (smoke preset), resume, and bad input."""
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -96,8 +97,6 @@ def test_intra_op_threads_sets_caps_and_restores():
 
 
 def test_usable_cpus_without_an_affinity_call(monkeypatch):
-    import os
-
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS has none
     assert usable_cpus() == (os.cpu_count() or 1)
 
